@@ -1,0 +1,19 @@
+"""KD Playground engine: configs, registries, models, data, losses, training, metrics, history.
+
+Importing the package fills the registries (models, datasets, losses). It never imports Streamlit.
+"""
+from . import data as _data, losses as _losses, models as _models  # noqa: F401  (fill registries)
+from .config import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, from_dict,
+                     from_json, replace, to_dict, to_json)
+from .errors import ConfigError, DataUnavailable
+from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
+from .experiment import CompareResult, RunResult, compare, run_experiment, verdict
+from .registry import DATASETS, LOSSES, MODELS, Registry
+from .store import RunStore
+
+__all__ = [
+    "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "from_json",
+    "replace", "to_dict", "to_json", "ConfigError", "DataUnavailable", "EpochEnd", "PhaseEnd",
+    "PhaseStart", "RunEnd", "StepEnd", "CompareResult", "RunResult", "compare", "run_experiment",
+    "verdict", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore",
+]

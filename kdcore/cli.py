@@ -1,0 +1,204 @@
+"""Command line: the same RunConfig the dashboard builds, run headless.
+
+This module is the terminal's UI, so unlike the rest of kdcore it prints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from .config import RunConfig, from_dict, to_dict, to_json
+from .errors import ConfigError, DataUnavailable
+from .events import EpochEnd, PhaseEnd, PhaseStart, StepEnd
+from .registry import DATASETS, LOSSES, MODELS
+
+KD_HELP = """\
+Knowledge distillation (Hinton et al. 2015). The distilled student minimises
+
+    alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+
+  T      temperature > 0. T = 1 is the plain softmax; larger T softens both distributions so the
+         student sees how the teacher ranks the wrong classes ("dark knowledge").
+  alpha  in [0, 1], the weight of the HARD-LABEL cross-entropy. alpha = 1 is the student alone
+         (the baseline); alpha = 0 learns from the teacher's soft targets only.
+  T^2    keeps the soft term's gradients the same size as T changes (loss.t2 = false drops it).
+
+Every run trains (or loads) the teacher, then the same student twice with the same seed, init,
+data order and schedule: once alone (baseline) and once distilled, and reports both on the test set.
+Configs are JSON (see `python -m kdcore config`); override any field with --set a.b=value.
+Models: {models}. Datasets: {datasets}. Losses: {losses}.
+"""
+
+
+def _set(d: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        if not isinstance(cur.get(k), dict):
+            cur[k] = {}
+        cur = cur[k]
+    try:
+        cur[keys[-1]] = json.loads(raw)
+    except json.JSONDecodeError:
+        cur[keys[-1]] = raw  # bare strings: --set data.name=mnist
+
+
+def load_config(path: str | None, overrides: list[str], args) -> RunConfig:
+    """Config file (or defaults) + --set overrides + the data/device flags, validated."""
+    d = to_dict(RunConfig()) if path is None else json.loads(Path(path).read_text())
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must look like key.path=value, e.g. loss.temperature=4")
+        k, v = item.split("=", 1)
+        _set(d, k.strip(), v.strip())
+    data = d.setdefault("data", {})
+    if getattr(args, "data_dir", None):
+        data["data_dir"] = args.data_dir
+    if getattr(args, "download", False):
+        data["download"] = True
+    if getattr(args, "device", None):
+        d["device"] = args.device
+    return from_dict(d)
+
+
+class Progress:
+    """Prints one line per epoch and a step counter, to stderr-free stdout."""
+
+    def __init__(self, every: int = 0):
+        self.every = every
+
+    def __call__(self, ev) -> None:
+        if isinstance(ev, PhaseStart):
+            what = f"{ev.epochs} epochs x {ev.steps_per_epoch} steps" if ev.epochs else "evaluate"
+            print(f"[{ev.phase}] start: {what}", flush=True)
+        elif isinstance(ev, StepEnd) and self.every and ev.step % self.every == 0:
+            terms = " ".join(f"{k}={v:.4f}" for k, v in ev.terms.items())
+            print(f"[{ev.phase}] step {ev.step}/{ev.total_steps} loss={ev.loss:.4f} {terms}", flush=True)
+        elif isinstance(ev, EpochEnd):
+            terms = " ".join(f"{k}={v:.4f}" for k, v in ev.terms.items())
+            print(f"[{ev.phase}] epoch {ev.epoch}/{ev.epochs} loss={ev.train_loss:.4f} ({terms}) "
+                  f"train_acc={ev.train_acc:.4f} val_acc={ev.val_acc:.4f} {ev.seconds:.1f}s", flush=True)
+        elif isinstance(ev, PhaseEnd) and ev.status == "completed" and ev.metrics:
+            print(f"[{ev.phase}] test accuracy {ev.metrics['accuracy']:.4f}", flush=True)
+
+
+def results_table(metrics: dict) -> pd.DataFrame:
+    cols = ["accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
+            "latency_ms", "compression", "speedup"]
+    rows = {p: {c: m.get(c) for c in cols} for p, m in metrics.items()}
+    return pd.DataFrame(rows).T
+
+
+def _store(args):
+    from .store import RunStore
+
+    return RunStore(args.runs_dir)
+
+
+def cmd_run(args) -> int:
+    from .experiment import run_experiment
+
+    cfg = load_config(args.config, args.set, args)
+    store = None if args.no_save else _store(args)
+    res = run_experiment(cfg, store=store, callbacks=[Progress(args.log_every)], stop=threading.Event())
+    if res.metrics:
+        print(results_table(res.metrics).to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
+    print(res.message)
+    return 0 if res.status == "completed" else 1
+
+
+def cmd_compare(args) -> int:
+    from .experiment import compare
+
+    cfg = load_config(args.config, args.set, args)
+    seeds = list(range(args.seeds)) if args.seeds.isdigit() else [int(s) for s in args.seeds.split(",")]
+    store = None if args.no_save else _store(args)
+    out = compare(cfg, seeds=seeds, store=store, callbacks=[Progress(args.log_every)])
+    t = out.table
+    show = pd.DataFrame({"model": t["model"], "seeds": t["seeds"]})
+    for k in ("accuracy", "f1", "ece", "agreement"):
+        if f"{k}_mean" in t:
+            show[k] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(t[f"{k}_mean"], t[f"{k}_std"])]
+    for k in ("params", "size_mb", "latency_ms"):
+        show[k] = t[f"{k}_mean"].round(3)
+    print(show.to_string(index=False))
+    if out.gain_mean is not None:
+        print(f"gain of distillation over the baseline: {out.gain_mean * 100:+.2f} ± "
+              f"{out.gain_std * 100:.2f} points over {len([r for r in out.runs if r.gain is not None])} seed(s)")
+    failed = [r for r in out.runs if r.status != "completed"]
+    for r in failed:
+        print(f"run {r.run_id}: {r.status}: {r.message}")
+    return 1 if failed else 0
+
+
+def cmd_runs(args) -> int:
+    store = _store(args)
+    if args.action == "list":
+        t = store.table()
+        print(t.to_string(index=False) if len(t) else "no runs yet")
+    elif args.action == "show":
+        run = store.get(int(args.id))
+        print(json.dumps(run, indent=2, default=str))
+        print(f"replay: python -m kdcore runs config {run['id']} > run.json && python -m kdcore run run.json")
+    elif args.action == "config":
+        print(json.dumps(store.get(int(args.id))["config"], indent=2, sort_keys=True))
+    elif args.action == "export":
+        ids = [int(i) for i in args.ids.split(",")] if args.ids else None
+        print(f"wrote {store.export_csv(args.out, ids)}")
+    elif args.action == "delete":
+        store.delete(int(args.id))
+        print(f"deleted run {args.id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kdcore", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=KD_HELP.format(models=", ".join(MODELS.names()), datasets=", ".join(DATASETS.names()),
+                                   losses=", ".join(LOSSES.names())))
+    p.add_argument("--runs-dir", default=None, help="run history folder (default ./runs or $KD_RUNS_DIR)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("config", nargs="?", help="RunConfig JSON file (default: built-in defaults)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a field, e.g. --set loss.temperature=4 --set loss.alpha=0.1")
+        sp.add_argument("--data-dir", help="local dataset folder (torchvision layout); or set KD_DATA_DIR")
+        sp.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+        sp.add_argument("--device", help="cpu, cuda, cuda:1, mps")
+        sp.add_argument("--no-save", action="store_true", help="do not write to the run history")
+        sp.add_argument("--log-every", type=int, default=0, metavar="N", help="print every N steps")
+
+    common(sub.add_parser("run", help="teacher → baseline → distilled student, once"))
+    c = sub.add_parser("compare", help="the same run over several seeds, mean ± std")
+    common(c)
+    c.add_argument("--seeds", default="3", help="a count (3 → seeds 0,1,2) or a list like 0,4,7")
+    sub.add_parser("config", help="print the default RunConfig as JSON")
+    r = sub.add_parser("runs", help="the run history")
+    r.add_argument("action", choices=["list", "show", "config", "export", "delete"])
+    r.add_argument("id", nargs="?", help="run id (show, config, delete)")
+    r.add_argument("--out", default="runs.csv", help="export: CSV path")
+    r.add_argument("--ids", help="export: comma-separated run ids (default all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import kdcore  # noqa: F401  (fills the registries)
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "config":
+            print(to_json(RunConfig()))
+            return 0
+        if args.cmd == "runs" and args.action in ("show", "config", "delete") and not args.id:
+            raise ConfigError(f"runs {args.action} needs a run id")
+        return {"run": cmd_run, "compare": cmd_compare, "runs": cmd_runs}[args.cmd](args)
+    except (ConfigError, DataUnavailable, KeyError, FileNotFoundError, json.JSONDecodeError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,217 @@
+"""Run configuration: one frozen dataclass per concern, validated at construction.
+
+Every run stores ``to_dict(cfg)``; ``from_dict`` / ``from_json`` rebuild it, so a run made in the
+browser can be replayed with ``python -m kdcore run CONFIG.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "RunConfig",
+    "to_dict", "from_dict", "to_json", "from_json", "replace",
+]
+
+TEACHER_SOURCES = ("train", "run:<id>", "file:<path>")
+
+
+def _check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name} = {value!r} is not allowed; {field_name} must be {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "moons"  # registered dataset; synthetic 2-D sets need no download
+    data_dir: str | None = None  # local torchvision-layout folder; else $KD_DATA_DIR, else ./data
+    download: bool = False  # let torchvision fetch the set (online users only)
+    n_samples: int = 2000  # synthetic sets: total points over train/val/test
+    noise: float = 0.2  # synthetic sets: noise, i.e. how much the classes overlap
+    n_classes: int = 3  # spirals/blobs: number of classes (moons and circles have 2)
+    train_subset: int = 0  # 0 = every training sample; N = a seeded subset for quick demos
+    val_fraction: float = 0.1  # share of the training pool held out to watch overfitting
+    augment: bool = False  # images: random crop (+ flip on CIFAR); forces live teacher logits
+    seed: int = 0  # data generation and split; independent of the training seed
+
+    def __post_init__(self) -> None:
+        from .registry import DATASETS
+
+        if self.name not in DATASETS:
+            raise ConfigError(f"data.name = {self.name!r} is not a known dataset; known: "
+                              f"{', '.join(DATASETS.names())}")
+        _check(_is_int(self.n_samples) and self.n_samples >= 20, "data.n_samples", self.n_samples,
+               "an integer >= 20")
+        _check(_is_num(self.noise) and 0 <= self.noise <= 5, "data.noise", self.noise, "in [0, 5]")
+        _check(_is_int(self.n_classes) and 2 <= self.n_classes <= 10, "data.n_classes",
+               self.n_classes, "an integer in [2, 10]")
+        _check(_is_int(self.train_subset) and self.train_subset >= 0, "data.train_subset",
+               self.train_subset, "0 (all) or a positive integer")
+        _check(_is_num(self.val_fraction) and 0 < self.val_fraction < 0.5, "data.val_fraction",
+               self.val_fraction, "in (0, 0.5)")
+        _check(_is_int(self.seed) and self.seed >= 0, "data.seed", self.seed, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"  # registered architecture
+    params: dict = field(default_factory=dict)  # architecture knobs, e.g. {"hidden": [32]}
+
+    def __post_init__(self) -> None:
+        from .registry import MODELS
+
+        if self.name not in MODELS:
+            raise ConfigError(f"model name {self.name!r} is not a known model; known: "
+                              f"{', '.join(MODELS.names())}")
+        if not isinstance(self.params, dict):
+            raise ConfigError(f"model params = {self.params!r} must be a JSON object (dict)")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Distillation loss. Convention: alpha weighs the hard-label CE, (1 - alpha) the soft term."""
+
+    name: str = "kd"  # registered loss: kd (Hinton), soft_ce, mse_logits
+    temperature: float = 4.0  # T > 0 softens both distributions; 1 = plain softmax
+    alpha: float = 0.5  # weight of CE(labels, student); the soft term gets 1 - alpha
+    t2: bool = True  # multiply the soft term by T^2 (Hinton 2015); off only to teach why
+    params: dict = field(default_factory=dict)  # extra knobs of non-vanilla methods
+
+    def __post_init__(self) -> None:
+        from .registry import LOSSES
+
+        if self.name not in LOSSES:
+            raise ConfigError(f"loss.name = {self.name!r} is not a known loss; known: "
+                              f"{', '.join(LOSSES.names())}")
+        _check(_is_num(self.temperature) and 0 < self.temperature <= 100, "loss.temperature",
+               self.temperature, "a number > 0 (and <= 100)")
+        _check(_is_num(self.alpha) and 0 <= self.alpha <= 1, "loss.alpha", self.alpha,
+               "in [0, 1] (weight of the hard-label CE)")
+        _check(isinstance(self.t2, bool), "loss.t2", self.t2, "true or false")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 5  # passes over the training set
+    lr: float = 1e-3  # learning rate
+    batch_size: int = 128  # samples per step
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9, nesterov)
+    weight_decay: float = 0.0  # L2 penalty
+    schedule: str = "constant"  # constant | cosine (per step, to zero)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
+               "an integer in [1, 1000]")
+        _check(_is_num(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "a number in (0, 10]")
+        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536, "batch_size",
+               self.batch_size, "an integer in [1, 65536]")
+        _check(self.optimizer in ("adam", "sgd"), "optimizer", self.optimizer, "'adam' or 'sgd'")
+        _check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+               self.weight_decay, "a number >= 0")
+        _check(self.schedule in ("constant", "cosine"), "schedule", self.schedule,
+               "'constant' or 'cosine'")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)  # what to learn
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [128, 128]}))
+    student: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [8]}))
+    loss: LossConfig = field(default_factory=LossConfig)  # how the distilled student learns
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20, lr=1e-2))  # students
+    teacher_optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20, lr=1e-2))
+    teacher_source: str = "train"  # train | run:<id> (reuse from history) | file:<path> (.pt)
+    seed: int = 0  # init and data order; baseline and distilled share it
+    device: str = "cpu"  # torch device string, e.g. cpu or cuda
+    name: str = ""  # free label shown in the run history
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(isinstance(self.teacher_source, str) and (
+            self.teacher_source == "train" or self.teacher_source.startswith(("run:", "file:"))),
+            "teacher_source", self.teacher_source, "one of " + ", ".join(TEACHER_SOURCES))
+        _check(isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+               "device", self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+        self._check_models_fit()
+
+    def _check_models_fit(self) -> None:
+        """Build both models on the meta device so a mismatch fails now, not mid-run."""
+        import torch
+
+        from .registry import DATASETS, MODELS
+
+        spec = DATASETS.get(self.data.name)
+        in_shape, n_cls = tuple(spec.in_shape(self.data)), spec.num_classes(self.data)
+        for role, mcfg in (("teacher", self.teacher), ("student", self.student)):
+            try:
+                with torch.device("meta"):
+                    from .models import build_model
+
+                    model = build_model(mcfg.name, in_shape=in_shape, num_classes=n_cls,
+                                        params=mcfg.params)
+                    out = model(torch.empty(2, *in_shape))
+            except ConfigError as e:
+                raise ConfigError(f"{role}: {e}") from None
+            except Exception as e:  # shape errors inside forward
+                raise ConfigError(f"{role} model {mcfg.name!r} does not fit dataset "
+                                  f"{self.data.name!r} (input {in_shape}, {n_cls} classes): {e}") from None
+            if tuple(out.shape) != (2, n_cls):
+                raise ConfigError(f"{role} model {mcfg.name!r} outputs {tuple(out.shape[1:])} but "
+                                  f"dataset {self.data.name!r} has {n_cls} classes")
+
+
+_SECTIONS = {"data": DataConfig, "teacher": ModelConfig, "student": ModelConfig,
+             "loss": LossConfig, "optim": OptimConfig, "teacher_optim": OptimConfig}
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain JSON-ready dict of a RunConfig."""
+    return asdict(cfg)
+
+
+def _build(cls, d: Any, where: str):
+    if is_dataclass(d):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {d!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sorted(known))}")
+    return cls(**d)
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from ``to_dict`` output (partial dicts fill in defaults)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a run config must be a JSON object, got {type(d).__name__}")
+    d = dict(d)
+    for key, cls in _SECTIONS.items():
+        if key in d:
+            d[key] = _build(cls, d[key], key)
+    return _build(RunConfig, d, "config")
+
+
+def to_json(cfg: RunConfig) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> RunConfig:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config is not valid JSON: {e}") from None
+    return from_dict(d)

@@ -1,0 +1,269 @@
+"""One distillation run (teacher → baseline student → distilled student) and the seed comparison.
+
+The dashboard and the CLI both call :func:`run_experiment` / :func:`compare` with a RunConfig,
+so a run made in the browser replays headless from its stored config.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .config import RunConfig, replace, to_dict
+from .data import load_data
+from .errors import ConfigError
+from .events import Callback, PhaseEnd, RunEnd
+from .metrics import classification_metrics, compression, teacher_agreement
+from .models import build_model, profile
+from .store import RunStore
+from .trainer import Alone, fit, make_distiller, predict_logits
+
+__all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
+           "build_models", "verdict"]
+
+MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | diverged | failed
+    message: str
+    metrics: dict[str, dict[str, Any]]  # phase -> test metrics (+ params, size_mb, latency_ms)
+    history: dict[str, list[dict]] = field(default_factory=dict)  # phase -> epoch dicts
+    models: dict[str, nn.Module] = field(default_factory=dict)  # phase -> trained module
+    run_id: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def gain(self) -> float | None:
+        """Distilled minus baseline test accuracy, or None if either is missing."""
+        b, d = self.metrics.get("baseline"), self.metrics.get("distilled")
+        return d["accuracy"] - b["accuracy"] if b and d else None
+
+
+def build_models(cfg: RunConfig, in_shape, num_classes) -> tuple[nn.Module, nn.Module]:
+    """Teacher and student as the config names them, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
+                          params=cfg.teacher.params)
+    torch.manual_seed(cfg.seed)
+    student = build_model(cfg.student.name, in_shape=in_shape, num_classes=num_classes,
+                          params=cfg.student.params)
+    return teacher, student
+
+
+def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None = None) -> nn.Module:
+    """Load ``run:<id>`` (from the history) or ``file:<path>`` (an untrusted .pt) into ``model``.
+
+    The file is read with ``torch.load(weights_only=True)`` — never unpickled — and loaded
+    strictly, so a file for another architecture is refused with the keys that differ.
+
+    Raises:
+        ConfigError: with a message a person can act on.
+    """
+    if source.startswith("run:"):
+        if store is None:
+            raise ConfigError("teacher_source 'run:<id>' needs the run history (a RunStore)")
+        try:
+            state = store.load_weights(int(source[4:]), "teacher")
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"teacher_source {source!r}: {e}") from None
+    elif source.startswith("file:"):
+        path = source[5:]
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise ConfigError(f"teacher weights file {path!r} does not exist") from None
+        if size > MAX_WEIGHTS_BYTES:
+            raise ConfigError(f"teacher weights file is {size / 2**20:.0f} MB; the limit is "
+                              f"{MAX_WEIGHTS_BYTES // 2**20} MB")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle with code, a zip bomb, random bytes...
+            raise ConfigError("teacher weights file is not a plain PyTorch state_dict saved with "
+                              f"torch.save(model.state_dict(), ...); loading it safely failed: "
+                              f"{str(e).splitlines()[0][:300]}") from None
+    else:
+        raise ConfigError(f"teacher_source {source!r} is not a source of weights")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError("teacher weights must be a state_dict: a dict of parameter name → tensor")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = str(e).replace("\n", " ")
+        raise ConfigError(f"teacher weights do not fit the chosen teacher architecture: {msg[:600]}") from None
+    return model
+
+
+def _evaluate(model, data, device, batch_size, teacher_test_logits=None) -> tuple[dict, torch.Tensor]:
+    logits = predict_logits(model, data.x_test, device=device)
+    m = classification_metrics(logits, data.y_test)
+    if teacher_test_logits is not None:
+        m.update(teacher_agreement(logits, teacher_test_logits))
+    p = profile(model, tuple(data.in_shape), batch_size=batch_size, device=device)
+    m.update(params=p.params, size_mb=p.size_mb, latency_ms=p.latency_ms)
+    return m, logits
+
+
+def verdict(metrics: dict) -> str:
+    """A one-line, honest reading of baseline vs distilled test accuracy."""
+    b, d = metrics.get("baseline"), metrics.get("distilled")
+    if not b or not d:
+        return "No verdict: the baseline and the distilled student did not both finish."
+    gain = (d["accuracy"] - b["accuracy"]) * 100
+    word = "helped" if gain > 0 else ("made no difference" if gain == 0 else "did not help")
+    return (f"Distillation {word}: {gain:+.2f} points of test accuracy "
+            f"({d['accuracy'] * 100:.2f}% distilled vs {b['accuracy'] * 100:.2f}% alone, one seed; "
+            f"run compare over several seeds to see the spread).")
+
+
+def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
+                   callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
+                   teacher: nn.Module | None = None, data=None, kind: str = "run",
+                   group: str | None = None) -> RunResult:
+    """Train (or load) the teacher, then the baseline and the distilled student, and test all three.
+
+    Args:
+        cfg: the run. store: where history and weights go (None = keep nothing).
+        callbacks: receive every event. stop: set it to stop between steps.
+        teacher: an already trained teacher to reuse (skips teacher_source).
+        data: an already loaded DataBundle for cfg.data (saves reloading in sweeps).
+        kind, group: how the run is filed in the history.
+    Returns:
+        RunResult; never raises for a run that diverges or is stopped (see ``status``).
+    """
+    t0 = time.perf_counter()
+    run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
+    cbs = list(callbacks) + ([store.recorder(run_id)] if store else [])
+
+    def emit(ev):
+        for cb in cbs:
+            cb(ev)
+
+    res = RunResult("completed", "", {}, run_id=run_id)
+    try:
+        _pipeline(cfg, res, store, emit, stop, teacher, data)
+    except ConfigError as e:
+        res.status, res.message = "failed", str(e)
+    except Exception as e:  # keep the history consistent; the UI shows the message
+        res.status, res.message = "failed", f"{type(e).__name__}: {e}"
+    res.seconds = time.perf_counter() - t0
+    if res.status == "completed":
+        res.message = verdict(res.metrics)
+    if store:
+        store.finish_run(run_id, res.status, res.message, res.metrics)
+    emit(RunEnd(res.status, res.message, res.metrics, run_id))
+    return res
+
+
+def _pipeline(cfg, res: RunResult, store, emit, stop, teacher, data) -> None:
+    device = torch.device(cfg.device)
+    data = data if data is not None else load_data(cfg.data)
+    t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))
+    cbs = [emit]
+    bs = cfg.optim.batch_size
+
+    def phase(name, distiller, optim, teacher_logits=None) -> bool:
+        r = fit(distiller, data, optim, phase=name, seed=cfg.seed, device=device, callbacks=cbs,
+                stop=stop, teacher_logits=teacher_logits, run_id=res.run_id)
+        res.history[name] = r.epochs
+        if r.status != "completed":
+            res.status, res.message = r.status, r.message
+            emit(PhaseEnd(name, r.status, {}, r.message, res.run_id))
+            return False
+        return True
+
+    # 1. teacher
+    if teacher is not None:
+        t_model = teacher
+    elif cfg.teacher_source == "train":
+        if not phase("teacher", Alone(t_model), cfg.teacher_optim):
+            return
+    else:
+        load_teacher_weights(t_model, cfg.teacher_source, store)
+    t_model.to(device).eval()
+    for p in t_model.parameters():
+        p.requires_grad_(False)
+    res.models["teacher"] = t_model
+    res.metrics["teacher"], t_test = _evaluate(t_model, data, device, bs)
+    if store:
+        store.save_weights(res.run_id, "teacher", t_model.state_dict())
+    emit(PhaseEnd("teacher", "completed", res.metrics["teacher"], "", res.run_id))
+    t_prof = res.metrics["teacher"]
+
+    # 2. baseline and 3. distilled share init (cfg.seed), data order and schedule
+    distiller = make_distiller(cfg.loss, student, t_model)
+    cache = None
+    if data.augment is None and distiller.uses_teacher_logits_only:
+        cache = predict_logits(t_model, data.x_train, device=device)
+    torch.manual_seed(cfg.seed)
+    baseline = build_model(cfg.student.name, in_shape=tuple(data.in_shape),
+                           num_classes=len(data.classes), params=cfg.student.params)
+    for name, dist, t_log in (("baseline", Alone(baseline), None), ("distilled", distiller, cache)):
+        if not phase(name, dist, cfg.optim, t_log):
+            return
+        model = dist.student
+        res.models[name] = model
+        m, _ = _evaluate(model, data, device, bs, t_test)
+        m.update(compression(m, t_prof))
+        res.metrics[name] = m
+        if store:
+            store.save_weights(res.run_id, name, model.state_dict())
+        emit(PhaseEnd(name, "completed", m, "", res.run_id))
+
+
+@dataclass
+class CompareResult:
+    table: pd.DataFrame  # one row per model: mean and std of each metric over seeds
+    runs: list[RunResult]
+    gain_mean: float | None  # distilled - baseline accuracy, mean over completed seeds
+    gain_std: float | None
+    group: str = ""
+
+
+COMPARE_METRICS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
+                   "latency_ms")
+
+
+def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore | None = None,
+            callbacks: Iterable[Callback] = (), stop: threading.Event | None = None) -> CompareResult:
+    """Run teacher, baseline and distilled student once per seed and summarise mean ± std.
+
+    Args:
+        cfg: the run; its seed is replaced by each of ``seeds`` (init and data order).
+        seeds: training seeds. store, callbacks, stop: as in :func:`run_experiment`.
+    Returns:
+        CompareResult with a pandas table (rows teacher/baseline/distilled) and the gain.
+    """
+    group = f"compare-{uuid.uuid4().hex[:8]}"
+    data = load_data(cfg.data)
+    runs = []
+    for s in seeds:
+        r = run_experiment(replace(cfg, seed=s), store=store, callbacks=callbacks, stop=stop,
+                           data=data, kind="compare", group=group)
+        runs.append(r)
+        if r.status == "stopped":
+            break
+    rows = []
+    for phase in ("teacher", "baseline", "distilled"):
+        vals = pd.DataFrame([r.metrics[phase] for r in runs if phase in r.metrics])
+        if vals.empty:
+            continue
+        row = {"model": phase, "seeds": len(vals)}
+        for k in COMPARE_METRICS:
+            if k in vals:
+                row[f"{k}_mean"] = vals[k].mean()
+                row[f"{k}_std"] = vals[k].std(ddof=1) if len(vals) > 1 else 0.0
+        rows.append(row)
+    gains = pd.Series([r.gain for r in runs if r.gain is not None], dtype=float)
+    return CompareResult(pd.DataFrame(rows), runs,
+                         gains.mean() if len(gains) else None,
+                         (gains.std(ddof=1) if len(gains) > 1 else 0.0) if len(gains) else None,
+                         group)

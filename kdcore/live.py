@@ -1,0 +1,317 @@
+"""One run in a background thread, read through a locked snapshot (the dashboard's worker).
+
+:class:`LiveRun` calls :func:`kdcore.experiment.run_experiment` in a daemon thread with a
+callback that folds each event into its state under a lock; a page copies that state with
+:meth:`LiveRun.snapshot` as often as it likes and never touches the training objects. Chart
+series keep every k-th point and double k when full, so a long run stays at a bounded number
+of points per series. A process-wide limit (``$KD_MAX_RUNS``, default 2) caps how many runs
+train at once across all browser sessions. Nothing here imports Streamlit.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RunConfig, to_dict
+from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
+from .experiment import RunResult, run_experiment
+from .store import RunStore
+
+__all__ = ["LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
+           "active_run_ids", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
+
+MAX_RUNS_ENV = "KD_MAX_RUNS"
+DEFAULT_MAX_RUNS = 2  # two CPU-bound runs already share a small machine's cores
+DONE = ("completed", "stopped", "diverged", "failed")
+
+_active_lock = threading.Lock()
+_active: set["LiveRun"] = set()
+
+
+class RunLimitReached(RuntimeError):
+    """Too many runs are training in this process; the message says what to do."""
+
+
+def max_runs() -> int:
+    """The concurrent-run limit: ``$KD_MAX_RUNS`` if it is a positive integer, else 2."""
+    try:
+        n = int(os.environ.get(MAX_RUNS_ENV, DEFAULT_MAX_RUNS))
+    except ValueError:
+        return DEFAULT_MAX_RUNS
+    return n if n >= 1 else DEFAULT_MAX_RUNS
+
+
+def active_runs() -> int:
+    """How many LiveRuns are training in this process right now."""
+    with _active_lock:
+        return len(_active)
+
+
+def active_run_ids() -> set[int]:
+    """Store ids of the runs training in this process (a page must not delete those)."""
+    with _active_lock:
+        return {r.run_id for r in _active if r.run_id is not None}
+
+
+class Series:
+    """An append-only list of points that keeps every k-th one, doubling k when it is full.
+
+    The newest point is always available through :meth:`points`, so a chart never lags the run
+    by more than one event, and ``len(points()) <= max_points + 1`` however long the run is.
+    """
+
+    def __init__(self, max_points: int = 300):
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points}")
+        self.max_points = max_points
+        self.stride = 1
+        self.count = 0  # points offered, kept or not
+        self._kept: list[dict] = []
+        self._last: dict | None = None
+
+    def add(self, point: dict) -> None:
+        self.count += 1
+        self._last = point
+        if (self.count - 1) % self.stride:
+            return
+        self._kept.append(point)
+        if len(self._kept) > self.max_points:
+            # kept points sit at offsets 0, k, 2k...; every other one sits at 0, 2k, 4k...
+            self._kept = self._kept[::2]
+            self.stride *= 2
+
+    def points(self) -> list[dict]:
+        """A copy of the kept points plus the newest point if it was not kept."""
+        out = list(self._kept)
+        if self._last is not None and (not out or out[-1] is not self._last):
+            out.append(self._last)
+        return out
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """A consistent copy of a run's state at one moment; safe to read without a lock."""
+
+    status: str  # starting | running | completed | stopped | diverged | failed
+    message: str  # the verdict when completed, else why it ended
+    config: dict
+    run_id: int | None
+    phases: tuple[str, ...]  # the phases this run will go through, in order
+    phase: str  # the phase in progress (or the last one)
+    epoch: int
+    epochs: int
+    step: int  # steps done in the current phase
+    total_steps: int  # steps of the current phase
+    progress: float  # 0..1 over all planned training steps
+    eta_s: float | None  # rough seconds left; None until a rate is known
+    elapsed_s: float
+    first_point_s: float | None  # start() -> first StepEnd, seconds
+    last_step: dict | None  # newest {"phase", "x", "step", "loss", <terms>}
+    steps: dict[str, list[dict]]  # phase -> [{"x": epochs done (fractional), "step", "loss", <terms>}]
+    epochs_log: dict[str, list[dict]]  # phase -> [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", ...}]
+    metrics: dict[str, dict]  # phase -> test metrics, filled as each phase ends
+    version: int  # increases with every event: equal versions mean equal snapshots
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
+
+    @property
+    def running(self) -> bool:
+        return not self.done
+
+
+class LiveRun:
+    """A distillation run in a worker thread that a page polls.
+
+    Args:
+        cfg: the run. store: the history to record it in (None = keep nothing).
+        max_points: per-series bound on chart points.
+    """
+
+    def __init__(self, cfg: RunConfig, *, store: RunStore | None = None, max_points: int = 300):
+        self.cfg = cfg
+        self.store = store
+        self.max_points = max_points
+        self.stop_event = threading.Event()
+        self.result: RunResult | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._t0 = 0.0
+        self._t_end: float | None = None
+        self._first_point: float | None = None
+        self._version = 0
+        self._status, self._message = "starting", ""
+        self._run_id: int | None = None
+        self._phases = (("teacher",) if cfg.teacher_source == "train" else ()) + ("baseline", "distilled")
+        self._planned: dict[str, int] = {}  # phase -> planned steps (estimated until it starts)
+        self._done_steps: dict[str, int] = {}
+        self._started: set[str] = set()
+        self._phase, self._epoch, self._epochs, self._step, self._total = self._phases[0], 0, 0, 0, 0
+        self._phase_t0 = 0.0
+        self._steps = {p: Series(max_points) for p in self._phases}
+        self._epochs_log = {p: Series(max_points) for p in self._phases}
+        self._metrics: dict[str, dict] = {}
+        self._last_step: dict | None = None
+
+    # -- control -------------------------------------------------------------------------
+    def start(self) -> "LiveRun":
+        """Start training in a daemon thread.
+
+        Raises:
+            RunLimitReached: when ``max_runs()`` runs already train in this process.
+            RuntimeError: when this LiveRun was started before.
+        """
+        if self._thread is not None:
+            raise RuntimeError("this LiveRun was already started; make a new one")
+        limit = max_runs()
+        with _active_lock:
+            if len(_active) >= limit:
+                raise RunLimitReached(
+                    f"{len(_active)} run(s) are already training on this server, the most it allows "
+                    f"at once ({MAX_RUNS_ENV}={limit}). Wait for one to finish, or stop yours, and "
+                    "press Start again.")
+            _active.add(self)
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._work, name="kd-live-run", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop; it ends between two steps with status 'stopped'."""
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has finished; True if it has."""
+        return self._finished.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop and wait briefly: what a closing browser session calls."""
+        self.stop()
+        if self._thread is not None:
+            self.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._finished.is_set()
+
+    @property
+    def run_id(self) -> int | None:
+        return self._run_id
+
+    # -- the worker ----------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            self.result = run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
+                                         stop=self.stop_event)
+            with self._lock:  # RunEnd normally did this; a result is the last word anyway
+                self._status, self._message = self.result.status, self.result.message
+                self._run_id = self.result.run_id if self.result.run_id is not None else self._run_id
+                self._version += 1
+        except BaseException as e:  # run_experiment does not raise, but a page must never hang
+            with self._lock:
+                self._status, self._message = "failed", f"{type(e).__name__}: {e}"
+                self._version += 1
+        finally:
+            with self._lock:
+                self._t_end = time.perf_counter()
+            with _active_lock:
+                _active.discard(self)
+            self._finished.set()
+
+    def _on_event(self, ev: Any) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self._version += 1
+            if getattr(ev, "run_id", None) is not None:
+                self._run_id = ev.run_id
+            if isinstance(ev, StepEnd):
+                self._on_step(ev, now)
+            elif isinstance(ev, EpochEnd):
+                self._epoch = ev.epoch
+                self._epochs_log.setdefault(ev.phase, Series(self.max_points)).add({
+                    "epoch": ev.epoch, "train_loss": ev.train_loss, "train_acc": ev.train_acc,
+                    "val_loss": ev.val_loss, "val_acc": ev.val_acc, "seconds": ev.seconds,
+                    **{f"term_{k}": v for k, v in ev.terms.items()}})
+            elif isinstance(ev, PhaseStart):
+                self._on_phase_start(ev, now)
+            elif isinstance(ev, PhaseEnd):
+                if ev.status == "completed":
+                    self._metrics[ev.phase] = dict(ev.metrics)
+                    self._done_steps[ev.phase] = self._planned.get(ev.phase, 0)
+            elif isinstance(ev, RunEnd):
+                self._status, self._message = ev.status, ev.message
+                self._metrics.update({k: dict(v) for k, v in ev.metrics.items()})
+
+    def _on_phase_start(self, ev: PhaseStart, now: float) -> None:
+        self._status = "running"
+        self._phase, self._epoch, self._epochs, self._step = ev.phase, 0, ev.epochs, 0
+        self._total = ev.epochs * ev.steps_per_epoch
+        self._phase_t0 = now
+        self._planned[ev.phase] = self._total
+        if ev.phase not in self._phases:  # a method with its own phase names
+            self._phases = self._phases + (ev.phase,)
+        self._started.add(ev.phase)
+        # Until a phase starts its step count is unknown; estimate it from this phase's
+        # training-set size (steps_per_epoch * batch_size is within one batch of it).
+        n_train = ev.steps_per_epoch * self._batch_size(ev.phase)
+        for p in self._phases:
+            if p not in self._started:
+                optim = self.cfg.teacher_optim if p == "teacher" else self.cfg.optim
+                self._planned[p] = optim.epochs * math.ceil(n_train / optim.batch_size)
+
+    def _batch_size(self, phase: str) -> int:
+        return (self.cfg.teacher_optim if phase == "teacher" else self.cfg.optim).batch_size
+
+    def _on_step(self, ev: StepEnd, now: float) -> None:
+        if self._first_point is None:
+            self._first_point = now - self._t0
+        self._status = "running"
+        self._phase, self._epoch, self._step, self._total = ev.phase, ev.epoch, ev.step, ev.total_steps
+        self._done_steps[ev.phase] = ev.step
+        spe = ev.total_steps / max(self._epochs, 1) if self._epochs else ev.total_steps
+        point = {"phase": ev.phase, "x": ev.step / spe if spe else float(ev.epoch), "step": ev.step,
+                 "loss": ev.loss, **ev.terms}
+        self._last_step = point
+        self._steps.setdefault(ev.phase, Series(self.max_points)).add(point)
+
+    # -- reading -------------------------------------------------------------------------
+    def _progress_eta(self, now: float) -> tuple[float, float | None]:
+        planned = sum(self._planned.get(p, 0) for p in self._phases)
+        done = sum(min(self._done_steps.get(p, 0), self._planned.get(p, 0)) for p in self._phases)
+        if self._status in DONE:
+            return (1.0 if self._status == "completed" else (done / planned if planned else 0.0)), 0.0
+        if not planned:
+            return 0.0, None
+        frac = min(done / planned, 1.0)
+        eta = None
+        if self._step > 0 and now > self._phase_t0:
+            # the current phase's pace, including its validation passes; later phases may
+            # train a smaller model, so this errs on the long side
+            per_step = (now - self._phase_t0) / self._step
+            eta = max(planned - done, 0) * per_step
+        return frac, eta
+
+    def snapshot(self) -> LiveSnapshot:
+        """A consistent copy of the run's state, cheap enough to take several times a second."""
+        now = time.perf_counter()
+        with self._lock:
+            progress, eta = self._progress_eta(now)
+            end = self._t_end if self._t_end is not None else now
+            return LiveSnapshot(
+                status=self._status, message=self._message, config=to_dict(self.cfg),
+                run_id=self._run_id, phases=self._phases, phase=self._phase, epoch=self._epoch,
+                epochs=self._epochs, step=self._step, total_steps=self._total,
+                progress=progress, eta_s=eta,
+                elapsed_s=(end - self._t0) if self._t0 else 0.0,
+                first_point_s=self._first_point,
+                last_step=dict(self._last_step) if self._last_step else None,
+                steps={p: s.points() for p, s in self._steps.items()},
+                epochs_log={p: s.points() for p, s in self._epochs_log.items()},
+                metrics={k: dict(v) for k, v in self._metrics.items()},
+                version=self._version)

@@ -1,0 +1,94 @@
+"""Logit-level distillation losses.
+
+Convention used everywhere in KD Playground: ``alpha`` weighs the hard-label cross-entropy and
+``1 - alpha`` weighs the soft (teacher) term. ``alpha = 1`` is the student trained alone;
+``alpha = 0`` learns from the teacher only.
+
+Each registered loss has the signature ``fn(student_logits, teacher_logits, labels, cfg)`` where
+``cfg`` is the :class:`~kdcore.config.LossConfig`, and returns a dict of *weighted* terms whose
+sum is the loss that is back-propagated, so every term can be charted on its own.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .registry import LOSSES
+
+__all__ = ["kd_div", "soft_cross_entropy", "hinton_kd", "soft_ce", "mse_logits"]
+
+
+def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
+           t2: bool = True) -> torch.Tensor:
+    """Hinton et al. (2015) soft loss: T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean.
+
+    Args:
+        student_logits: [B, K] student outputs (gradients flow here).
+        teacher_logits: [B, K] teacher outputs (treated as constants).
+        T: temperature > 0.
+        t2: multiply by T^2 so the gradient scale does not shrink as 1/T^2 when T grows.
+    Returns:
+        scalar tensor.
+    """
+    log_p_s = F.log_softmax(student_logits / T, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / T, dim=1)
+    # F.kl_div(input=log q, target=log p, log_target=True) = sum p (log p - log q) = KL(p || q)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * (T * T) if t2 else kl
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
+                       t2: bool = True) -> torch.Tensor:
+    """Cross-entropy to the teacher's soft targets: -sum softmax(t/T) log softmax(s/T), times T^2.
+
+    Equals :func:`kd_div` plus the teacher's entropy (a constant), so the gradients are identical.
+
+    Args:
+        student_logits: [B, K]; teacher_logits: [B, K]; T: temperature; t2: scale by T^2.
+    Returns:
+        scalar tensor.
+    """
+    p_t = F.softmax(teacher_logits.detach() / T, dim=1)
+    ce = -(p_t * F.log_softmax(student_logits / T, dim=1)).sum(dim=1).mean()
+    return ce * (T * T) if t2 else ce
+
+
+def _combine(student_logits, labels, soft, alpha: float) -> dict[str, torch.Tensor]:
+    ce = F.cross_entropy(student_logits, labels)
+    return {"ce": alpha * ce, "kd": (1.0 - alpha) * soft}
+
+
+def hinton_kd(student_logits, teacher_logits, labels, *, T: float, alpha: float,
+              t2: bool = True) -> dict[str, torch.Tensor]:
+    """alpha * CE(labels, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).
+
+    Args:
+        student_logits: [B, K]; teacher_logits: [B, K]; labels: [B] class indices.
+        T: temperature; alpha: weight of the hard-label CE; t2: keep the T^2 factor.
+    Returns:
+        {"ce": alpha * CE, "kd": (1 - alpha) * soft term}.
+    """
+    return _combine(student_logits, labels, kd_div(student_logits, teacher_logits, T, t2), alpha)
+
+
+@LOSSES.register("kd")
+def _kd(student_logits, teacher_logits, labels, cfg):
+    return hinton_kd(student_logits, teacher_logits, labels, T=cfg.temperature, alpha=cfg.alpha,
+                     t2=cfg.t2)
+
+
+@LOSSES.register("soft_ce")
+def soft_ce(student_logits, teacher_logits, labels, cfg):
+    """alpha * CE(labels, s) + (1 - alpha) * T^2 * CE(softmax(t/T), softmax(s/T))."""
+    soft = soft_cross_entropy(student_logits, teacher_logits, cfg.temperature, cfg.t2)
+    return _combine(student_logits, labels, soft, cfg.alpha)
+
+
+@LOSSES.register("mse_logits")
+def mse_logits(student_logits, teacher_logits, labels, cfg):
+    """Ba & Caruana (2014) logit matching: alpha * CE + (1 - alpha) * mean (s - t)^2.
+
+    Temperature does not enter: matching logits is the high-T limit of KD (Hinton 2015, §2.1).
+    """
+    soft = F.mse_loss(student_logits, teacher_logits.detach())
+    return _combine(student_logits, labels, soft, cfg.alpha)

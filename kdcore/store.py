@@ -1,0 +1,221 @@
+"""Run history: one SQLite file plus a folder of state_dicts per run.
+
+Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
+
+    history.sqlite          runs, epochs, steps
+    <run_id>/<phase>.pt     trained weights (state_dict), loaded with weights_only=True
+
+Epoch rows are committed as each epoch ends and step rows with them, so a crash loses at most
+the epoch in progress. Every method opens its own short-lived connection, so a training worker
+thread and the page that reads it never share one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+
+from .events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd
+
+__all__ = ["RunStore", "default_runs_dir"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,            -- run | compare | sweep
+    grp TEXT,                      -- shared by the runs of one compare/sweep
+    name TEXT,
+    config TEXT NOT NULL,          -- JSON of the RunConfig
+    status TEXT NOT NULL,          -- running | completed | stopped | diverged | failed
+    message TEXT DEFAULT '',
+    created REAL NOT NULL,
+    finished REAL,
+    metrics TEXT                   -- JSON of the final test metrics per phase
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    phase TEXT NOT NULL, epoch INTEGER NOT NULL,
+    train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, seconds REAL,
+    terms TEXT,
+    PRIMARY KEY (run_id, phase, epoch)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    phase TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    loss REAL, terms TEXT,
+    PRIMARY KEY (run_id, phase, step)
+);
+"""
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("KD_RUNS_DIR", "runs"))
+
+
+class RunStore:
+    """The run history in ``root/history.sqlite``."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_runs_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "history.sqlite"
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA journal_mode = WAL")
+        try:
+            with db:  # commits on success, rolls back on error
+                yield db
+        finally:
+            db.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    def create_run(self, config: dict, *, kind: str = "run", group: str | None = None,
+                   name: str = "") -> int:
+        """Insert a run in status 'running' and return its id."""
+        with self._db() as db:
+            cur = db.execute(
+                "INSERT INTO runs (kind, grp, name, config, status, created) VALUES (?,?,?,?,?,?)",
+                (kind, group, name or config.get("name", ""), json.dumps(config), "running", time.time()))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, message: str, metrics: dict) -> None:
+        with self._db() as db:
+            db.execute("UPDATE runs SET status=?, message=?, finished=?, metrics=? WHERE id=?",
+                       (status, message, time.time(), json.dumps(metrics), run_id))
+
+    def recorder(self, run_id: int) -> "Recorder":
+        """A callback that writes this run's events as they happen."""
+        return Recorder(self, run_id)
+
+    def weights_path(self, run_id: int, phase: str) -> Path:
+        return self.root / str(int(run_id)) / f"{phase}.pt"
+
+    def save_weights(self, run_id: int, phase: str, state_dict: dict) -> Path:
+        path = self.weights_path(run_id, phase)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    def load_weights(self, run_id: int, phase: str) -> dict:
+        """The saved state_dict of one phase's model; KeyError if the run has none."""
+        path = self.weights_path(run_id, phase)
+        if not path.exists():
+            raise KeyError(f"run {run_id} has no saved {phase} weights (looked for {path})")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def delete(self, run_id: int) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        shutil.rmtree(self.root / str(int(run_id)), ignore_errors=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, run_id: int) -> dict:
+        """One run as a dict with ``config`` and ``metrics`` decoded; KeyError if absent."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run with id {run_id}")
+        return _decode(row)
+
+    def list(self, *, status: str | None = None, kind: str | None = None,
+             group: str | None = None) -> list[dict]:
+        """Runs, newest first, optionally filtered."""
+        where, args = [], []
+        for col, val in (("status", status), ("kind", kind), ("grp", group)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        with self._db() as db:
+            return [_decode(r) for r in db.execute(sql, args).fetchall()]
+
+    def table(self, **filters) -> pd.DataFrame:
+        """Flat summary table of runs: one row per run with the headline numbers."""
+        rows = []
+        for r in self.list(**filters):
+            c, m = r["config"], r["metrics"] or {}
+            row = {"id": r["id"], "kind": r["kind"], "group": r["grp"], "name": r["name"],
+                   "status": r["status"], "created": pd.Timestamp(r["created"], unit="s"),
+                   "dataset": c["data"]["name"], "teacher": c["teacher"]["name"],
+                   "student": c["student"]["name"], "loss": c["loss"]["name"],
+                   "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"], "seed": c["seed"]}
+            for phase in ("teacher", "baseline", "distilled"):
+                row[f"{phase}_acc"] = (m.get(phase) or {}).get("accuracy")
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def epochs(self, run_id: int) -> pd.DataFrame:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
+        return _frame(rows)
+
+    def steps(self, run_id: int) -> pd.DataFrame:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
+        return _frame(rows)
+
+    def export_csv(self, path: str | os.PathLike, run_ids: list[int] | None = None) -> Path:
+        """Write the per-epoch metrics of the given runs (all runs if None) with their configs."""
+        ids = run_ids if run_ids is not None else [r["id"] for r in self.list()]
+        frames = []
+        for rid in ids:
+            run = self.get(rid)
+            df = self.epochs(rid)
+            df["status"] = run["status"]
+            df["config"] = json.dumps(run["config"], sort_keys=True)
+            frames.append(df)
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        out.to_csv(path, index=False)
+        return Path(path)
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
+    return d
+
+
+def _frame(rows: list[sqlite3.Row]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame([dict(r) for r in rows])
+    terms = pd.DataFrame([json.loads(t or "{}") for t in df.pop("terms")])
+    return pd.concat([df, terms.add_prefix("term_")], axis=1)
+
+
+class Recorder:
+    """Callback writing events to the store: steps buffered and committed with their epoch."""
+
+    def __init__(self, store: RunStore, run_id: int):
+        self.store, self.run_id = store, run_id
+        self._steps: list[tuple[Any, ...]] = []
+
+    def __call__(self, ev: Event) -> None:
+        if isinstance(ev, StepEnd):
+            self._steps.append((self.run_id, ev.phase, ev.step, ev.epoch, ev.loss, json.dumps(ev.terms)))
+        elif isinstance(ev, EpochEnd):
+            with self.store._db() as db:
+                db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?)", self._steps)
+                db.execute("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?,?)",
+                           (self.run_id, ev.phase, ev.epoch, ev.train_loss, ev.train_acc, ev.val_loss,
+                            ev.val_acc, ev.seconds, json.dumps(ev.terms)))
+            self._steps.clear()
+        elif isinstance(ev, (PhaseEnd, RunEnd)):
+            self._steps.clear()  # steps of an unfinished epoch are not kept

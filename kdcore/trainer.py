@@ -1,0 +1,210 @@
+"""The training loop shared by teacher, baseline student and distilled student.
+
+A :class:`Distiller` turns a batch into ``(student_logits, {term: value})``; :func:`fit` sums
+the terms, steps the optimiser and emits events. The teacher always stays in ``eval()`` under
+``no_grad``; when the data is not augmented its logits are computed once and indexed per batch.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import augment_batch, batches
+from .events import Callback, EpochEnd, PhaseStart, StepEnd
+from .registry import LOSSES
+
+__all__ = ["Distiller", "Alone", "LogitDistiller", "make_distiller", "fit", "FitResult",
+           "predict_logits", "make_generator"]
+
+
+class Distiller(nn.Module):
+    """Base class: owns the student (and any extra trainable parts, e.g. a regressor).
+
+    Subclasses set ``uses_teacher_logits_only = False`` when they need more than the teacher's
+    logits (features), in which case the trainer never caches and passes ``teacher_logits=None``.
+    """
+
+    uses_teacher_logits_only = True
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None):
+        super().__init__()
+        self.student = student
+        # Kept out of the module tree so .parameters() and state_dict() never include it.
+        self.__dict__["teacher"] = teacher
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                teacher_logits: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher(x)
+
+
+class Alone(Distiller):
+    """The student trained alone on hard labels: the baseline (and how teachers are trained)."""
+
+    def forward(self, x, y, teacher_logits=None):
+        logits = self.student(x)
+        return logits, {"ce": F.cross_entropy(logits, y)}
+
+
+class LogitDistiller(Distiller):
+    """Any registered logit loss ``fn(s, t, y, cfg) -> terms`` (see :mod:`kdcore.losses`)."""
+
+    def __init__(self, student, teacher, loss_cfg):
+        super().__init__(student, teacher)
+        self.loss_fn = LOSSES.get(loss_cfg.name)
+        self.loss_cfg = loss_cfg
+
+    def forward(self, x, y, teacher_logits=None):
+        if teacher_logits is None:
+            teacher_logits = self.teacher_logits(x)
+        logits = self.student(x)
+        return logits, self.loss_fn(logits, teacher_logits, y, self.loss_cfg)
+
+
+def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module) -> Distiller:
+    """Build the distiller a loss config names: a Distiller class from LOSSES, or a logit loss."""
+    entry = LOSSES.get(loss_cfg.name)
+    if isinstance(entry, type) and issubclass(entry, Distiller):
+        return entry(student, teacher, loss_cfg)
+    return LogitDistiller(student, teacher, loss_cfg)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits of ``model`` in eval mode over ``x``, batched, returned on the CPU.
+
+    Args:
+        model: any classifier. x: inputs [N, ...]. batch_size: inference batch. device: where to run.
+    Returns:
+        [N, K] float tensor on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@dataclass
+class FitResult:
+    status: str  # completed | stopped | diverged
+    message: str = ""
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # one dict per EpochEnd
+    seconds: float = 0.0
+
+
+def _optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
+        device: str | torch.device = "cpu", callbacks: Iterable[Callback] = (),
+        stop: threading.Event | None = None, teacher_logits: torch.Tensor | None = None,
+        run_id: int | None = None) -> FitResult:
+    """Train ``distiller.student`` (plus the distiller's own parameters) on ``data``.
+
+    Args:
+        distiller: what to train and how the loss is made.
+        data: a DataBundle (x_train, y_train, x_val, y_val, augment).
+        optim_cfg: OptimConfig (epochs, lr, batch_size, optimizer, schedule).
+        phase: name carried by every event.
+        seed: seeds the data order and augmentation; equal seeds give equal batches.
+        device: where to train. callbacks: receive the events. stop: set it to stop between steps.
+        teacher_logits: cached [N_train, K] teacher logits, indexed per batch (no augmentation).
+        run_id: carried by every event so a store can file them.
+    Returns:
+        FitResult with the status and one dict per finished epoch.
+    """
+    callbacks = list(callbacks)
+    emit = (lambda ev: [cb(ev) for cb in callbacks]) if callbacks else (lambda ev: None)
+    device = torch.device(device)
+    distiller.to(device)
+    teacher = distiller.__dict__.get("teacher")
+    if teacher is not None:
+        teacher.to(device).eval()
+    params = [p for p in distiller.parameters() if p.requires_grad]
+    opt = _optimizer(params, optim_cfg)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / optim_cfg.batch_size)
+    total = optim_cfg.epochs * steps_per_epoch
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+             if optim_cfg.schedule == "cosine" else None)
+    gen = make_generator(seed)
+    aug = getattr(data, "augment", None)
+    x_all, y_all = data.x_train, data.y_train
+    on_cpu = device.type == "cpu"
+    emit(PhaseStart(phase, optim_cfg.epochs, steps_per_epoch, run_id))
+
+    result = FitResult("completed")
+    t_phase = time.perf_counter()
+    step = 0
+    for epoch in range(1, optim_cfg.epochs + 1):
+        t0 = time.perf_counter()
+        distiller.train()
+        sums: dict[str, float] = {}
+        loss_sum, correct = 0.0, 0
+        for idx in batches(n, optim_cfg.batch_size, shuffle=True, generator=gen):
+            if stop is not None and stop.is_set():
+                result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
+                break
+            x, y = x_all[idx], y_all[idx]
+            if aug is not None:
+                x = aug(x, generator=gen)
+            t_log = teacher_logits[idx] if teacher_logits is not None else None
+            if not on_cpu:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
+            logits, terms = distiller(x, y, t_log)
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            loss_f = loss.item()
+            if not math.isfinite(loss_f):
+                result.status = "diverged"
+                result.message = (f"{phase}: the loss became {loss_f} at epoch {epoch}, step {step}; "
+                                  f"lower the learning rate (now {optim_cfg.lr}) or the temperature")
+                break
+            term_f = {k: v.item() for k, v in terms.items()}
+            for k, v in term_f.items():
+                sums[k] = sums.get(k, 0.0) + v
+            loss_sum += loss_f
+            correct += (logits.argmax(1) == y).sum().item()
+            emit(StepEnd(phase, epoch, step, total, loss_f, term_f, opt.param_groups[0]["lr"], run_id))
+        if result.status != "completed":
+            break
+        val_logits = predict_logits(distiller.student, data.x_val, device=device)
+        val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
+        val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
+        ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
+                      {k: v / steps_per_epoch for k, v in sums.items()}, correct / n,
+                      val_loss, val_acc, time.perf_counter() - t0, run_id)
+        result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
+                                                           "val_loss", "val_acc", "seconds")})
+        emit(ev)
+    distiller.eval()
+    result.seconds = time.perf_counter() - t_phase
+    return result

@@ -1,0 +1,328 @@
+"""Plain helpers behind the dashboard pages: configs from widget values, uploads, tables, soft targets.
+
+The pages stay thin by calling these; nothing here imports Streamlit, so every helper is
+testable with pytest alone. Softmax-at-T and entropy live here (not in a page) so the pages
+never re-implement any of the maths.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+from .errors import ConfigError
+from .experiment import MAX_WEIGHTS_BYTES, load_teacher_weights
+from .models import build_model, profile
+from .registry import DATASETS, LOSSES, MODELS
+from .store import RunStore, default_runs_dir
+
+__all__ = [
+    "ROLE_DEFAULT_PARAMS", "default_params", "parse_params", "params_text", "models_for",
+    "build_config", "profile_dict", "save_teacher_upload", "teacher_candidates",
+    "results_table", "RESULT_COLUMNS", "loss_latex", "soft_targets", "entropy",
+    "class_similarity", "replay_command", "runs_json", "runs_csv", "comparison_table",
+    "run_models", "config_summary",
+]
+
+# The RunConfig defaults per role, so an empty params box means "what `python -m kdcore run` uses".
+ROLE_DEFAULT_PARAMS = {"teacher": {"mlp": {"hidden": [128, 128]}}, "student": {"mlp": {"hidden": [8]}}}
+
+
+def default_params(role: str, model: str) -> dict:
+    """The params a model gets in ``role`` when the user leaves the box empty."""
+    return dict(ROLE_DEFAULT_PARAMS.get(role, {}).get(model, {}))
+
+
+def params_text(params: dict) -> str:
+    """Compact JSON for a params dict, as the params box shows it."""
+    return json.dumps(params, separators=(", ", ": "))
+
+
+def parse_params(text: str, role: str, model: str) -> dict:
+    """Model params from the text box: empty = role default, ``64, 32`` = mlp widths, else JSON.
+
+    Raises:
+        ConfigError: naming the role and what the box accepts.
+    """
+    text = (text or "").strip()
+    if not text:
+        return default_params(role, model)
+    if model == "mlp" and all(part.strip().isdigit() for part in text.split(",")):
+        return {"hidden": [int(p) for p in text.split(",")]}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{role} params {text!r} are not valid JSON ({e.msg}); write e.g. "
+                          '{"hidden": [64, 64]} or, for mlp, just 64, 64') from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{role} params must be a JSON object like {{\"width\": 8}}, got {text!r}")
+    return value
+
+
+def models_for(dataset: str) -> list[str]:
+    """Registered models that can take this dataset's input (built on the meta device, no weights)."""
+    spec = DATASETS.get(dataset)
+    dcfg = DataConfig(name=dataset)
+    in_shape, k = tuple(spec.in_shape(dcfg)), spec.num_classes(dcfg)
+    ok = []
+    for name in MODELS.names():
+        try:
+            with torch.device("meta"):
+                build_model(name, in_shape=in_shape, num_classes=k, params=None)
+            ok.append(name)
+        except Exception:  # noqa: BLE001  (a model that cannot take the input is simply not offered)
+            continue
+    return ok
+
+
+def build_config(v: dict[str, Any]) -> RunConfig:
+    """A validated RunConfig from the Train page's widget values (plain dict, keys as in the URL).
+
+    Raises:
+        ConfigError: the first value that is not allowed, as RunConfig words it.
+    """
+    data = DataConfig(name=v["dataset"], n_samples=int(v.get("samples", 2000)),
+                      noise=float(v.get("noise", 0.2)), n_classes=int(v.get("classes", 3)),
+                      train_subset=int(v.get("subset", 0)), seed=int(v.get("data_seed", 0)),
+                      download=bool(v.get("download", False)))
+    teacher = ModelConfig(v["teacher"], parse_params(v.get("teacher_params", ""), "teacher", v["teacher"]))
+    student = ModelConfig(v["student"], parse_params(v.get("student_params", ""), "student", v["student"]))
+    loss = LossConfig(name=v.get("loss", "kd"), temperature=float(v.get("T", 4.0)),
+                      alpha=float(v.get("alpha", 0.5)), t2=bool(v.get("t2", True)))
+    optim = OptimConfig(epochs=int(v.get("epochs", 20)), lr=float(v.get("lr", 1e-2)),
+                        batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
+                        schedule=v.get("schedule", "constant"))
+    t_optim = OptimConfig(epochs=int(v.get("teacher_epochs", 20)), lr=float(v.get("teacher_lr", 1e-2)),
+                          batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
+                          schedule=v.get("schedule", "constant"))
+    return RunConfig(data=data, teacher=teacher, student=student, loss=loss, optim=optim,
+                     teacher_optim=t_optim, teacher_source=v.get("teacher_source", "train"),
+                     seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip())
+
+
+def config_summary(cfg: RunConfig) -> str:
+    """One line that says what a run will do, e.g. for a caption or a log."""
+    def m(mc: ModelConfig) -> str:
+        return mc.name + (f" {params_text(mc.params)}" if mc.params else "")
+
+    teacher = {"train": f"train teacher {m(cfg.teacher)}"}.get(
+        cfg.teacher_source, f"teacher {m(cfg.teacher)} from {cfg.teacher_source.split(':')[0]}")
+    return (f"{cfg.data.name} · {teacher} → student {m(cfg.student)} · {cfg.loss.name} "
+            f"T={cfg.loss.temperature:g} α={cfg.loss.alpha:g} · {cfg.optim.epochs} epochs, "
+            f"lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size} · seed {cfg.seed}")
+
+
+def profile_dict(name: str, params: dict, in_shape: tuple[int, ...], num_classes: int,
+                 batch_size: int) -> dict:
+    """Parameters, size (MiB) and latency (ms per batch) of a freshly built model.
+
+    Raises:
+        ConfigError: the model cannot be built with these params.
+    """
+    torch.manual_seed(0)
+    model = build_model(name, in_shape=tuple(in_shape), num_classes=num_classes, params=params)
+    p = profile(model, tuple(in_shape), batch_size=batch_size, repeats=3)
+    return {"params": p.params, "size_mb": p.size_mb, "latency_ms": p.latency_ms}
+
+
+def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathLike | None = None) -> str:
+    """Store an uploaded teacher ``.pt`` and check it loads into ``cfg``'s teacher architecture.
+
+    The bytes go to ``<runs_dir>/uploads/<sha256>.pt`` and are read back with
+    :func:`kdcore.experiment.load_teacher_weights` (``weights_only=True``, strict, size limit).
+    A file that fails the check is removed again.
+
+    Returns:
+        The ``teacher_source`` to run with: ``"file:<path>"``.
+    Raises:
+        ConfigError: the message to show (too big, not a state_dict, code inside, wrong shapes).
+    """
+    if len(content) > MAX_WEIGHTS_BYTES:
+        raise ConfigError(f"teacher weights file is {len(content) / 2**20:.0f} MB; the limit is "
+                          f"{MAX_WEIGHTS_BYTES // 2**20} MB")
+    if not content:
+        raise ConfigError("the uploaded teacher weights file is empty")
+    folder = Path(runs_dir if runs_dir is not None else default_runs_dir()) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(content).hexdigest()[:32]}.pt"
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    spec = DATASETS.get(cfg.data.name)
+    model = build_model(cfg.teacher.name, in_shape=tuple(spec.in_shape(cfg.data)),
+                        num_classes=spec.num_classes(cfg.data), params=cfg.teacher.params)
+    try:
+        load_teacher_weights(model, f"file:{path}")
+    except ConfigError:
+        path.unlink(missing_ok=True)
+        raise
+    return f"file:{path}"
+
+
+def teacher_candidates(store: RunStore, dataset: str) -> list[dict]:
+    """Finished runs on ``dataset`` whose teacher weights are on disk, newest first."""
+    out = []
+    for r in store.list():
+        c = r["config"]
+        if c["data"]["name"] != dataset or r["status"] == "running":
+            continue
+        if not store.weights_path(r["id"], "teacher").exists():
+            continue
+        acc = ((r["metrics"] or {}).get("teacher") or {}).get("accuracy")
+        out.append({"id": r["id"], "teacher": c["teacher"], "data": c["data"], "accuracy": acc,
+                    "label": (f"run {r['id']}: {c['teacher']['name']} "
+                              f"{params_text(c['teacher']['params'])}"
+                              + (f", test accuracy {acc:.1%}" if acc is not None else ""))})
+    return out
+
+
+RESULT_COLUMNS = {  # metric key -> column title in the comparison table
+    "accuracy": "accuracy", "f1": "macro F1", "ece": "ECE", "agreement": "agreement with teacher",
+    "params": "parameters", "size_mb": "size (MiB)", "latency_ms": "latency (ms/batch)",
+}
+
+
+def results_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Teacher, baseline and distilled rows with the headline test metrics (missing = NaN)."""
+    rows = []
+    for phase in ("teacher", "baseline", "distilled"):
+        m = metrics.get(phase)
+        if not m:
+            continue
+        row = {"model": phase}
+        for key, title in RESULT_COLUMNS.items():
+            row[title] = m.get(key, float("nan") if key != "agreement" else None)
+        if phase == "teacher":
+            row["agreement with teacher"] = 1.0
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", *RESULT_COLUMNS.values()])
+
+
+def loss_latex(loss: str, alpha: float, T: float, t2: bool) -> tuple[str, str]:
+    """The loss formula for ``st.latex`` and the same with the current numbers substituted."""
+    soft = {
+        "kd": r"\mathrm{KL}\big(\sigma(z_t/T)\,\|\,\sigma(z_s/T)\big)",
+        "soft_ce": r"\mathrm{CE}\big(\sigma(z_t/T),\,\sigma(z_s/T)\big)",
+        "mse_logits": r"\tfrac{1}{K}\lVert z_s - z_t\rVert^2",
+    }.get(loss, r"\mathcal{L}_{\mathrm{soft}}(z_s, z_t; T)")
+    scale = r"T^2\," if t2 and loss != "mse_logits" else ""
+    general = (r"\mathcal{L} = \alpha\,\mathrm{CE}\big(y,\,\sigma(z_s)\big) + (1-\alpha)\," + scale + soft)
+    factor = T * T if t2 and loss != "mse_logits" else 1.0
+    numbers = (rf"\mathcal{{L}} = {alpha:.2f}\cdot\mathrm{{CE}} + {1 - alpha:.2f}"
+               + (rf"\cdot {factor:g}" if factor != 1.0 else "") + r"\cdot\mathcal{L}_{\mathrm{soft}}")
+    return general, numbers
+
+
+def soft_targets(logits: torch.Tensor, T: float) -> torch.Tensor:
+    """softmax(logits / T) along the last axis, in float64."""
+    return F.softmax(logits.double() / T, dim=-1)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each distribution along the last axis (0·log 0 = 0)."""
+    return -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
+
+
+def class_similarity(logits: torch.Tensor, labels: torch.Tensor, T: float, num_classes: int) -> torch.Tensor:
+    """Row c = the average soft target softmax(z/T) over samples whose true class is c.
+
+    Off-diagonal mass says which classes the model finds alike ("dark knowledge").
+    """
+    p = soft_targets(logits, T)
+    out = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    for c in range(num_classes):
+        m = labels == c
+        if m.any():
+            out[c] = p[m].mean(0)
+    return out
+
+
+def replay_command(run_id: int, runs_dir: str | os.PathLike | None = None) -> str:
+    """The shell command that replays a stored run headless through the same code path."""
+    flag = ""
+    if runs_dir is not None and Path(runs_dir).resolve() != Path("runs").resolve():
+        flag = f" --runs-dir {shlex.quote(str(runs_dir))}"
+    return (f"python -m kdcore{flag} runs config {int(run_id)} > run{int(run_id)}.json && "
+            f"python -m kdcore run run{int(run_id)}.json")
+
+
+def runs_json(store: RunStore, ids: list[int]) -> str:
+    """Configs, status and final metrics of the given runs, as one JSON document."""
+    return json.dumps([store.get(i) for i in ids], indent=2, default=str)
+
+
+def runs_csv(store: RunStore, ids: list[int]) -> str:
+    """Per-epoch metrics of the given runs with each run's config, as CSV text."""
+    frames = []
+    for rid in ids:
+        run = store.get(rid)
+        df = store.epochs(rid)
+        if df.empty:
+            continue
+        df["status"] = run["status"]
+        df["config"] = json.dumps(run["config"], sort_keys=True)
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["run_id", "phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
+    return out.to_csv(index=False)
+
+
+def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
+    """One row per run: setup and the test metrics of teacher, baseline and distilled student."""
+    rows = []
+    for rid in ids:
+        r = store.get(rid)
+        c, m = r["config"], r["metrics"] or {}
+        t, b, d = (m.get(p) or {} for p in ("teacher", "baseline", "distilled"))
+        gain = (d["accuracy"] - b["accuracy"]) if "accuracy" in b and "accuracy" in d else None
+        rows.append({
+            "run": rid, "status": r["status"], "dataset": c["data"]["name"],
+            "teacher": f"{c['teacher']['name']} {params_text(c['teacher']['params'])}",
+            "student": f"{c['student']['name']} {params_text(c['student']['params'])}",
+            "loss": c["loss"]["name"], "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"],
+            "epochs": c["optim"]["epochs"], "seed": c["seed"],
+            "teacher acc": t.get("accuracy"), "baseline acc": b.get("accuracy"),
+            "distilled acc": d.get("accuracy"), "gain (points)": None if gain is None else gain * 100,
+            "distilled F1": d.get("f1"), "distilled ECE": d.get("ece"),
+            "agreement": d.get("agreement"), "compression": d.get("compression"),
+        })
+    return pd.DataFrame(rows)
+
+
+def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch.nn.Module]]:
+    """Rebuild a stored run's models with their saved weights, in eval mode.
+
+    Returns:
+        (config, {phase: model}) for every phase whose weights are on disk.
+    Raises:
+        KeyError: no such run. ConfigError: the stored config is no longer valid.
+    """
+    from .config import from_dict
+
+    cfg = from_dict(store.get(run_id)["config"])
+    spec = DATASETS.get(cfg.data.name)
+    in_shape, k = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
+    models = {}
+    for phase, mcfg in (("teacher", cfg.teacher), ("baseline", cfg.student), ("distilled", cfg.student)):
+        try:
+            state = store.load_weights(run_id, phase)
+        except KeyError:
+            continue
+        model = build_model(mcfg.name, in_shape=in_shape, num_classes=k, params=mcfg.params)
+        model.load_state_dict(state, strict=True)
+        models[phase] = model.eval()
+    return cfg, models
+
+
+def loss_names() -> list[str]:
+    """Registered logit losses, for the loss picker."""
+    return LOSSES.names()

@@ -1,0 +1,135 @@
+"""Streamlit glue shared by the pages: this session's run, the run history, cached look-ups.
+
+Not a page (the leading underscore; app.py lists the pages). Everything heavy is in kdcore.
+"""
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+import kdcore
+from kdcore import ui_support as ui
+from kdcore.live import LiveRun, RunLimitReached
+from kdcore.store import default_runs_dir
+
+POLL_S = 0.5  # how often the live panel redraws while a run trains
+
+
+class SessionRuns:
+    """The run of one browser session; lives in a session-scoped resource cache.
+
+    Switching pages keeps it (the cache outlives page scripts); closing the tab releases the
+    cache entry, whose ``on_release`` stops the run.
+    """
+
+    def __init__(self) -> None:
+        self.live: LiveRun | None = None
+        self.last_run_id: int | None = None
+        self._lock = threading.Lock()
+
+    def start(self, cfg: kdcore.RunConfig, store: kdcore.RunStore) -> LiveRun:
+        """Start ``cfg`` unless this session already trains (one run per session).
+
+        Raises:
+            RunLimitReached: this session or the server is at its limit; the message says why.
+        """
+        with self._lock:
+            if self.live is not None and self.live.running:
+                raise RunLimitReached("This session is already training a run; stop it or wait "
+                                      "for it to finish before starting another.")
+            live = LiveRun(cfg, store=store)
+            live.start()
+            self.live = live
+            return live
+
+    @property
+    def running(self) -> bool:
+        return self.live is not None and self.live.running
+
+    def current_run_id(self) -> int | None:
+        if self.live is not None and self.live.run_id is not None:
+            return self.live.run_id
+        return self.last_run_id
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+
+
+@st.cache_resource(scope="session", on_release=SessionRuns.close, show_spinner=False)
+def session_runs() -> SessionRuns:
+    """This browser session's run holder (created on first use, released when the tab closes)."""
+    return SessionRuns()
+
+
+def runs_dir() -> str:
+    return str(default_runs_dir())
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> kdcore.RunStore:
+    return kdcore.RunStore(root)
+
+
+def store() -> kdcore.RunStore:
+    """The run history at ``$KD_RUNS_DIR`` (default ./runs)."""
+    return _store(runs_dir())
+
+
+@st.cache_data(show_spinner="Measuring the model…", max_entries=64)
+def model_profile(name: str, params_json: str, in_shape: tuple, num_classes: int, batch: int) -> dict:
+    """Cached :func:`kdcore.ui_support.profile_dict` (params, size, latency)."""
+    import json
+
+    return ui.profile_dict(name, json.loads(params_json), in_shape, num_classes, batch)
+
+
+@st.cache_data(show_spinner=False)
+def models_for(dataset: str) -> list[str]:
+    return ui.models_for(dataset)
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def load_data(data_json: str):
+    """A DataBundle, shared read-only by every session (keyed by the DataConfig JSON)."""
+    import json
+
+    return kdcore.data.load_data(kdcore.DataConfig(**json.loads(data_json)))
+
+
+@st.cache_resource(show_spinner="Loading the run's models…", max_entries=8)
+def run_models(root: str, run_id: int):
+    """(config, {phase: model}) of a stored run; read-only, eval mode."""
+    return ui.run_models(_store(root), run_id)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "estimating…"
+    s = max(0, int(round(s)))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def sidebar_status() -> None:
+    """The sidebar block every page shares: this session's run and the server's load."""
+    from kdcore.live import active_runs, max_runs
+
+    holder = session_runs()
+    with st.sidebar:
+        st.caption("This session")
+        if holder.live is None:
+            st.write("No run yet.")
+        else:
+            snap = holder.live.snapshot()
+            rid = f"run {snap.run_id}" if snap.run_id is not None else "run"
+            if snap.running:
+                st.write(f"Training {rid}: {snap.phase}, {snap.progress:.0%}")
+            else:
+                st.write(f"Last {rid}: {snap.status}")
+        st.caption(f"Server: {active_runs()} of {max_runs()} training slot(s) in use · "
+                   f"history in `{runs_dir()}`")
+
+
+__all__ = ["SessionRuns", "session_runs", "store", "runs_dir", "model_profile", "models_for",
+           "load_data", "run_models", "fmt_seconds", "sidebar_status", "RunLimitReached", "POLL_S"]
