@@ -117,7 +117,11 @@ def cmd_compare(args) -> int:
     from .experiment import compare
 
     cfg = load_config(args.config, args.set, args)
-    seeds = list(range(args.seeds)) if args.seeds.isdigit() else [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = (list(range(int(args.seeds))) if args.seeds.isdigit()
+                 else [int(s) for s in args.seeds.split(",")])
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} must be a count (3) or a list (0,4,7)") from None
     store = None if args.no_save else _store(args)
     out = compare(cfg, seeds=seeds, store=store, callbacks=[Progress(args.log_every)])
     t = out.table

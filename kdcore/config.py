@@ -45,6 +45,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the training pool held out to watch overfitting
     augment: bool = False  # images: random crop (+ flip on CIFAR); forces live teacher logits
     seed: int = 0  # data generation and split; independent of the training seed
+    omit_class: int = -1  # >= 0: students never see this class in training (Hinton 2015, §3)
 
     def __post_init__(self) -> None:
         from .registry import DATASETS
@@ -62,6 +63,9 @@ class DataConfig:
         _check(_is_num(self.val_fraction) and 0 < self.val_fraction < 0.5, "data.val_fraction",
                self.val_fraction, "in (0, 0.5)")
         _check(_is_int(self.seed) and self.seed >= 0, "data.seed", self.seed, "an integer >= 0")
+        n_cls = DATASETS.get(self.name).num_classes(self)
+        _check(_is_int(self.omit_class) and -1 <= self.omit_class < n_cls, "data.omit_class",
+               self.omit_class, f"-1 (keep all) or a class index in [0, {n_cls - 1}]")
 
 
 @dataclass(frozen=True)

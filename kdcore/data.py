@@ -37,6 +37,7 @@ from .registry import DATASETS
 __all__ = [
     "DataBundle", "DatasetSpec", "SyntheticSpec", "ImageSpec", "load_data", "dataset_names",
     "batches", "augment_batch", "data_root", "cache_dir", "SYNTHETIC_TEST_FRACTION",
+    "DEBIAN_FASHION_MNIST",
 ]
 
 SYNTHETIC_TEST_FRACTION = 0.2  # share of n_samples kept as the synthetic sets' test set

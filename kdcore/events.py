@@ -41,6 +41,8 @@ class EpochEnd:
     val_acc: float
     seconds: float  # wall time of the epoch
     run_id: int | None = None
+    # the model being trained, for callbacks that snapshot it (e.g. decision boundaries); not stored
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ so a run made in the browser replays headless from its stored config.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import threading
 import time
@@ -126,14 +128,15 @@ def verdict(metrics: dict) -> str:
 
 def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
                    callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
-                   teacher: nn.Module | None = None, data=None, kind: str = "run",
+                   reuse: dict[str, nn.Module] | None = None, data=None, kind: str = "run",
                    group: str | None = None) -> RunResult:
     """Train (or load) the teacher, then the baseline and the distilled student, and test all three.
 
     Args:
         cfg: the run. store: where history and weights go (None = keep nothing).
         callbacks: receive every event. stop: set it to stop between steps.
-        teacher: an already trained teacher to reuse (skips teacher_source).
+        reuse: already trained models by phase ("teacher", "baseline") that are evaluated, not
+            trained again; a sweep trains them once and reuses them in every cell.
         data: an already loaded DataBundle for cfg.data (saves reloading in sweeps).
         kind, group: how the run is filed in the history.
     Returns:
@@ -149,7 +152,7 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
 
     res = RunResult("completed", "", {}, run_id=run_id)
     try:
-        _pipeline(cfg, res, store, emit, stop, teacher, data)
+        _pipeline(cfg, res, store, emit, stop, dict(reuse or {}), data)
     except ConfigError as e:
         res.status, res.message = "failed", str(e)
     except Exception as e:  # keep the history consistent; the UI shows the message
@@ -163,60 +166,68 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
     return res
 
 
-def _pipeline(cfg, res: RunResult, store, emit, stop, teacher, data) -> None:
+def without_class(data, k: int):
+    """The bundle with class ``k`` removed from the training split only (validation and test keep it)."""
+    keep = data.y_train != k
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+
+
+def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None:
     device = torch.device(cfg.device)
     data = data if data is not None else load_data(cfg.data)
+    # the teacher learns from every class; students may be denied one (the omitted-class experiment)
+    student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
     t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))
-    cbs = [emit]
+    baseline = copy.deepcopy(student)  # the same initial weights as the distilled student
     bs = cfg.optim.batch_size
 
-    def phase(name, distiller, optim, teacher_logits=None) -> bool:
-        r = fit(distiller, data, optim, phase=name, seed=cfg.seed, device=device, callbacks=cbs,
+    def train(name, distiller, optim, phase_data, teacher_logits=None) -> bool:
+        r = fit(distiller, phase_data, optim, phase=name, seed=cfg.seed, device=device, callbacks=[emit],
                 stop=stop, teacher_logits=teacher_logits, run_id=res.run_id)
         res.history[name] = r.epochs
         if r.status != "completed":
             res.status, res.message = r.status, r.message
             emit(PhaseEnd(name, r.status, {}, r.message, res.run_id))
-            return False
-        return True
+        return r.status == "completed"
 
-    # 1. teacher
-    if teacher is not None:
-        t_model = teacher
+    def finish(name, model, teacher_test=None):
+        model.eval()
+        res.models[name] = model
+        m, logits = _evaluate(model, data, device, bs, teacher_test)
+        if name != "teacher":
+            m.update(compression(m, res.metrics["teacher"]))
+        res.metrics[name] = m
+        if store:
+            store.save_weights(res.run_id, name, model.state_dict())
+        emit(PhaseEnd(name, "completed", m, "", res.run_id))
+        return logits
+
+    # 1. teacher: reused, loaded, or trained
+    if "teacher" in reuse:
+        t_model = reuse["teacher"]
     elif cfg.teacher_source == "train":
-        if not phase("teacher", Alone(t_model), cfg.teacher_optim):
+        if not train("teacher", Alone(t_model), cfg.teacher_optim, data):
             return
     else:
         load_teacher_weights(t_model, cfg.teacher_source, store)
     t_model.to(device).eval()
     for p in t_model.parameters():
         p.requires_grad_(False)
-    res.models["teacher"] = t_model
-    res.metrics["teacher"], t_test = _evaluate(t_model, data, device, bs)
-    if store:
-        store.save_weights(res.run_id, "teacher", t_model.state_dict())
-    emit(PhaseEnd("teacher", "completed", res.metrics["teacher"], "", res.run_id))
-    t_prof = res.metrics["teacher"]
+    t_test = finish("teacher", t_model)
 
-    # 2. baseline and 3. distilled share init (cfg.seed), data order and schedule
+    # 2. baseline and 3. distilled share init, data order and schedule (all from cfg.seed)
+    if "baseline" in reuse:
+        baseline = reuse["baseline"]
+    elif not train("baseline", Alone(baseline), cfg.optim, student_data):
+        return
+    finish("baseline", baseline, t_test)
     distiller = make_distiller(cfg.loss, student, t_model)
     cache = None
-    if data.augment is None and distiller.uses_teacher_logits_only:
-        cache = predict_logits(t_model, data.x_train, device=device)
-    torch.manual_seed(cfg.seed)
-    baseline = build_model(cfg.student.name, in_shape=tuple(data.in_shape),
-                           num_classes=len(data.classes), params=cfg.student.params)
-    for name, dist, t_log in (("baseline", Alone(baseline), None), ("distilled", distiller, cache)):
-        if not phase(name, dist, cfg.optim, t_log):
-            return
-        model = dist.student
-        res.models[name] = model
-        m, _ = _evaluate(model, data, device, bs, t_test)
-        m.update(compression(m, t_prof))
-        res.metrics[name] = m
-        if store:
-            store.save_weights(res.run_id, name, model.state_dict())
-        emit(PhaseEnd(name, "completed", m, "", res.run_id))
+    if student_data.augment is None and distiller.uses_teacher_logits_only:
+        cache = predict_logits(t_model, student_data.x_train, device=device)
+    if not train("distilled", distiller, cfg.optim, student_data, cache):
+        return
+    finish("distilled", distiller.student, t_test)
 
 
 @dataclass

@@ -201,7 +201,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
         ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
                       {k: v / steps_per_epoch for k, v in sums.items()}, correct / n,
-                      val_loss, val_acc, time.perf_counter() - t0, run_id)
+                      val_loss, val_acc, time.perf_counter() - t0, run_id, distiller.student)
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})
         emit(ev)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
-import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +15,7 @@ from kdcore.data import (DEBIAN_FASHION_MNIST, SYNTHETIC_TEST_FRACTION, augment_
                          dataset_names, load_data)
 from kdcore.errors import ConfigError, DataUnavailable
 from kdcore.registry import DATASETS
+from tests.idx import write_idx
 
 SYNTHETIC = ["moons", "circles", "spirals", "blobs"]
 
@@ -203,27 +202,15 @@ def test_augment_per_channel_fill():
 N_TRAIN, N_TEST = 20, 10
 
 
-def _write_idx(path: Path, t: torch.Tensor) -> None:
-    """IDX file: magic 0x0000 08 <ndim> (unsigned byte), big-endian dims, then the bytes."""
-    data = struct.pack(">I", 0x0800 | t.dim()) + struct.pack(f">{t.dim()}I", *t.shape)
-    data += t.to(torch.uint8).numpy().tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
 def _tiny_idx_folder(raw: Path, *, gz: bool, offset: int = 0) -> None:
     """Train image i is filled with 10*i+offset, label i%10; test image j with 200+j+offset."""
     ext = ".gz" if gz else ""
     train = torch.arange(N_TRAIN)[:, None, None].expand(N_TRAIN, 28, 28) * 10 + offset
     test = (200 + torch.arange(N_TEST))[:, None, None].expand(N_TEST, 28, 28) + offset
-    _write_idx(raw / f"train-images-idx3-ubyte{ext}", train)
-    _write_idx(raw / f"train-labels-idx1-ubyte{ext}", torch.arange(N_TRAIN) % 10)
-    _write_idx(raw / f"t10k-images-idx3-ubyte{ext}", test)
-    _write_idx(raw / f"t10k-labels-idx1-ubyte{ext}", torch.arange(N_TEST) % 10)
+    write_idx(raw / f"train-images-idx3-ubyte{ext}", train)
+    write_idx(raw / f"train-labels-idx1-ubyte{ext}", torch.arange(N_TRAIN) % 10)
+    write_idx(raw / f"t10k-images-idx3-ubyte{ext}", test)
+    write_idx(raw / f"t10k-labels-idx1-ubyte{ext}", torch.arange(N_TEST) % 10)
 
 
 def _pixel_values(b, x: torch.Tensor) -> list[int]:

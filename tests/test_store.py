@@ -1,0 +1,91 @@
+"""Run history in a real SQLite file: survives a restart, reuses teachers, exports, deletes."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from kdcore import ConfigError, ModelConfig, RunStore, replace, run_experiment
+from kdcore.experiment import build_models, load_teacher_weights
+from tests.test_engine import FAST
+
+
+def test_history_survives_a_process_restart(tmp_path):
+    root = tmp_path / "runs"
+    code = ("import kdcore, sys; from tests.test_engine import FAST; "
+            "r = kdcore.run_experiment(FAST, store=kdcore.RunStore(sys.argv[1])); print(r.run_id)")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
+    run_id = int(out.stdout.strip().splitlines()[-1])
+    store = RunStore(root)  # a new process's view: only what is on disk
+    run = store.get(run_id)
+    assert run["status"] == "completed" and run["config"]["loss"]["temperature"] == FAST.loss.temperature
+    ep = store.epochs(run_id)
+    assert sorted(ep["phase"].unique()) == ["baseline", "distilled", "teacher"]
+    assert len(ep) == 3 * FAST.optim.epochs and {"term_ce", "term_kd"} <= set(ep.columns)
+    steps = store.steps(run_id)
+    assert steps.groupby("phase")["step"].max()["distilled"] == len(steps[steps.phase == "distilled"])
+    assert run["metrics"]["distilled"]["accuracy"] > 0.5
+    for phase in ("teacher", "baseline", "distilled"):
+        assert store.weights_path(run_id, phase).exists()
+
+
+def test_trained_teacher_is_reused_without_retraining(store):
+    first = run_experiment(FAST, store=store)
+    events = []
+    second = run_experiment(replace(FAST, teacher_source=f"run:{first.run_id}"), store=store,
+                            callbacks=[events.append])
+    assert second.status == "completed", second.message
+    assert "teacher" not in second.history  # no teacher epochs: it was loaded
+    assert second.metrics["teacher"]["accuracy"] == first.metrics["teacher"]["accuracy"]
+    bad = run_experiment(replace(FAST, teacher_source="run:999"), store=store)
+    assert bad.status == "failed" and "999" in bad.message
+    assert store.get(bad.run_id)["status"] == "failed"
+
+
+def test_teacher_file_must_be_a_matching_state_dict(tmp_path):
+    data_shape, k = (2,), 2
+    teacher, _ = build_models(FAST, data_shape, k)
+    good = tmp_path / "good.pt"
+    torch.save(teacher.state_dict(), good)
+    fresh, _ = build_models(replace(FAST, seed=5), data_shape, k)
+    load_teacher_weights(fresh, f"file:{good}")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), teacher.parameters()))
+
+    other = build_models(replace(FAST, teacher=ModelConfig("mlp", {"hidden": [3]})), data_shape, k)[0]
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_teacher_weights(other, f"file:{good}")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ConfigError, match="state_dict"):
+        load_teacher_weights(fresh, f"file:{junk}")
+
+    class Evil:  # a pickle that would run code if unpickled
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, evil)
+    with pytest.raises(ConfigError, match="safely"):
+        load_teacher_weights(fresh, f"file:{evil}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_teacher_weights(fresh, f"file:{tmp_path / 'missing.pt'}")
+
+
+def test_list_filter_export_and_delete(store, tmp_path):
+    a = run_experiment(FAST, store=store)
+    b = run_experiment(replace(FAST, seed=1, name="second"), store=store)
+    table = store.table()
+    assert list(table["id"]) == [b.run_id, a.run_id]
+    assert table.loc[table.id == b.run_id, "name"].item() == "second"
+    assert len(store.list(status="completed")) == 2 and store.list(status="failed") == []
+    path = store.export_csv(tmp_path / "out.csv")
+    df = pd.read_csv(path)
+    assert set(df["run_id"]) == {a.run_id, b.run_id}
+    assert json.loads(df["config"].iloc[0])["data"]["name"] == "moons"
+    store.delete(a.run_id)
+    assert [r["id"] for r in store.list()] == [b.run_id]
+    assert store.epochs(a.run_id).empty and not store.weights_path(a.run_id, "teacher").exists()
+    with pytest.raises(KeyError):
+        store.get(a.run_id)
