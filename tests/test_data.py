@@ -325,9 +325,7 @@ def test_failed_download_is_data_unavailable(tmp_path, monkeypatch):
 # The real Fashion-MNIST from Debian's dataset-fashion-mnist package
 
 
-@pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST).is_dir(),
-                    reason="Debian package dataset-fashion-mnist is not installed")
-def test_debian_fashion_mnist(tmp_path):
+def test_debian_fashion_mnist(tmp_path, fashion_mnist_installed):
     cfg = DataConfig(name="fashion_mnist", data_dir=str(tmp_path / "empty"), val_fraction=0.1)
     ok, msg = DATASETS.get("fashion_mnist").available(cfg)
     assert ok and DEBIAN_FASHION_MNIST in msg

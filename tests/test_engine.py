@@ -159,3 +159,17 @@ def test_omitted_class_is_absent_from_student_training_only():
     # the baseline never saw class 1, so it never predicts it; the teacher did
     assert res.metrics["baseline"]["per_class_accuracy"][1] == 0.0
     assert res.metrics["teacher"]["per_class_accuracy"][1] > 0.5
+
+
+def test_real_fashion_mnist_distillation_run(fashion_mnist_installed):
+    cfg = RunConfig(data=DataConfig(name="fashion_mnist", train_subset=4000),
+                    teacher=ModelConfig("cnn", {"width": 8, "hidden": 64}),
+                    student=ModelConfig("mlp", {"hidden": [32]}),
+                    loss=LossConfig(temperature=4.0, alpha=0.5),
+                    optim=OptimConfig(epochs=2, batch_size=128), teacher_optim=OptimConfig(epochs=2))
+    res = run_experiment(cfg)
+    assert res.status == "completed", res.message
+    # 10 classes: chance is 0.10; a few thousand real images get every model well past it
+    for phase in ("teacher", "baseline", "distilled"):
+        assert res.metrics[phase]["accuracy"] > 0.65, (phase, res.metrics[phase]["accuracy"])
+    assert len(res.metrics["distilled"]["confusion"]) == 10
