@@ -3,11 +3,13 @@
 Importing the package fills the registries (models, datasets, losses). It never imports Streamlit.
 """
 from . import data as _data, losses as _losses, models as _models  # noqa: F401  (fill registries)
+from . import methods as _methods  # noqa: F401  (registers dkd, logit_std, fitnets, at, sp, rkd, adversarial)
 from .config import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, from_dict,
                      from_json, replace, to_dict, to_json)
 from .errors import ConfigError, DataUnavailable
 from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
 from .experiment import CompareResult, RunResult, compare, run_experiment, verdict
+from .methods import METHOD_INFO, MULTI_TEACHER_INFO
 from .registry import DATASETS, LOSSES, MODELS, Registry
 from .store import RunStore
 
@@ -15,5 +17,6 @@ __all__ = [
     "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "from_json",
     "replace", "to_dict", "to_json", "ConfigError", "DataUnavailable", "EpochEnd", "PhaseEnd",
     "PhaseStart", "RunEnd", "StepEnd", "CompareResult", "RunResult", "compare", "run_experiment",
-    "verdict", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore",
+    "verdict", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore", "METHOD_INFO",
+    "MULTI_TEACHER_INFO",
 ]

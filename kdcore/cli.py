@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -31,7 +32,8 @@ Knowledge distillation (Hinton et al. 2015). The distilled student minimises
 Every run trains (or loads) the teacher, then the same student twice with the same seed, init,
 data order and schedule: once alone (baseline) and once distilled, and reports both on the test set.
 Configs are JSON (see `python -m kdcore config`); override any field with --set a.b=value.
-Models: {models}. Datasets: {datasets}. Losses: {losses}.
+Models: {models}. Datasets: {datasets}. Losses: {losses}
+(each explained, with its loss.params, by `python -m kdcore methods`).
 """
 
 
@@ -101,11 +103,33 @@ def _store(args):
 
 
 def cmd_run(args) -> int:
+    from .distributed import init_from_env, rank_config, run_distributed
     from .experiment import run_experiment
 
     cfg = load_config(args.config, args.set, args)
-    store = None if args.no_save else _store(args)
-    res = run_experiment(cfg, store=store, callbacks=[Progress(args.log_every)], stop=threading.Event())
+    nproc = getattr(args, "nproc", 1)
+    joined = init_from_env(cfg)  # started by torchrun with more than one process
+    if joined is not None and nproc > 1:
+        raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
+    if nproc > 1:
+        store = None if args.no_save else _store(args)
+        res = run_distributed(cfg, nproc, runs_dir=None if store is None else store.root,
+                              callbacks=[Progress(args.log_every)]).result
+    elif joined is not None:
+        import torch.distributed as dist
+
+        rank, _, local_rank = joined
+        store = None if args.no_save or rank != 0 else _store(args)
+        try:
+            res = run_experiment(rank_config(cfg, local_rank), store=store,
+                                 callbacks=[Progress(args.log_every)] if rank == 0 else [])
+        finally:
+            dist.destroy_process_group()
+        if rank != 0:  # rank 0 reports for everyone
+            return 0 if res.status == "completed" else 1
+    else:
+        store = None if args.no_save else _store(args)
+        res = run_experiment(cfg, store=store, callbacks=[Progress(args.log_every)], stop=threading.Event())
     if res.metrics:
         print(results_table(res.metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
@@ -139,6 +163,46 @@ def cmd_compare(args) -> int:
     for r in failed:
         print(f"run {r.run_id}: {r.status}: {r.message}")
     return 1 if failed else 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHOD_INFO, MULTI_TEACHER_INFO
+
+    names = [args.name] if args.name else list(LOSSES.names())
+    for name in names:
+        if name not in LOSSES:
+            raise ConfigError(f"unknown loss {name!r}; known: {', '.join(LOSSES.names())}")
+        info = METHOD_INFO.get(name)
+        if info is None:
+            print(f"{name}: (a plug-in loss without a description)\n")
+            continue
+        print(f"{name}: {info.title} [{info.kind}; terms: {', '.join(info.terms)}]")
+        print(textwrap.fill(info.text, 96, initial_indent="  ", subsequent_indent="  "))
+        for knob, p in info.params.items():
+            print(f"    loss.params.{knob} (default {json.dumps(p.default)}): {p.help}")
+        print()
+    if not args.name:
+        print(f"multi-teacher: {MULTI_TEACHER_INFO.title}")
+        print(textwrap.fill(MULTI_TEACHER_INFO.text, 96, initial_indent="  ", subsequent_indent="  "))
+        for knob, p in MULTI_TEACHER_INFO.params.items():
+            print(f"    {knob}: {p.help}")
+        print('  e.g. --set loss.name=dkd --set loss.params=\'{"beta_dkd": 4}\' '
+              '--set extra_teachers=\'[{"name": "mlp", "params": {"hidden": [64]}}]\'')
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from .compress import compression_table, load_run_model
+
+    try:
+        amounts = [float(a) for a in args.prune.split(",")] if args.prune else []
+    except ValueError:
+        raise ConfigError(f"--prune {args.prune!r} must be shares like 0.5,0.8") from None
+    model, data, _ = load_run_model(_store(args), args.id, args.phase)
+    t = compression_table(model, data, prune_amounts=amounts, scope=args.scope, quantize=not args.no_quantize)
+    print(f"run {args.id}, {args.phase} model, test set of {len(data.y_test)}, CPU:")
+    print(t.drop(columns=["device"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
 
 
 def cmd_runs(args) -> int:
@@ -179,11 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-save", action="store_true", help="do not write to the run history")
         sp.add_argument("--log-every", type=int, default=0, metavar="N", help="print every N steps")
 
-    common(sub.add_parser("run", help="teacher → baseline → distilled student, once"))
+    run = sub.add_parser("run", help="teacher → baseline → distilled student, once")
+    common(run)
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train with N local processes (DistributedDataParallel, gloo on CPU; "
+                          "or launch with: torchrun --nproc_per_node N -m kdcore run CONFIG)")
     c = sub.add_parser("compare", help="the same run over several seeds, mean ± std")
     common(c)
     c.add_argument("--seeds", default="3", help="a count (3 → seeds 0,1,2) or a list like 0,4,7")
     sub.add_parser("config", help="print the default RunConfig as JSON")
+    m = sub.add_parser("methods", help="the distillation methods (loss.name) and their loss.params")
+    m.add_argument("name", nargs="?", help="one method (default: all)")
+    cp = sub.add_parser("compress", help="int8 quantization and magnitude pruning of a stored run's student")
+    cp.add_argument("id", help="run id")
+    cp.add_argument("--phase", default="distilled", help="which model of the run (default distilled)")
+    cp.add_argument("--prune", default="0.5,0.8", help="pruning shares, comma-separated ('' = none)")
+    cp.add_argument("--scope", choices=["global", "layer"], default="global", help="global or per-layer pruning")
+    cp.add_argument("--no-quantize", action="store_true", help="leave out the int8 rows")
     r = sub.add_parser("runs", help="the run history")
     r.add_argument("action", choices=["list", "show", "config", "export", "delete"])
     r.add_argument("id", nargs="?", help="run id (show, config, delete)")
@@ -202,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "runs" and args.action in ("show", "config", "delete") and not args.id:
             raise ConfigError(f"runs {args.action} needs a run id")
-        return {"run": cmd_run, "compare": cmd_compare, "runs": cmd_runs}[args.cmd](args)
+        return {"run": cmd_run, "compare": cmd_compare, "runs": cmd_runs, "methods": cmd_methods,
+                "compress": cmd_compress}[args.cmd](args)
     except (ConfigError, DataUnavailable, KeyError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -29,6 +29,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_source(v: Any) -> bool:
+    return isinstance(v, str) and (v == "train" or v.startswith(("run:", "file:")))
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -87,18 +91,20 @@ class ModelConfig:
 class LossConfig:
     """Distillation loss. Convention: alpha weighs the hard-label CE, (1 - alpha) the soft term."""
 
-    name: str = "kd"  # registered loss: kd (Hinton), soft_ce, mse_logits
+    name: str = "kd"  # registered loss: kd (Hinton), soft_ce, mse_logits, dkd, fitnets, ... (see METHOD_INFO)
     temperature: float = 4.0  # T > 0 softens both distributions; 1 = plain softmax
     alpha: float = 0.5  # weight of CE(labels, student); the soft term gets 1 - alpha
     t2: bool = True  # multiply the soft term by T^2 (Hinton 2015); off only to teach why
     params: dict = field(default_factory=dict)  # extra knobs of non-vanilla methods
 
     def __post_init__(self) -> None:
+        from .methods.spec import check_loss_params
         from .registry import LOSSES
 
         if self.name not in LOSSES:
             raise ConfigError(f"loss.name = {self.name!r} is not a known loss; known: "
                               f"{', '.join(LOSSES.names())}")
+        check_loss_params(self.name, self.params)
         _check(_is_num(self.temperature) and 0 < self.temperature <= 100, "loss.temperature",
                self.temperature, "a number > 0 (and <= 100)")
         _check(_is_num(self.alpha) and 0 <= self.alpha <= 1, "loss.alpha", self.alpha,
@@ -140,25 +146,58 @@ class RunConfig:
     seed: int = 0  # init and data order; baseline and distilled share it
     device: str = "cpu"  # torch device string, e.g. cpu or cuda
     name: str = ""  # free label shown in the run history
+    # multi-teacher KD: more teachers (teacher_2, teacher_3, ...); the student learns from the ensemble
+    extra_teachers: tuple[ModelConfig, ...] = ()
+    extra_teacher_sources: tuple[str, ...] = ()  # one per extra teacher, as teacher_source; () = train all
+    teacher_weights: tuple[float, ...] = ()  # one per teacher, first teacher first; () = equal weights
 
     def __post_init__(self) -> None:
         _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        _check(isinstance(self.teacher_source, str) and (
-            self.teacher_source == "train" or self.teacher_source.startswith(("run:", "file:"))),
-            "teacher_source", self.teacher_source, "one of " + ", ".join(TEACHER_SOURCES))
+        _check(_is_source(self.teacher_source), "teacher_source", self.teacher_source,
+               "one of " + ", ".join(TEACHER_SOURCES))
+        self._check_teachers()
         _check(isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                "device", self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
         self._check_models_fit()
 
+    def _check_teachers(self) -> None:
+        # JSON gives lists; a frozen config keeps tuples so equal configs compare equal
+        for name in ("extra_teachers", "extra_teacher_sources", "teacher_weights"):
+            v = getattr(self, name)
+            _check(isinstance(v, (list, tuple)), name, v, "a list")
+            object.__setattr__(self, name, tuple(v))
+        for i, t in enumerate(self.extra_teachers):
+            _check(isinstance(t, ModelConfig), f"extra_teachers[{i}]", t,
+                   'a model config like {"name": "cnn", "params": {}}')
+        n_extra = len(self.extra_teachers)
+        _check(len(self.extra_teacher_sources) in (0, n_extra), "extra_teacher_sources",
+               list(self.extra_teacher_sources), f"empty (train them all) or {n_extra} source(s), "
+               "one per extra teacher")
+        for i, src in enumerate(self.extra_teacher_sources):
+            _check(_is_source(src), f"extra_teacher_sources[{i}]", src,
+                   "one of " + ", ".join(TEACHER_SOURCES))
+        w = self.teacher_weights
+        _check(len(w) in (0, n_extra + 1) and all(_is_num(x) and x >= 0 for x in w)
+               and (not w or sum(w) > 0), "teacher_weights", list(w),
+               f"empty (equal weights) or {n_extra + 1} numbers >= 0, not all 0, one per teacher "
+               "(the first teacher first)")
+
     def _check_models_fit(self) -> None:
-        """Build both models on the meta device so a mismatch fails now, not mid-run."""
+        """Build every model on the meta device so a mismatch fails now, not mid-run.
+
+        The loss gets a look too: a registered Distiller class with ``check_models`` (feature
+        methods) checks its tap points and feature shapes on these meta models.
+        """
         import torch
 
-        from .registry import DATASETS, MODELS
+        from .registry import DATASETS, LOSSES, MODELS
 
         spec = DATASETS.get(self.data.name)
         in_shape, n_cls = tuple(spec.in_shape(self.data)), spec.num_classes(self.data)
-        for role, mcfg in (("teacher", self.teacher), ("student", self.student)):
+        roles = [("teacher", self.teacher), ("student", self.student)]
+        roles += [(f"teacher_{i + 2} (extra_teachers[{i}])", m) for i, m in enumerate(self.extra_teachers)]
+        built = {}
+        for role, mcfg in roles:
             try:
                 with torch.device("meta"):
                     from .models import build_model
@@ -174,6 +213,18 @@ class RunConfig:
             if tuple(out.shape) != (2, n_cls):
                 raise ConfigError(f"{role} model {mcfg.name!r} outputs {tuple(out.shape[1:])} but "
                                   f"dataset {self.data.name!r} has {n_cls} classes")
+            built[role] = model
+        check = getattr(LOSSES.get(self.loss.name), "check_models", None)
+        if check is not None:
+            try:
+                check(student=built["student"], teacher=built["teacher"], in_shape=in_shape,
+                      loss_cfg=self.loss)
+            except ConfigError as e:
+                raise ConfigError(f"loss {self.loss.name!r} with student {self.student.name!r} and "
+                                  f"teacher {self.teacher.name!r}: {e}") from None
+            except Exception as e:  # a hook or shape error inside a method's own check
+                raise ConfigError(f"loss {self.loss.name!r} cannot use student {self.student.name!r} "
+                                  f"and teacher {self.teacher.name!r}: {e}") from None
 
 
 _SECTIONS = {"data": DataConfig, "teacher": ModelConfig, "student": ModelConfig,
@@ -206,6 +257,9 @@ def from_dict(d: dict) -> RunConfig:
     for key, cls in _SECTIONS.items():
         if key in d:
             d[key] = _build(cls, d[key], key)
+    if isinstance(d.get("extra_teachers"), (list, tuple)):
+        d["extra_teachers"] = tuple(_build(ModelConfig, t, f"extra_teachers[{i}]")
+                                    for i, t in enumerate(d["extra_teachers"]))
     return _build(RunConfig, d, "config")
 
 

@@ -25,10 +25,11 @@ from .events import Callback, PhaseEnd, RunEnd
 from .metrics import classification_metrics, compression, teacher_agreement
 from .models import build_model, profile
 from .store import RunStore
+from .methods.ensemble import Ensemble
 from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
-           "build_models", "verdict"]
+           "build_models", "verdict", "extra_teacher_seed"]
 
 MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
 
@@ -145,6 +146,10 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
     t0 = time.perf_counter()
     run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
     cbs = list(callbacks) + ([store.recorder(run_id)] if store else [])
+    if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
+        from .teaching import boundary_recorder
+
+        cbs[:0] = boundary_recorder(cfg, store, data)
 
     def emit(ev):
         for cb in cbs:
@@ -172,6 +177,11 @@ def without_class(data, k: int):
     return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
 
 
+def extra_teacher_seed(cfg: RunConfig, k: int) -> int:
+    """Init and data-order seed of teacher_k (k >= 2): far from the seeds a compare uses."""
+    return cfg.seed + 1000 * (k - 1)
+
+
 def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None:
     device = torch.device(cfg.device)
     data = data if data is not None else load_data(cfg.data)
@@ -181,8 +191,8 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
     baseline = copy.deepcopy(student)  # the same initial weights as the distilled student
     bs = cfg.optim.batch_size
 
-    def train(name, distiller, optim, phase_data, teacher_logits=None) -> bool:
-        r = fit(distiller, phase_data, optim, phase=name, seed=cfg.seed, device=device, callbacks=[emit],
+    def train(name, distiller, optim, phase_data, teacher_logits=None, seed=cfg.seed) -> bool:
+        r = fit(distiller, phase_data, optim, phase=name, seed=seed, device=device, callbacks=[emit],
                 stop=stop, teacher_logits=teacher_logits, run_id=res.run_id)
         res.history[name] = r.epochs
         if r.status != "completed":
@@ -190,14 +200,14 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
             emit(PhaseEnd(name, r.status, {}, r.message, res.run_id))
         return r.status == "completed"
 
-    def finish(name, model, teacher_test=None):
+    def finish(name, model, teacher_test=None, save=True):
         model.eval()
         res.models[name] = model
         m, logits = _evaluate(model, data, device, bs, teacher_test)
-        if name != "teacher":
+        if name in ("baseline", "distilled"):
             m.update(compression(m, res.metrics["teacher"]))
         res.metrics[name] = m
-        if store:
+        if store and save:
             store.save_weights(res.run_id, name, model.state_dict())
         emit(PhaseEnd(name, "completed", m, "", res.run_id))
         return logits
@@ -215,13 +225,41 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
         p.requires_grad_(False)
     t_test = finish("teacher", t_model)
 
+    # 1b. multi-teacher KD: teacher_2, teacher_3, ... and their ensemble become "the teacher"
+    if cfg.extra_teachers:
+        members = [t_model]
+        for i, mcfg in enumerate(cfg.extra_teachers):
+            name, seed_k = f"teacher_{i + 2}", extra_teacher_seed(cfg, i + 2)
+            src = cfg.extra_teacher_sources[i] if cfg.extra_teacher_sources else "train"
+            # a forked RNG keeps the baseline and the distilled student exactly as in the
+            # single-teacher run with the same seed
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed_k)
+                if name in reuse:
+                    m = reuse[name]
+                else:
+                    m = build_model(mcfg.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
+                                    params=mcfg.params)
+                    if src == "train":
+                        if not train(name, Alone(m), cfg.teacher_optim, data, seed=seed_k):
+                            return
+                    else:
+                        load_teacher_weights(m, src, store)
+            m.to(device).eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            finish(name, m)
+            members.append(m)
+        t_model = Ensemble(members, cfg.teacher_weights).to(device).eval()
+        t_test = finish("ensemble", t_model, save=False)  # its members are saved one by one
+
     # 2. baseline and 3. distilled share init, data order and schedule (all from cfg.seed)
     if "baseline" in reuse:
         baseline = reuse["baseline"]
     elif not train("baseline", Alone(baseline), cfg.optim, student_data):
         return
     finish("baseline", baseline, t_test)
-    distiller = make_distiller(cfg.loss, student, t_model)
+    distiller = make_distiller(cfg.loss, student, t_model, in_shape=tuple(data.in_shape))
     cache = None
     if student_data.augment is None and distiller.uses_teacher_logits_only:
         cache = predict_logits(t_model, student_data.x_train, device=device)
@@ -251,7 +289,8 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         cfg: the run; its seed is replaced by each of ``seeds`` (init and data order).
         seeds: training seeds. store, callbacks, stop: as in :func:`run_experiment`.
     Returns:
-        CompareResult with a pandas table (rows teacher/baseline/distilled) and the gain.
+        CompareResult with a pandas table (rows teacher/baseline/distilled, plus teacher_2, ...
+        and ensemble for multi-teacher runs) and the gain.
     """
     group = f"compare-{uuid.uuid4().hex[:8]}"
     data = load_data(cfg.data)
@@ -263,7 +302,9 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         if r.status == "stopped":
             break
     rows = []
-    for phase in ("teacher", "baseline", "distilled"):
+    # teacher, [teacher_2, ..., ensemble,] baseline, distilled: the order the runs report them
+    phases = list(dict.fromkeys(p for r in runs for p in r.metrics))
+    for phase in phases:
         vals = pd.DataFrame([r.metrics[phase] for r in runs if phase in r.metrics])
         if vals.empty:
             continue

@@ -4,6 +4,7 @@ Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
 
     history.sqlite          runs, epochs, steps
     <run_id>/<phase>.pt     trained weights (state_dict), loaded with weights_only=True
+    <run_id>/<name>.npz     artifacts: named numeric arrays (e.g. decision-boundary snapshots)
 
 Epoch rows are committed as each epoch ends and step rows with them, so a crash loses at most
 the epoch in progress. Every method opens its own short-lived connection, so a training worker
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -53,7 +56,17 @@ CREATE TABLE IF NOT EXISTS steps (
     loss REAL, terms TEXT,
     PRIMARY KEY (run_id, phase, step)
 );
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,            -- e.g. boundaries; the file is <run_id>/<name>.npz
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 """
+
+
+_ARTIFACT_NAME = re.compile(r"[a-z0-9_]{1,40}")
 
 
 def default_runs_dir() -> Path:
@@ -118,6 +131,46 @@ class RunStore:
         if not path.exists():
             raise KeyError(f"run {run_id} has no saved {phase} weights (looked for {path})")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+    def artifact_path(self, run_id: int, name: str) -> Path:
+        if not _ARTIFACT_NAME.fullmatch(name):
+            raise ValueError(f"artifact name {name!r} must be lowercase letters, digits and _ "
+                             "(at most 40 characters)")
+        return self.root / str(int(run_id)) / f"{name}.npz"
+
+    def save_artifact(self, run_id: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Store named numeric arrays with a run as ``<run_id>/<name>.npz`` (compressed).
+
+        Args:
+            run_id: the run they belong to. name: lowercase identifier, e.g. ``boundaries``.
+            arrays: plain numeric arrays (no objects: they are read back without pickle).
+        Returns:
+            The file's path.
+        """
+        path = self.artifact_path(run_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)",
+                       (run_id, name, path.stat().st_size, time.time()))
+        return path
+
+    def load_artifact(self, run_id: int, name: str) -> dict[str, np.ndarray]:
+        """The arrays saved by :meth:`save_artifact`; KeyError if the run has no such artifact."""
+        path = self.artifact_path(run_id, name)
+        if not path.exists():
+            raise KeyError(f"run {run_id} has no artifact {name!r}")
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+    def artifacts(self, run_id: int) -> dict[str, int]:
+        """Artifact name -> size in bytes for one run."""
+        with self._db() as db:
+            rows = db.execute("SELECT name, bytes FROM artifacts WHERE run_id=? ORDER BY name",
+                              (run_id,)).fetchall()
+        return {r["name"]: r["bytes"] for r in rows}
 
     def delete(self, run_id: int) -> None:
         with self._db() as db:

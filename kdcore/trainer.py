@@ -71,12 +71,32 @@ class LogitDistiller(Distiller):
         return logits, self.loss_fn(logits, teacher_logits, y, self.loss_cfg)
 
 
-def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module) -> Distiller:
-    """Build the distiller a loss config names: a Distiller class from LOSSES, or a logit loss."""
+def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
+                   in_shape: tuple[int, ...] | None = None) -> Distiller:
+    """Build the distiller a loss config names: a Distiller class from LOSSES, or a logit loss.
+
+    Args:
+        loss_cfg: LossConfig. student, teacher: the models (teacher may be an ensemble).
+        in_shape: one input's shape; a Distiller class with ``needs_in_shape = True`` (feature
+            and adversarial methods) sizes its own trainable parts from a probe of this shape.
+    """
     entry = LOSSES.get(loss_cfg.name)
     if isinstance(entry, type) and issubclass(entry, Distiller):
+        if getattr(entry, "needs_in_shape", False):
+            if in_shape is None:
+                raise ValueError(f"loss {loss_cfg.name!r} sizes its parts from the input: pass in_shape=")
+            return entry(student, teacher, loss_cfg, in_shape=tuple(in_shape))
         return entry(student, teacher, loss_cfg)
     return LogitDistiller(student, teacher, loss_cfg)
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the initialised torch.distributed group, else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -134,6 +154,13 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         run_id: carried by every event so a store can file them.
     Returns:
         FitResult with the status and one dict per finished epoch.
+
+    Under an initialised ``torch.distributed`` group of N > 1 processes (see
+    :mod:`kdcore.distributed`) every rank draws the same batches, trains on its share
+    ``batch[rank::N]`` through DistributedDataParallel (gradients averaged, so the step is the
+    single-process step on the whole batch when shares are equal), and the step's loss, terms,
+    correct count and stop flag are all-reduced, so every rank reports the same numbers and
+    stops, or diverges, at the same step. A final batch smaller than N is skipped.
     """
     callbacks = list(callbacks)
     emit = (lambda ev: [cb(ev) for cb in callbacks]) if callbacks else (lambda ev: None)
@@ -145,7 +172,16 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     params = [p for p in distiller.parameters() if p.requires_grad]
     opt = _optimizer(params, optim_cfg)
     n = len(data.x_train)
+    world, rank = _world()
+    model: nn.Module = distiller
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # broadcasts rank 0's parameters and buffers, so every rank starts from the same weights
+        model = DistributedDataParallel(distiller, device_ids=[device.index] if device.type == "cuda" else None)
     steps_per_epoch = math.ceil(n / optim_cfg.batch_size)
+    if world > 1 and 0 < n % optim_cfg.batch_size < world:
+        steps_per_epoch -= 1  # the last batch cannot give every rank a sample
     total = optim_cfg.epochs * steps_per_epoch
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
              if optim_cfg.schedule == "cosine" else None)
@@ -160,21 +196,26 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     step = 0
     for epoch in range(1, optim_cfg.epochs + 1):
         t0 = time.perf_counter()
-        distiller.train()
+        model.train()
         sums: dict[str, float] = {}
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen = 0.0, 0, 0
         for idx in batches(n, optim_cfg.batch_size, shuffle=True, generator=gen):
-            if stop is not None and stop.is_set():
+            if world == 1 and stop is not None and stop.is_set():
                 result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
                 break
+            if world > 1 and len(idx) < world:
+                continue
             x, y = x_all[idx], y_all[idx]
-            if aug is not None:
+            if aug is not None:  # on the whole batch, so every rank's generator stays in step
                 x = aug(x, generator=gen)
             t_log = teacher_logits[idx] if teacher_logits is not None else None
+            if world > 1:
+                x, y = x[rank::world], y[rank::world]
+                t_log = t_log[rank::world] if t_log is not None else None
             if not on_cpu:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
-            logits, terms = distiller(x, y, t_log)
+            logits, terms = model(x, y, t_log)
             loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,29 +223,58 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
             if sched is not None:
                 sched.step()
             step += 1
-            loss_f = loss.item()
+            if world > 1:
+                loss_f, term_f, n_right, stop_now = _reduce_step(loss, terms, logits, y, stop, world, device)
+            else:
+                loss_f, n_right, stop_now = loss.item(), None, False
             if not math.isfinite(loss_f):
                 result.status = "diverged"
                 result.message = (f"{phase}: the loss became {loss_f} at epoch {epoch}, step {step}; "
                                   f"lower the learning rate (now {optim_cfg.lr}) or the temperature")
                 break
-            term_f = {k: v.item() for k, v in terms.items()}
+            if world == 1:
+                term_f = {k: v.item() for k, v in terms.items()}
+                n_right = (logits.argmax(1) == y).sum().item()
             for k, v in term_f.items():
                 sums[k] = sums.get(k, 0.0) + v
             loss_sum += loss_f
-            correct += (logits.argmax(1) == y).sum().item()
+            correct += n_right
+            seen += len(idx)
             emit(StepEnd(phase, epoch, step, total, loss_f, term_f, opt.param_groups[0]["lr"], run_id))
+            if stop_now:
+                result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
+                break
         if result.status != "completed":
             break
         val_logits = predict_logits(distiller.student, data.x_val, device=device)
         val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
         val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
         ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
-                      {k: v / steps_per_epoch for k, v in sums.items()}, correct / n,
+                      {k: v / steps_per_epoch for k, v in sums.items()}, correct / max(seen, 1),
                       val_loss, val_acc, time.perf_counter() - t0, run_id, distiller.student)
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})
         emit(ev)
+    if world > 1:
+        import torch.distributed as dist
+
+        # parameters agree by construction; buffers (BatchNorm statistics) are rank 0's
+        for b in distiller.buffers():
+            dist.broadcast(b, 0)
     distiller.eval()
     result.seconds = time.perf_counter() - t_phase
     return result
+
+
+def _reduce_step(loss, terms, logits, y, stop, world, device):
+    """All-reduce one step's numbers: mean loss and terms, summed correct count, any stop request."""
+    import torch.distributed as dist
+
+    vec = torch.stack([loss.detach().double(), *[v.detach().double() for v in terms.values()],
+                       (logits.argmax(1) == y).sum().double(),
+                       torch.tensor(float(stop is not None and stop.is_set()), dtype=torch.float64,
+                                    device=loss.device)]).to(device)
+    dist.all_reduce(vec)
+    vals = vec.tolist()
+    loss_f, term_vals = vals[0] / world, [v / world for v in vals[1:-2]]
+    return loss_f, dict(zip(terms, term_vals)), int(vals[-2]), vals[-1] > 0

@@ -96,7 +96,8 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     teacher = ModelConfig(v["teacher"], parse_params(v.get("teacher_params", ""), "teacher", v["teacher"]))
     student = ModelConfig(v["student"], parse_params(v.get("student_params", ""), "student", v["student"]))
     loss = LossConfig(name=v.get("loss", "kd"), temperature=float(v.get("T", 4.0)),
-                      alpha=float(v.get("alpha", 0.5)), t2=bool(v.get("t2", True)))
+                      alpha=float(v.get("alpha", 0.5)), t2=bool(v.get("t2", True)),
+                      params=dict(v.get("loss_params") or {}))
     optim = OptimConfig(epochs=int(v.get("epochs", 20)), lr=float(v.get("lr", 1e-2)),
                         batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
                         schedule=v.get("schedule", "constant"))
@@ -229,7 +230,7 @@ def soft_targets(logits: torch.Tensor, T: float) -> torch.Tensor:
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in nats of each distribution along the last axis (0·log 0 = 0)."""
-    return -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
+    return -torch.special.xlogy(p, p).sum(-1)
 
 
 def class_similarity(logits: torch.Tensor, labels: torch.Tensor, T: float, num_classes: int) -> torch.Tensor:

@@ -14,9 +14,10 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, rev: str, height: int = 320) -> go.Figure:
+    # legend under the plot: above it, it runs into the title on a half-width chart
     fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
                       margin=dict(l=10, r=10, t=40, b=10), uirevision=rev,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
                       xaxis_title=x, yaxis_title=y)
     return fig
 
@@ -27,9 +28,9 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss") -> go.Figure:
     for phase, pts in steps.items():
         if not pts:
             continue
-        fig.add_trace(go.Scattergl(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
+        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
                                    name=phase, line=dict(color=PHASE_COLORS.get(phase))))
-    return _layout(fig, "Total training loss", "epoch", "loss", rev)
+    return _layout(fig, "Total training loss", "epoch", "loss", rev, height=360)
 
 
 def terms_figure(steps: dict[str, list[dict]], rev: str = "terms") -> go.Figure:
@@ -38,13 +39,13 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms") -> go.Figure:
     pts = steps.get("distilled") or []
     terms = [k for k in (pts[-1] if pts else {}) if k not in ("phase", "x", "step", "loss")]
     for k in terms:
-        fig.add_trace(go.Scattergl(x=[p["x"] for p in pts], y=[p.get(k) for p in pts], mode="lines",
+        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p.get(k) for p in pts], mode="lines",
                                    name=TERM_NAMES.get(k, k), line=dict(color=TERM_COLORS.get(k))))
     if pts:
-        fig.add_trace(go.Scattergl(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
+        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
                                    name="total", line=dict(color="#444", dash="dot", width=1)))
     title = "Distilled student: loss terms" if pts else "Distilled student: loss terms (after the baseline)"
-    return _layout(fig, title, "epoch", "weighted term", rev)
+    return _layout(fig, title, "epoch", "weighted term", rev, height=360)
 
 
 def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc") -> go.Figure:
@@ -61,7 +62,7 @@ def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc") -> go.F
         fig.add_trace(go.Scatter(x=x, y=[p["train_acc"] for p in pts], mode="lines",
                                  name=f"{phase} train", line=dict(color=color, dash="dash")))
     fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, "Accuracy: baseline vs distilled", "epoch", "accuracy", rev)
+    return _layout(fig, "Accuracy: baseline vs distilled", "epoch", "accuracy", rev, height=380)
 
 
 def overlay_figure(curves: dict[str, list[dict]], metric: str, title: str, rev: str) -> go.Figure:
@@ -77,7 +78,7 @@ def overlay_figure(curves: dict[str, list[dict]], metric: str, title: str, rev: 
                                  line=dict(color=PALETTE[order[run] % len(PALETTE)], dash=dash)))
     if "acc" in metric:
         fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, title, "epoch", metric.replace("_", " "), rev, height=360)
+    return _layout(fig, title, "epoch", metric.replace("_", " "), rev, height=400)
 
 
 def soft_target_bars(classes: list[str], rows: list[dict], rev: str) -> go.Figure:
@@ -115,11 +116,12 @@ def plane_figure(x, y, classes: list[str], picked: list[int], rev: str) -> go.Fi
     fig = go.Figure()
     for c, name in enumerate(classes):
         m = y == c
-        fig.add_trace(go.Scattergl(x=x[m, 0], y=x[m, 1], mode="markers", name=name,
+        fig.add_trace(go.Scatter(x=x[m, 0], y=x[m, 1], mode="markers", name=name,
                                    marker=dict(size=5, opacity=0.45, color=PALETTE[c % len(PALETTE)])))
     if picked:
         fig.add_trace(go.Scatter(x=x[picked, 0], y=x[picked, 1], mode="markers+text", name="picked",
                                  text=[f"#{i}" for i in picked], textposition="top center",
                                  marker=dict(size=14, symbol="star", color="black")))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    return _layout(fig, "Test set (standardised)", "x₁", "x₂", rev, height=380)
+    fig.update_xaxes(constrain="domain")  # equal scales by narrowing the plot, not widening the range
+    return _layout(fig, "Test set (standardised)", "x₁", "x₂", rev, height=420)

@@ -1,0 +1,162 @@
+"""Dashboard benchmark (issue 3's numbers), in a real browser. Prints a markdown table.
+
+    python benchmarks/bench_ui.py              # 5 starts, 20 widget changes (~2 min on 2 cores)
+    python benchmarks/bench_ui.py --starts 3 --changes 10
+
+1. ``streamlit run app.py`` -> ``/_stcore/health`` answers: launch to first "ok" (target < 10 s).
+2. Start -> first loss point: click Start on the two-moons set, wait until the loss chart in the
+   page (the Plotly graph div) holds a point; the run is then stopped (target < 2 s).
+3. Widget change while training: with a long run training, move the T slider by one step
+   with the keyboard and wait until the page shows the new value in the "Next run" line, i.e.
+   the full rerun reached the browser (target median < 300 ms).
+
+Needs Debian's Chromium (/usr/bin/chromium or $KD_CHROMIUM) and the playwright package.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+LOSS_POINTS = """() => {
+  const counts = [...document.querySelectorAll('.js-plotly-plot')]
+    .filter(d => d.layout && d.layout.title && String(d.layout.title.text).includes('Total training loss'))
+    .map(g => g.data.reduce((n, t) => n + ((t.x || []).length), 0));
+  return counts.length ? Math.max(...counts) : -1;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(runs_dir: str) -> tuple[subprocess.Popen, str, float]:
+    """Start the app; return the process, its URL and seconds from launch to a healthy answer."""
+    port = free_port()
+    env = {**os.environ, "KD_RUNS_DIR": runs_dir}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - t0 < 60:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                if r.read() == b"ok":
+                    return proc, url, time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("streamlit did not answer its health check within 60 s")
+
+
+def settle(page) -> None:
+    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')", timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+
+def wait_stopped(page) -> None:
+    page.get_by_text("stopped by request").first.wait_for(timeout=60_000)
+    settle(page)
+
+
+def start_to_first_point(page, url: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        # a fresh browser session each time, so no earlier run's points are on the chart
+        page.goto(f"{url}/?epochs=1000", wait_until="domcontentloaded")
+        page.get_by_text("Will run:").wait_for(timeout=120_000)
+        settle(page)
+        page.wait_for_timeout(1000)
+        assert page.evaluate(LOSS_POINTS) == 0  # the empty chart is drawn before any run
+        t0 = time.perf_counter()
+        page.locator(".st-key-start button").click()
+        page.wait_for_function(f"({LOSS_POINTS})() > 0", timeout=30_000, polling=10)
+        out.append(time.perf_counter() - t0)
+        page.locator(".st-key-stop button").click()
+        wait_stopped(page)
+    return out
+
+
+def rerun_while_training(page, url: str, n: int) -> list[float]:
+    page.goto(f"{url}/?epochs=1000&teacher_epochs=1000", wait_until="domcontentloaded")
+    page.get_by_text("Will run:").wait_for(timeout=120_000)
+    settle(page)
+    page.locator(".st-key-start button").click()
+    page.wait_for_function(f"({LOSS_POINTS})() > 0", timeout=30_000)
+    page.wait_for_timeout(1500)
+    thumb = page.locator(".st-key-T input[type=range]")
+    out = []
+    for i in range(n):
+        # exact patterns: a plain "T=4 " would also match "T=4.5" (Playwright trims spaces)
+        key, want = (("ArrowRight", re.compile(r"T=4\.5 α")) if i % 2 == 0
+                     else ("ArrowLeft", re.compile(r"T=4 α")))
+        page.wait_for_timeout(400)  # between changes, as a person would; the run keeps training
+        thumb.focus()
+        t0 = time.perf_counter()
+        thumb.press(key)
+        page.locator("p", has_text="Next run:").filter(has_text=want).wait_for(timeout=30_000)
+        out.append(time.perf_counter() - t0)
+    page.locator(".st-key-stop button").click()
+    wait_stopped(page)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--starts", type=int, default=5, help="Start -> first point repeats")
+    ap.add_argument("--changes", type=int, default=20, help="widget changes while training")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as runs:
+        health = []
+        for _ in range(3):  # cold launches: the server answers before any page imports torch
+            proc, url, secs = launch(runs)
+            health.append(secs)
+            proc.terminate()
+            proc.wait(10)
+        proc, url, _ = launch(runs)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 2150})
+                first = start_to_first_point(page, url, args.starts)
+                rerun = rerun_while_training(page, url, args.changes)
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    ms = [x * 1000 for x in rerun]
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nKD Playground dashboard, {os.cpu_count()} CPU core(s), Chromium headless, "
+          f"load average {load} at the end\n")
+    print("| measure | target | result |")
+    print("|---|---|---|")
+    print(f"| `streamlit run app.py` -> health check answers | < 10 s | "
+          f"{statistics.median(health):.2f} s median of {len(health)} (max {max(health):.2f} s) |")
+    print(f"| Start -> first point on the loss chart (two moons) | < 2 s | "
+          f"{statistics.median(first):.2f} s median of {len(first)} (max {max(first):.2f} s) |")
+    print(f"| widget change -> page updated, while training | median < 300 ms | "
+          f"{statistics.median(ms):.0f} ms median of {len(ms)} (p90 "
+          f"{statistics.quantiles(ms, n=10)[-1]:.0f} ms, max {max(ms):.0f} ms) |")
+
+
+if __name__ == "__main__":
+    main()

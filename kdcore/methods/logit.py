@@ -1,0 +1,92 @@
+"""Logit-level variants of KD: decoupled KD and logit standardisation.
+
+Both are plain functions ``fn(student_logits, teacher_logits, labels, cfg)`` registered in
+``LOSSES``; like the vanilla losses they work from cached teacher logits and return weighted
+terms that sum to the loss. ``alpha`` weighs the hard-label CE, ``1 - alpha`` the soft part.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..losses import kd_div
+from .spec import MethodInfo, Param, method_params, register_method
+
+__all__ = ["dkd_terms", "standardize_logits"]
+
+
+def _log_binary(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """log [p_gt, 1 - p_gt] of softmax(z), [B, 2], computed in log space so neither underflows."""
+    lse_all = torch.logsumexp(z, dim=1)
+    log_gt = z.gather(1, gt[:, None]).squeeze(1) - lse_all
+    log_rest = torch.logsumexp(z.masked_fill(F.one_hot(gt, z.shape[1]).bool(), float("-inf")), dim=1) - lse_all
+    return torch.stack([log_gt, log_rest], dim=1)
+
+
+def _non_target(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The K - 1 non-target logits of each row, [B, K - 1], in class order."""
+    keep = ~F.one_hot(gt, z.shape[1]).bool()
+    return z[keep].view(z.shape[0], z.shape[1] - 1)
+
+
+def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+              T: float, t2: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoupled KD (Zhao et al. 2022): the KD loss split into a target and a non-target part.
+
+    With b = [p_gt, 1 - p_gt] the binary target-vs-rest distribution and p^ the distribution
+    over the K - 1 non-target classes (both from softmax(z / T)):
+    TCKD = KL(b_t || b_s), NCKD = KL(p^_t || p^_s), each a batch mean times T^2.
+    Vanilla KD equals TCKD + (1 - p_gt^t) * NCKD; DKD drops the (1 - p_gt^t) coupling.
+
+    Args:
+        student_logits: [B, K]; teacher_logits: [B, K] (constants); labels: [B]; T: temperature;
+        t2: multiply by T^2.
+    Returns:
+        (tckd, nckd), two scalars.
+    """
+    t = teacher_logits.detach() / T
+    s = student_logits / T
+    lb_s, lb_t = _log_binary(s, labels), _log_binary(t, labels)
+    tckd = (lb_t.exp() * (lb_t - lb_s)).sum(1).mean()
+    ln_s = F.log_softmax(_non_target(s, labels), dim=1)
+    ln_t = F.log_softmax(_non_target(t, labels), dim=1)
+    nckd = (ln_t.exp() * (ln_t - ln_s)).sum(1).mean()
+    scale = T * T if t2 else 1.0
+    return tckd * scale, nckd * scale
+
+
+@register_method("dkd", MethodInfo(
+    "Decoupled KD (Zhao et al. 2022)",
+    "Splits the KD loss into target-class KD (TCKD: does the student share the teacher's "
+    "confidence in the true class?) and non-target KD (NCKD: how does it rank the wrong "
+    "classes?). Vanilla KD weighs NCKD by 1 - p_t(true class), which shrinks exactly when the "
+    "teacher is confident; DKD gives the two parts free weights: "
+    "alpha * CE + (1 - alpha) * (alpha_dkd * TCKD + beta_dkd * NCKD), each part times T^2. "
+    "The paper's linear warm-up of the DKD weight is not applied.",
+    {"alpha_dkd": Param(1.0, "weight of TCKD (the paper's alpha, not loss.alpha)", 0.0, 100.0),
+     "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0)},
+    terms=("ce", "tckd", "nckd")))
+def dkd(student_logits, teacher_logits, labels, cfg):
+    p = method_params(cfg)
+    tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, T=cfg.temperature, t2=cfg.t2)
+    w = 1.0 - cfg.alpha
+    return {"ce": cfg.alpha * F.cross_entropy(student_logits, labels),
+            "tckd": w * p["alpha_dkd"] * tckd, "nckd": w * p["beta_dkd"] * nckd}
+
+
+def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score each row: (z - mean) / (std + eps), with the unbiased std as in Sun et al.'s code."""
+    return (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + eps)
+
+
+@register_method("logit_std", MethodInfo(
+    "KD with logit standardisation (Sun et al. 2024)",
+    "Vanilla KD computed on z-scored logits: each row of student and teacher logits has its "
+    "mean subtracted and is divided by its standard deviation before the temperature softmax. "
+    "The student then only has to match the teacher's ranking and relative gaps, not its logit "
+    "scale, which a small student often cannot reach. alpha * CE(y, s) + (1 - alpha) * T^2 * "
+    "KL(softmax(z(t)/T) || softmax(z(s)/T)); the CE uses the raw logits.", {}))
+def logit_std(student_logits, teacher_logits, labels, cfg):
+    soft = kd_div(standardize_logits(student_logits), standardize_logits(teacher_logits.detach()),
+                  cfg.temperature, cfg.t2)
+    return {"ce": cfg.alpha * F.cross_entropy(student_logits, labels), "kd": (1.0 - cfg.alpha) * soft}

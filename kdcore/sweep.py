@@ -1,0 +1,343 @@
+"""α × T sweeps: one teacher and one baseline, many distilled students.
+
+Neither the teacher nor the baseline student depends on α or T, so :func:`run_sweep` trains
+them in the first cell and hands them to every later cell through
+``run_experiment(reuse=...)``; each cell is a full run in the history (kind ``sweep``, one
+shared group), so the Runs page lists, overlays and replays them like any other run.
+:class:`SweepRun` runs a sweep in a background thread for the dashboard and is read through
+a locked snapshot, as :class:`kdcore.live.LiveRun` is. Nothing here imports Streamlit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+
+from . import live as _live
+from .config import LossConfig, RunConfig, replace
+from .data import load_data
+from .errors import ConfigError
+from .events import Callback, EpochEnd, PhaseStart, StepEnd
+from .experiment import run_experiment
+from .store import RunStore
+
+__all__ = ["SweepPlan", "SweepResult", "run_sweep", "SweepRun", "SweepSnapshot", "MAX_CELLS", "PRESET",
+           "preset_plan"]
+
+MAX_CELLS = 64  # a sweep is for a classroom, not a cluster: 8 x 8 at most
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The grid: the base run and the α and T values to cross with it.
+
+    Cells run row by row (α outer, T inner), in the order given.
+    """
+
+    base: RunConfig  # everything but loss.alpha and loss.temperature
+    alphas: tuple[float, ...]  # weight of the hard-label CE in each row
+    temps: tuple[float, ...]  # temperature of each column
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        object.__setattr__(self, "temps", tuple(float(t) for t in self.temps))
+        for name, vals in (("alphas", self.alphas), ("temps", self.temps)):
+            if not vals:
+                raise ConfigError(f"sweep {name}: pick at least one value")
+            if len(set(vals)) != len(vals):
+                raise ConfigError(f"sweep {name}: {list(vals)} repeats a value")
+        n = len(self.alphas) * len(self.temps)
+        if n > MAX_CELLS:
+            raise ConfigError(f"sweep: {len(self.alphas)} α x {len(self.temps)} T = {n} cells; "
+                              f"the most allowed is {MAX_CELLS}")
+        if self.base.loss.name == "mse_logits" and len(self.temps) > 1:
+            raise ConfigError("sweep: loss mse_logits does not use T; sweep a loss that does (kd)")
+        for a in self.alphas:  # validate every cell now, not halfway through the sweep
+            for t in self.temps:
+                LossConfig(name=self.base.loss.name, temperature=t, alpha=a, t2=self.base.loss.t2,
+                           params=self.base.loss.params)
+
+    @property
+    def cells(self) -> list[tuple[float, float]]:
+        return [(a, t) for a in self.alphas for t in self.temps]
+
+    def config(self, alpha: float, T: float) -> RunConfig:
+        """The RunConfig of one cell."""
+        label = self.base.name or "sweep"
+        return replace(self.base, loss=replace(self.base.loss, alpha=alpha, temperature=T),
+                       name=f"{label} α={alpha:g} T={T:g}")
+
+
+PRESET = {  # the small Fashion-MNIST grid: measured by benchmarks/sweep_preset.py (< 5 min, 2 cores)
+    "dataset": "fashion_mnist",
+    "train_subset": 10000,
+    "teacher": ("cnn", {}),
+    "student": ("mlp", {"hidden": [32]}),
+    "teacher_epochs": 6,
+    "epochs": 10,
+    "lr": 1e-3,
+    "batch_size": 128,
+    "alphas": (0.1, 0.5, 0.9),
+    "temps": (1.0, 2.0, 4.0, 8.0),
+}
+
+
+def preset_plan(**overrides: Any) -> SweepPlan:
+    """The preset sweep as a SweepPlan (keys of :data:`PRESET` may be overridden)."""
+    from .config import DataConfig, ModelConfig, OptimConfig
+
+    p = {**PRESET, **overrides}
+    optim = OptimConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"])
+    base = RunConfig(
+        data=DataConfig(name=p["dataset"], train_subset=p["train_subset"]),
+        teacher=ModelConfig(p["teacher"][0], dict(p["teacher"][1])),
+        student=ModelConfig(p["student"][0], dict(p["student"][1])),
+        loss=LossConfig(name="kd", temperature=p["temps"][0], alpha=p["alphas"][0]),
+        optim=optim, teacher_optim=replace(optim, epochs=p["teacher_epochs"]), name="preset sweep")
+    return SweepPlan(base, tuple(p["alphas"]), tuple(p["temps"]))
+
+
+@dataclass
+class SweepResult:
+    status: str  # completed | stopped | failed
+    message: str
+    group: str
+    cells: list[dict] = field(default_factory=list)  # one dict per finished cell (see run_sweep)
+    seconds: float = 0.0
+
+
+def _cell(alpha: float, T: float, res) -> dict:
+    acc = {p: (res.metrics.get(p) or {}).get("accuracy") for p in ("teacher", "baseline", "distilled")}
+    return {"alpha": alpha, "T": T, "status": res.status, "run_id": res.run_id, **acc,
+            "gain": res.gain, "seconds": res.seconds, "message": res.message}
+
+
+def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iterable[Callback] = (),
+              stop: threading.Event | None = None, on_cell: Callable[[dict], None] | None = None,
+              group: str | None = None) -> SweepResult:
+    """Run every cell of ``plan``, training the teacher and the baseline only once.
+
+    Args:
+        plan: the grid. store: the history (each cell is one run, kind ``sweep``).
+        callbacks: receive every event of every cell. stop: set it to stop between steps.
+        on_cell: called with each finished cell's dict (alpha, T, status, run_id, teacher,
+            baseline, distilled — test accuracies — gain, seconds, message).
+        group: the history group of the cells (default: a fresh ``sweep-<hex>``).
+    Returns:
+        SweepResult; never raises for a cell that fails (the sweep stops and says why).
+    """
+    t0 = time.perf_counter()
+    group = group or f"sweep-{uuid.uuid4().hex[:8]}"
+    out = SweepResult("completed", "", group)
+    try:
+        data = load_data(plan.base.data)
+    except Exception as e:  # DataUnavailable, ConfigError: the page shows the message
+        out.status, out.message = "failed", str(e)
+        return out
+    reuse: dict[str, torch.nn.Module] = {}
+    for alpha, T in plan.cells:
+        if stop is not None and stop.is_set():
+            out.status, out.message = "stopped", "stopped by request"
+            break
+        res = run_experiment(plan.config(alpha, T), store=store, callbacks=callbacks, stop=stop,
+                             reuse=reuse, data=data, kind="sweep", group=group)
+        cell = _cell(alpha, T, res)
+        out.cells.append(cell)
+        if on_cell is not None:
+            on_cell(cell)
+        for phase in ("teacher", "baseline"):  # trained once, whatever happens to the student
+            if phase not in reuse and phase in res.models:
+                reuse[phase] = res.models[phase]
+        if res.status == "stopped":
+            out.status, out.message = "stopped", res.message
+            break
+        if res.status != "completed" and len(reuse) < 2:
+            # the teacher or the baseline itself failed: every later cell would fail the same way
+            out.status, out.message = "failed", f"cell α={alpha:g}, T={T:g}: {res.message}"
+            break
+    else:
+        bad = [c for c in out.cells if c["status"] != "completed"]
+        out.message = (f"{len(out.cells)} cells, {len(bad)} did not complete" if bad
+                       else f"{len(out.cells)} cells completed")
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+@dataclass(frozen=True)
+class SweepSnapshot:
+    """A consistent copy of a sweep's state at one moment."""
+
+    status: str  # starting | running | completed | stopped | failed
+    message: str
+    group: str
+    alphas: tuple[float, ...]
+    temps: tuple[float, ...]
+    cells: list[dict]  # finished cells, in order
+    current: tuple[float, float] | None  # (alpha, T) of the cell in progress
+    phase: str  # its phase in progress
+    phase_progress: float  # 0..1 within that phase
+    progress: float  # 0..1 over the whole sweep
+    elapsed_s: float
+    eta_s: float | None
+    version: int
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("completed", "stopped", "failed")
+
+    @property
+    def running(self) -> bool:
+        return not self.done
+
+
+class SweepRun:
+    """A sweep in a daemon thread that a page polls with :meth:`snapshot`.
+
+    It takes one of the server's training slots (``kdcore.live``'s limit), like a run does.
+
+    Args:
+        plan: the grid. store: the history to record every cell in.
+    """
+
+    def __init__(self, plan: SweepPlan, *, store: RunStore | None = None):
+        self.plan = plan
+        self.store = store
+        self.group = f"sweep-{uuid.uuid4().hex[:8]}"
+        self.stop_event = threading.Event()
+        self.result: SweepResult | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._t0 = 0.0
+        self._t_end: float | None = None
+        self._version = 0
+        self._status, self._message = "starting", ""
+        self._cells: list[dict] = []
+        self._current: tuple[float, float] | None = None
+        self._phase, self._phase_progress = "", 0.0
+        self._run_id: int | None = None
+
+    # -- control -----------------------------------------------------------------------
+    def start(self) -> "SweepRun":
+        """Start in a daemon thread.
+
+        Raises:
+            RunLimitReached: the server already trains as many runs as it allows.
+        """
+        if self._thread is not None:
+            raise RuntimeError("this SweepRun was already started; make a new one")
+        limit = _live.max_runs()
+        with _live._active_lock:  # one shared limit for runs and sweeps
+            if len(_live._active) >= limit:
+                raise _live.RunLimitReached(
+                    f"{len(_live._active)} run(s) are already training on this server, the most it "
+                    f"allows at once ({_live.MAX_RUNS_ENV}={limit}). Wait for one to finish, or stop "
+                    "yours, and start the sweep again.")
+            _live._active.add(self)
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._work, name="kd-sweep", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.stop()
+        if self._thread is not None:
+            self.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._finished.is_set()
+
+    @property
+    def run_id(self) -> int | None:
+        """The history id of the cell in progress (the Runs page must not delete it)."""
+        return self._run_id
+
+    # -- the worker --------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            torch.set_num_threads(_live.worker_threads())  # see LiveRun._work: spinning threads
+            self.result = run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
+                                    stop=self.stop_event, on_cell=self._on_cell, group=self.group)
+            with self._lock:
+                self._status, self._message = self.result.status, self.result.message
+                self._version += 1
+        except BaseException as e:  # run_sweep does not raise, but a page must never hang
+            with self._lock:
+                self._status, self._message = "failed", f"{type(e).__name__}: {e}"
+                self._version += 1
+        finally:
+            with self._lock:
+                self._t_end = time.perf_counter()
+                self._current = None
+            with _live._active_lock:
+                _live._active.discard(self)
+            self._finished.set()
+
+    def _on_event(self, ev: Any) -> None:
+        with self._lock:
+            self._version += 1
+            if getattr(ev, "run_id", None) is not None:
+                self._run_id = ev.run_id
+            if isinstance(ev, PhaseStart):
+                self._status = "running"
+                self._phase, self._phase_progress = ev.phase, 0.0
+            elif isinstance(ev, StepEnd):
+                self._phase, self._phase_progress = ev.phase, ev.step / max(ev.total_steps, 1)
+            elif isinstance(ev, EpochEnd):
+                self._phase_progress = ev.epoch / max(ev.epochs, 1)
+            if self._current is None:
+                done = len(self._cells)
+                cells = self.plan.cells
+                self._current = cells[done] if done < len(cells) else None
+
+    def _on_cell(self, cell: dict) -> None:
+        with self._lock:
+            self._cells.append(dict(cell))
+            self._current = None
+            self._phase, self._phase_progress = "", 0.0
+            self._version += 1
+
+    # -- reading -----------------------------------------------------------------------
+    def snapshot(self) -> SweepSnapshot:
+        now = time.perf_counter()
+        with self._lock:
+            total = len(self.plan.cells)
+            done = len(self._cells)
+            # the first cell trains three models, the others one: weigh them by what they train
+            first_w = 3.0
+            weights = [first_w] + [1.0] * (total - 1)
+            in_cell = 0.0
+            if self._current is not None and done < total:
+                frac = self._phase_progress
+                if done == 0:
+                    k = {"teacher": 0, "baseline": 1, "distilled": 2}.get(self._phase, 0)
+                    in_cell = (k + frac) / 3 * first_w
+                else:
+                    in_cell = frac
+            finished_w = sum(weights[:done])
+            progress = min((finished_w + in_cell) / sum(weights), 1.0) if self._status != "completed" else 1.0
+            end = self._t_end if self._t_end is not None else now
+            elapsed = (end - self._t0) if self._t0 else 0.0
+            eta = None
+            if self._status in ("completed", "stopped", "failed"):
+                eta = 0.0
+            elif progress > 0.02 and elapsed > 0:
+                eta = elapsed * (1 - progress) / progress
+            return SweepSnapshot(
+                status=self._status, message=self._message, group=self.group,
+                alphas=self.plan.alphas, temps=self.plan.temps,
+                cells=[dict(c) for c in self._cells], current=self._current, phase=self._phase,
+                phase_progress=self._phase_progress, progress=progress, elapsed_s=elapsed,
+                eta_s=eta, version=self._version)
+

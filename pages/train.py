@@ -1,0 +1,439 @@
+"""Train: pick data, teacher, student and loss; start a run; watch it live; read the verdict.
+
+Every control that defines the run is bound to the URL, so a link reproduces the setup.
+The run trains in this session's background worker (kdcore.live); while it trains only two
+fragments redraw: the progress line every POLL_S and the charts every CHART_S.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import streamlit as st
+
+import kdcore
+from kdcore import DATASETS, LOSSES, METHOD_INFO, ConfigError, DataConfig, RunConfig
+from kdcore import ui_support as ui
+from kdcore.live import RunLimitReached
+from pages import _charts as charts
+from pages import _shared as sh
+
+D = RunConfig()  # the defaults every unset control falls back to (and the CLI uses)
+LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+BATCHES = [16, 32, 64, 128, 256, 512, 1024]
+SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
+TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
+URL = "query-params"
+CHART_S = 1.0  # seconds between chart redraws while training (the progress bar redraws every POLL_S)
+
+
+# --------------------------------------------------------------------------------------------
+# Controls: each *_ui() draws its widgets and returns plain values
+
+
+def dataset_ui() -> dict:
+    names = DATASETS.names()
+    name = st.selectbox("Dataset", names, index=names.index(D.data.name), key="dataset", bind=URL,
+                        format_func=lambda n: DATASETS.get(n).title,
+                        help="2-D sets train in seconds; image sets need their files on disk.")
+    spec = DATASETS.get(name)
+    v = {"dataset": name}
+    if spec.kind == "2d":
+        v["noise"] = st.slider("Noise (class overlap)", 0.0, 1.0, D.data.noise, 0.05, key="noise", bind=URL)
+        v["samples"] = st.select_slider("Points", SAMPLES, D.data.n_samples, key="samples", bind=URL,
+                                        help="Total points; 20 % are the test set, 10 % of the rest validation.")
+        if not spec.fixed_classes:
+            v["classes"] = st.slider("Classes", 2, 10, D.data.n_classes, key="classes", bind=URL)
+    else:
+        v["download"] = st.checkbox("Download if missing (needs internet)", False, key="download", bind=URL)
+    v["subset"] = st.number_input("Training subset (0 = all)", 0, 1_000_000, D.data.train_subset, 500,
+                                  key="subset", bind=URL,
+                                  help="Train on a seeded random subset for a quicker run.")
+    ok, msg = spec.available(DataConfig(name=name, download=v.get("download", False)))
+    if ok:
+        st.caption(msg)
+    else:
+        st.warning(msg, icon=":material/download:")
+    v["_available"] = ok
+    return v
+
+
+def params_ui(role: str, model: str) -> str:
+    default = ui.params_text(ui.default_params(role, model)) if ui.default_params(role, model) else "{}"
+    return st.text_input(f"{role.capitalize()} params", "", key=f"{role}_params", bind=URL,
+                         placeholder=f"default: {default}",
+                         help="JSON of the model's own knobs, e.g. {\"hidden\": [64, 64]}; for mlp "
+                              "just the widths, e.g. 64, 64. Empty = the default shown.")
+
+
+def teacher_ui(dataset: str, store: kdcore.RunStore, base: dict) -> dict:
+    """Teacher source and architecture. Returns teacher, teacher_params, teacher_source, _ready."""
+    choice = st.radio("Teacher", list(TEACHER_FROM), key="teacher_from", bind=URL, horizontal=True)
+    src = TEACHER_FROM[choice]
+    models = sh.models_for(dataset)
+    v: dict = {"teacher_source": "train", "_ready": True}
+    if src == "run":
+        cands = ui.teacher_candidates(store, dataset)
+        if not cands:
+            st.info("No finished run on this dataset has saved teacher weights yet. Train one first.")
+            return {**v, "teacher": D.teacher.name, "teacher_params": "", "_ready": False}
+        ids = [c["id"] for c in cands]
+        want = st.query_params.get("teacher_run")
+        index = ids.index(int(want)) if want and want.isdigit() and int(want) in ids else 0
+        by_id = {c["id"]: c for c in cands}
+        rid = st.selectbox("Run whose teacher to reuse", ids, index=index, key="teacher_run_pick",
+                           format_func=lambda i: by_id[i]["label"])
+        st.query_params["teacher_run"] = str(rid)  # not widget-bound: the options change over time
+        c = by_id[rid]
+        if c["data"] != {**c["data"], **_data_fields(base)}:
+            st.warning("That teacher was trained with other data settings (points, noise, seed or "
+                       "subset); it may have seen some of this run's test points.")
+        return {**v, "teacher": c["teacher"]["name"], "teacher_params": json.dumps(c["teacher"]["params"]),
+                "teacher_source": f"run:{rid}"}
+    st.query_params.pop("teacher_run", None)
+    name = st.selectbox("Teacher model", models, index=_index(models, D.teacher.name), key="teacher",
+                        bind=URL)
+    v.update(teacher=name, teacher_params=params_ui("teacher", name))
+    if src == "file":
+        v.update(_upload_ui(dataset, base, v))
+    else:
+        st.query_params.pop("teacher_file", None)
+    return v
+
+
+def _data_fields(base: dict) -> dict:
+    """The DataConfig fields the Train page controls, as they appear in a stored config."""
+    out = {"name": base["dataset"], "train_subset": base.get("subset", 0)}
+    if "samples" in base:
+        out.update(n_samples=base["samples"], noise=base["noise"])
+    if "classes" in base:
+        out["n_classes"] = base["classes"]
+    return out
+
+
+def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
+    """File uploader for teacher weights, checked at once against the chosen architecture."""
+    up = st.file_uploader("Teacher weights (a state_dict saved with torch.save)", type=["pt", "pth"],
+                          key="teacher_upload", max_upload_size=200)
+    try:
+        probe = ui.build_config({**base, **teacher, "teacher_source": "train"})
+    except ConfigError as e:
+        st.error(str(e))
+        return {"_ready": False}
+    if up is None:
+        sha = st.query_params.get("teacher_file", "")
+        path = sh.store().root / "uploads" / f"{sha}.pt"
+        if sha.isalnum() and path.is_file():
+            try:  # a shared link names an upload this server already holds
+                return {"teacher_source": ui.save_teacher_upload(path.read_bytes(), probe, sh.runs_dir())}
+            except ConfigError as e:
+                st.error(str(e))
+                return {"_ready": False}
+        st.info("Upload a .pt file to use it as the teacher.")
+        return {"_ready": False}
+    content = up.getvalue()
+    memo = (hashlib.sha256(content).hexdigest(), repr(probe.teacher), repr(probe.data))
+    cache = st.session_state.setdefault("_upload_checks", {})
+    if memo not in cache:
+        try:
+            cache[memo] = ("ok", ui.save_teacher_upload(content, probe, sh.runs_dir()))
+        except ConfigError as e:
+            cache[memo] = ("error", str(e))
+    kind, value = cache[memo]
+    if kind == "error":
+        st.error(value)
+        return {"_ready": False}
+    st.success(f"{up.name} fits the {probe.teacher.name} teacher.", icon=":material/check:")
+    st.query_params["teacher_file"] = value.rsplit("/", 1)[-1].removesuffix(".pt")
+    return {"teacher_source": value}
+
+
+def student_ui(dataset: str) -> dict:
+    models = sh.models_for(dataset)
+    name = st.selectbox("Student model", models, index=_index(models, D.student.name), key="student",
+                        bind=URL)
+    return {"student": name, "student_params": params_ui("student", name)}
+
+
+def profile_ui(role: str, name: str, params: str, dataset: str, batch: int, compare_to: dict | None = None) -> dict | None:
+    """Parameters, size and latency of the chosen model, measured before any training."""
+    try:
+        p = ui.parse_params(params, role, name)
+        spec = DATASETS.get(dataset)
+        dcfg = DataConfig(name=dataset)
+        prof = sh.model_profile(name, json.dumps(p, sort_keys=True), tuple(spec.in_shape(dcfg)),
+                                spec.num_classes(dcfg), batch)
+    except ConfigError as e:
+        st.error(str(e))
+        return None
+    line = (f"**{prof['params']:,}** parameters · **{_size(prof['size_mb'])}** · "
+            f"**{prof['latency_ms']:.2f} ms** per batch of {batch}")
+    if compare_to:
+        line += f" · **×{compare_to['params'] / max(prof['params'], 1):,.0f}** smaller than the teacher"
+    st.markdown(line)
+    return prof
+
+
+def loss_ui() -> dict:
+    names = LOSSES.names()
+    loss = st.selectbox("Method", names, index=_index(names, D.loss.name), key="loss", bind=URL,
+                        help="kd is Hinton's; the others are described under the box.")
+    info = METHOD_INFO.get(loss)
+    if info is not None:
+        st.caption(f"**{info.title}.** {info.text}")
+    c1, c2, c3 = st.columns([2, 2, 1])
+    T = c1.slider("Temperature T", 0.5, 20.0, float(D.loss.temperature), 0.5, key="T", bind=URL,
+                  disabled=loss == "mse_logits", help="Higher T softens both distributions.")
+    alpha = c2.slider("α (weight of the hard-label CE)", 0.0, 1.0, float(D.loss.alpha), 0.05, key="alpha",
+                      bind=URL, help="α = 1: the student alone. α = 0: teacher's soft targets only.")
+    t2 = c3.checkbox("× T²", D.loss.t2, key="t2", bind=URL,
+                     help="Keep the soft term's gradients the same size as T changes (Hinton 2015).")
+    knobs = method_knobs_ui(loss, info)
+    general, numbers = ui.loss_latex(loss, alpha, T, t2)
+    st.latex(general)
+    st.latex(numbers)
+    st.caption("α weighs the **hard-label cross-entropy** CE(y, σ(z_s)); the **soft term**, which "
+               "carries the teacher's knowledge, gets 1 − α. z_s, z_t are the student's and the "
+               "teacher's logits, σ the softmax.")
+    return {"loss": loss, "T": T, "alpha": alpha, "t2": t2, "loss_params": knobs}
+
+
+def method_knobs_ui(loss: str, info) -> dict:
+    """The method's own knobs, drawn from METHOD_INFO; returns only the ones moved off default."""
+    if info is None or not info.params:
+        return {}
+    out = {}
+    cols = st.columns(min(len(info.params), 4))
+    for i, (knob, p) in enumerate(info.params.items()):
+        col, key = cols[i % len(cols)], f"{loss}_{knob}"
+        if isinstance(p.default, bool):
+            v = col.checkbox(knob, p.default, key=key, bind=URL, help=p.help)
+        elif isinstance(p.default, str) and p.choices:
+            v = col.selectbox(knob, list(p.choices), index=list(p.choices).index(p.default), key=key,
+                              bind=URL, help=p.help)
+        elif isinstance(p.default, str):
+            v = col.text_input(knob, p.default, key=key, bind=URL, help=p.help)
+        elif isinstance(p.default, int):
+            v = int(col.number_input(knob, None if p.low is None else int(p.low),
+                                     None if p.high is None else int(p.high), p.default, key=key,
+                                     bind=URL, help=p.help))
+        else:
+            v = float(col.number_input(knob, p.low, p.high, float(p.default), key=key, bind=URL,
+                                       help=p.help, format="%g"))
+        if v != p.default:
+            out[knob] = v
+    return out
+
+
+def training_ui(teacher_trains: bool) -> dict:
+    c1, c2, c3, c4 = st.columns(4)
+    v = {
+        "epochs": c1.number_input("Epochs (students)", 1, 1000, D.optim.epochs, key="epochs", bind=URL),
+        "lr": c2.select_slider("Learning rate", LRS, D.optim.lr, key="lr", bind=URL),
+        "batch": c3.select_slider("Batch size", BATCHES, D.optim.batch_size, key="batch", bind=URL),
+        "seed": c4.number_input("Seed", 0, 2**31 - 1, D.seed, key="seed", bind=URL,
+                                help="Init and data order; baseline and distilled share it."),
+    }
+    with st.expander("More options"):
+        c1, c2, c3, c4 = st.columns(4)
+        v["teacher_epochs"] = c1.number_input("Teacher epochs", 1, 1000, D.teacher_optim.epochs,
+                                              key="teacher_epochs", bind=URL, disabled=not teacher_trains)
+        v["teacher_lr"] = c2.select_slider("Teacher learning rate", LRS, D.teacher_optim.lr,
+                                           key="teacher_lr", bind=URL, disabled=not teacher_trains)
+        v["optimizer"] = c3.selectbox("Optimizer", ["adam", "sgd"], key="optimizer", bind=URL)
+        v["schedule"] = c4.selectbox("Schedule", ["constant", "cosine"], key="schedule", bind=URL)
+        v["data_seed"] = c1.number_input("Data seed", 0, 2**31 - 1, D.data.seed, key="data_seed", bind=URL,
+                                         help="Generates the 2-D points and draws the splits.")
+        v["name"] = c2.text_input("Run name", "", key="name", bind=URL, max_chars=80)
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# Start and the live panel
+
+
+def _start(cfg: RunConfig) -> None:
+    """Start button callback: runs before the rerun, so the panel sees the new run at once."""
+    st.session_state.pop("start_error", None)
+    try:
+        sh.session_runs().start(cfg, sh.store())
+    except RunLimitReached as e:
+        st.session_state["start_error"] = str(e)
+
+
+def start_ui(cfg: RunConfig | None, ready: bool, holder: sh.SessionRuns) -> None:
+    running = holder.running
+    c1, c2 = st.columns([1, 5])
+    c1.button("Start", type="primary", icon=":material/play_arrow:", key="start",
+              disabled=cfg is None or not ready or running, on_click=_start, args=(cfg,),
+              width="stretch")
+    if cfg is not None:
+        c2.markdown(f"**{'Next run' if running else 'Will run'}:** {ui.config_summary(cfg)}")
+    if running:
+        c2.caption("A run is training in this session (one at a time); stop it below to start another.")
+    if err := st.session_state.get("start_error"):
+        st.error(err)
+
+
+def live_ui(holder: sh.SessionRuns) -> None:
+    live = holder.live
+    if live is None:
+        st.info("Nothing trained in this session yet. Set up a run above and press **Start**: the "
+                "teacher trains first, then the same student twice — alone (baseline) and "
+                "distilled — and the three are compared on the test set.", icon=":material/info:")
+        charts_ui({}, {})  # empty axes now, so the browser has the chart code before the first point
+        return
+    polling = live.running
+
+    # Two fragments: the progress line is cheap and redraws often; the charts cost the browser
+    # a Plotly remount each time their data changes, so they redraw less often.
+    @st.fragment(run_every=sh.POLL_S if polling else None)
+    def progress() -> None:
+        snap = live.snapshot()
+        _status_ui(snap, live)
+        if snap.done and polling:  # the run ended since the last full run: redraw the page once
+            st.session_state.pop("_frozen_snapshot", None)
+            st.rerun(scope="app")
+
+    @st.fragment(run_every=CHART_S if polling else None)
+    def plots() -> None:
+        snap = live.snapshot()
+        shown = snap
+        if snap.running:
+            # Streamlit remounts a Plotly chart whenever its data changes, which resets zoom;
+            # a frozen chart keeps its data, so it can be zoomed while the run goes on.
+            if st.toggle("Freeze charts (to zoom in while it trains)", key="freeze"):
+                shown = st.session_state.setdefault("_frozen_snapshot", snap)
+            else:
+                st.session_state.pop("_frozen_snapshot", None)
+        charts_ui(shown.steps, shown.epochs_log)
+
+    progress()
+    plots()
+    snap = live.snapshot()
+    if snap.done:
+        holder.last_run_id = snap.run_id
+        _results_ui(snap)
+
+
+def charts_ui(steps: dict, epochs_log: dict) -> None:
+    """The three live charts, with fixed keys and places so a redraw replaces them in place."""
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.loss_figure(steps), key="live_loss", config={"displaylogo": False})
+    c2.plotly_chart(charts.terms_figure(steps), key="live_terms", config={"displaylogo": False})
+    st.plotly_chart(charts.accuracy_figure(epochs_log), key="live_acc", config={"displaylogo": False})
+
+
+def _status_ui(snap, live) -> None:
+    title = f"Run {snap.run_id}" if snap.run_id is not None else "Run"
+    if snap.running:
+        n = len(snap.phases)
+        i = snap.phases.index(snap.phase) + 1 if snap.phase in snap.phases else 1
+        where = (f"epoch {snap.epoch}/{snap.epochs} · step {snap.step}/{snap.total_steps}"
+                 if snap.total_steps else "getting ready")
+        text = (f"{title} · phase {i} of {n}: **{snap.phase}** · {where} · {snap.progress:.0%} · "
+                f"about {sh.fmt_seconds(snap.eta_s)} left")
+        c1, c2 = st.columns([6, 1])
+        c1.progress(snap.progress, text=text)
+        c2.button("Stop", icon=":material/stop:", key="stop", on_click=live.stop,
+                  disabled=live.stop_event.is_set(), width="stretch")
+        return
+    took = f" in {snap.elapsed_s:.1f} s"
+    if snap.status == "completed":
+        st.progress(1.0, text=f"{title} finished{took}.")
+    elif snap.status == "stopped":
+        st.info(f"{title} stopped{took}: {snap.message}", icon=":material/stop_circle:")
+    else:  # diverged or failed: the message says what went wrong and what to change
+        st.error(f"{title} {snap.status}: {snap.message}", icon=":material/error:")
+
+
+def _results_ui(snap) -> None:
+    table = ui.results_table(snap.metrics)
+    if table.empty:
+        return
+    st.subheader("Test-set comparison")
+    for col in ("accuracy", "macro F1", "agreement with teacher"):
+        table[col] = table[col] * 100
+    st.dataframe(table, hide_index=True, key="results_table", column_config={
+        "accuracy": st.column_config.NumberColumn(format="%.2f %%"),
+        "macro F1": st.column_config.NumberColumn(format="%.2f %%"),
+        "agreement with teacher": st.column_config.NumberColumn(format="%.1f %%"),
+        "ECE": st.column_config.NumberColumn(format="%.4f", help="Expected calibration error (15 bins)"),
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "size (MiB)": st.column_config.NumberColumn(format="%.4f"),
+        "latency (ms/batch)": st.column_config.NumberColumn(format="%.3f"),
+    })
+    b, d = snap.metrics.get("baseline"), snap.metrics.get("distilled")
+    if b and d:
+        gain = (d["accuracy"] - b["accuracy"]) * 100
+        text = "**Verdict.** " + kdcore.verdict(snap.metrics)
+        (st.success if gain > 0 else st.warning)(text, icon=":material/gavel:")
+    st.page_link("pages/runs.py", label="Compare with earlier runs on the Runs page",
+                 icon=":material/history:")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _index(options: list, value) -> int:
+    return options.index(value) if value in options else 0
+
+
+def _size(mb: float) -> str:
+    return f"{mb:.2f} MiB" if mb >= 1 else f"{mb * 1024:.1f} KiB"
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+
+
+def main() -> None:
+    st.title("Train")
+    st.caption("Pick a dataset, a teacher and a student, set the distillation loss, press Start.")
+    store = sh.store()
+    holder = sh.session_runs()
+
+    col_data, col_teacher, col_student = st.columns(3, gap="large")
+    with col_data:
+        st.subheader("Data")
+        data = dataset_ui()
+    base = {k: v for k, v in data.items() if not k.startswith("_")}
+    spec = DATASETS.get(data["dataset"])
+    with col_student:  # before the teacher: the teacher's profile line compares with it
+        st.subheader("Student")
+        student = student_ui(data["dataset"])
+    batch = st.session_state.get("batch", D.optim.batch_size)
+    with col_teacher:
+        st.subheader("Teacher")
+        teacher = teacher_ui(data["dataset"], store, {**base, **student})
+        t_prof = profile_ui("teacher", teacher["teacher"], teacher["teacher_params"], spec.name, batch)
+    with col_student:
+        profile_ui("student", student["student"], student["student_params"], spec.name, batch, t_prof)
+
+    st.subheader("Distillation loss")
+    loss = loss_ui()
+    st.subheader("Training")
+    train = training_ui(teacher["teacher_source"] == "train")
+
+    values = {**base, **student, **loss, **train,
+              **{k: v for k, v in teacher.items() if not k.startswith("_")}}
+    cfg = None
+    try:
+        cfg = ui.build_config(values)
+        st.session_state["kd_pending_config"] = kdcore.to_dict(cfg)
+    except ConfigError as e:
+        st.session_state.pop("kd_pending_config", None)
+        st.error(f"This setup cannot run: {e}", icon=":material/error:")
+    ready = data["_available"] and teacher["_ready"]
+    if cfg is not None:
+        with st.expander("This run as a config file (replay it with the CLI)"):
+            st.code(kdcore.to_json(cfg), language="json")
+            st.caption("Save it as run.json, then: `python -m kdcore run run.json`")
+
+    st.divider()
+    start_ui(cfg, ready, holder)
+    live_ui(holder)
+
+
+main()

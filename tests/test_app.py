@@ -1,0 +1,368 @@
+"""Every page through streamlit.testing.v1.AppTest, plus the helpers behind the pages.
+
+The app runs against a temporary run history (``KD_RUNS_DIR``); each test starts from empty
+caches so one test's session run cannot leak into the next.
+"""
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+import kdcore
+from kdcore import ConfigError, DataConfig, ModelConfig, RunConfig
+from kdcore import ui_support as ui
+from kdcore.live import LiveRun, active_runs
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+QUICK = {"epochs": "2", "teacher_epochs": "2", "samples": "200"}  # a run of about a second
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
+    st.cache_resource.clear()  # releases any session holder left over (stopping its run)
+    st.cache_data.clear()
+    yield tmp_path / "runs"
+    st.cache_resource.clear()
+    t0 = time.perf_counter()
+    while active_runs() and time.perf_counter() - t0 < 10:
+        time.sleep(0.05)
+
+
+def app(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def pending(at: AppTest) -> dict:
+    return at.session_state["kd_pending_config"]
+
+
+def figures(at: AppTest) -> list[dict]:
+    """Plotly figure specs of every chart on the page, read from the element protos."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def trace_points(fig: dict) -> dict[str, int]:
+    return {t.get("name"): len(t.get("x") or []) for t in fig["data"]}
+
+
+def train_until_done(at: AppTest, timeout: float = 60) -> AppTest:
+    at.button(key="start").click().run()
+    ok(at)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if at.get("arrow_data_frame") or any("finished" in (p.proto.text or "") for p in at.get("progress")):
+            if at.dataframe:
+                return ok(at)
+        time.sleep(0.2)
+        at.run()
+    raise AssertionError(f"the run did not finish in {timeout} s: {[e.value for e in at.error]}")
+
+
+# --- every page loads ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page, text", [
+    ("pages/train.py", "Will run:"),
+    ("pages/soft_targets.py", "No finished run"),
+    ("pages/runs.py", "No runs yet"),
+    ("pages/guide.py", "What knowledge distillation is"),
+])
+def test_every_page_loads(runs_dir, page, text):
+    at = ok(app())
+    if page != "pages/train.py":
+        at = ok(at.switch_page(page).run())
+    shown = " ".join(str(e.value) for kind in ("markdown", "info") for e in getattr(at, kind))
+    assert text in shown
+    if page == "pages/train.py":  # AppTest drops app.py's sidebar after switch_page; a browser does not
+        assert "This session" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_train_defaults_are_the_cli_defaults(runs_dir):
+    at = ok(app())
+    assert pending(at) == kdcore.to_dict(RunConfig())
+    assert [ds.value for ds in at.selectbox if ds.key == "dataset"] == ["moons"]
+    # synthetic sets come first, then the image sets
+    assert at.selectbox(key="dataset").options[:4] == ["Two moons", "Concentric circles", "Spirals",
+                                                      "Gaussian blobs"]
+
+
+def test_changing_controls_changes_the_config_that_would_be_launched(runs_dir):
+    at = ok(app())
+    at.slider(key="T").set_value(7.5)
+    at.slider(key="alpha").set_value(0.2)
+    at.number_input(key="epochs").set_value(3)
+    at.selectbox(key="student").set_value("mlp")
+    at.text_input(key="student_params").set_value("16, 16")
+    ok(at.run())
+    cfg = pending(at)
+    assert cfg["loss"]["temperature"] == 7.5 and cfg["loss"]["alpha"] == 0.2
+    assert cfg["optim"]["epochs"] == 3
+    assert cfg["student"]["params"] == {"hidden": [16, 16]}
+    summary = " ".join(m.value for m in at.markdown if m.value.startswith("**Will run:**"))
+    assert "T=7.5 α=0.2" in summary and "3 epochs" in summary
+    # the formula shows which term α weighs, with the numbers substituted
+    latex = [x.value for x in at.latex]
+    assert any(r"\alpha\,\mathrm{CE}" in x for x in latex)
+    assert any("0.20" in x and "56.25" in x for x in latex)  # 1-α = 0.80 and T² = 56.25
+    assert any("hard-label cross-entropy" in c.value for c in at.caption)
+
+
+def test_url_query_params_set_up_the_run(runs_dir):
+    at = ok(app({"dataset": "Spirals", "T": "2.5", "alpha": "0.75", "classes": "4", "epochs": "7",
+                 "lr": "0.003", "batch": "64", "seed": "5", "loss": "soft_ce"}))
+    cfg = pending(at)
+    assert cfg["data"]["name"] == "spirals" and cfg["data"]["n_classes"] == 4
+    assert cfg["loss"] == {**cfg["loss"], "name": "soft_ce", "temperature": 2.5, "alpha": 0.75}
+    assert cfg["optim"]["epochs"] == 7 and cfg["optim"]["lr"] == 0.003 and cfg["optim"]["batch_size"] == 64
+    assert cfg["seed"] == 5
+
+
+def test_bad_params_show_an_error_and_disable_start(runs_dir):
+    at = app({"student_params": "{not json"})
+    ok(at)
+    assert any("not valid JSON" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+
+
+def test_unavailable_dataset_says_how_to_get_it_without_crashing(runs_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "empty"))
+    at = ok(app({"dataset": "CIFAR-10"}))
+    warn = " ".join(w.value for w in at.warning)
+    assert "CIFAR-10 is not on this machine" in warn and "--download" in warn
+    assert at.button(key="start").disabled
+    assert "cnn" in at.selectbox(key="teacher").options  # image models are offered for image sets
+
+
+def test_short_synthetic_run_draws_curves_then_table_and_verdict(runs_dir):
+    at = ok(app(QUICK))
+    at = train_until_done(at)
+    figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
+    loss = trace_points(figs["Total training loss"])
+    assert set(loss) == {"teacher", "baseline", "distilled"} and min(loss.values()) >= 2
+    terms = trace_points(figs["Distilled student: loss terms"])
+    assert {"α·CE (hard labels)", "(1−α)·soft term (teacher)", "total"} <= set(terms)
+    acc = trace_points(figs["Accuracy: baseline vs distilled"])
+    assert acc["baseline val"] == 2 and acc["distilled val"] == 2 and acc["distilled train"] == 2
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["teacher", "baseline", "distilled"]
+    for col in ("accuracy", "macro F1", "ECE", "agreement with teacher", "parameters", "size (MiB)",
+                "latency (ms/batch)"):
+        assert col in table.columns and table[col].notna().all(), col
+    assert table["parameters"].tolist()[1] < table["parameters"].tolist()[0]
+    verdict = [m.value for m in (*at.success, *at.warning) if "Verdict" in m.value]
+    assert verdict and "points of test accuracy" in verdict[0]
+    # the run is in the history (the sidebar's "Last run" line is checked in the browser test:
+    # AppTest drops app.py's sidebar block after the first interaction)
+    store = kdcore.RunStore(runs_dir)
+    assert [r["status"] for r in store.list()] == ["completed"]
+
+
+def test_run_survives_a_page_switch_and_back(runs_dir):
+    at = ok(app({**QUICK, "epochs": "400"}))
+    at.button(key="start").click().run()
+    at.switch_page("pages/guide.py").run()
+    at.switch_page("pages/train.py").run()
+    ok(at)
+    assert at.button(key="start").disabled  # still training: one run per session
+    assert any(p.proto.text.startswith("Run ") for p in at.get("progress"))
+    at.button(key="stop").click().run()
+    t0 = time.perf_counter()
+    while not any("stopped" in i.value for i in at.info) and time.perf_counter() - t0 < 20:
+        time.sleep(0.1)
+        at.run()
+    assert any("stopped" in i.value for i in at.info)
+    assert not at.button(key="start").disabled
+
+
+def test_concurrent_limit_shows_a_clear_message(runs_dir, monkeypatch):
+    monkeypatch.setenv("KD_MAX_RUNS", "1")
+    other = LiveRun(RunConfig(optim=kdcore.OptimConfig(epochs=1000)), store=None).start()  # another session
+    try:
+        at = ok(app(QUICK))
+        at.button(key="start").click().run()
+        assert any("KD_MAX_RUNS=1" in e.value for e in at.error)
+    finally:
+        other.close()
+
+
+# --- teacher from an upload or from the history ------------------------------------------------
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['KD_MARKER']}",))
+
+
+def upload(at: AppTest, name: str, content: bytes) -> AppTest:
+    at.radio(key="teacher_from").set_value("upload .pt").run()
+    at.file_uploader(key="teacher_upload").set_value((name, content, "application/octet-stream"))
+    return ok(at.run())
+
+
+def test_garbage_upload_shows_the_error(runs_dir):
+    at = upload(ok(app()), "junk.pt", b"this is not a checkpoint at all" * 10)
+    assert any("not a plain PyTorch state_dict" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+    assert not list((runs_dir / "uploads").glob("*.pt"))  # the bad file is not kept
+
+
+def test_pickle_with_code_is_refused_and_never_runs(runs_dir, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("KD_MARKER", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": _Evil()}, path)  # a real torch zip whose pickle calls os.system
+    raw = pickle.dumps(_Evil())  # and a bare pickle
+    for content in (path.read_bytes(), raw):
+        at = upload(ok(app()), "evil.pt", content)
+        assert any("state_dict" in e.value for e in at.error), [e.value for e in at.error]
+    assert not marker.exists()
+
+
+def test_upload_for_another_architecture_is_refused(runs_dir, tmp_path):
+    other = kdcore.models.build_model("mlp", in_shape=(2,), num_classes=2, params={"hidden": [5]})
+    path = tmp_path / "other.pt"
+    torch.save(other.state_dict(), path)
+    at = upload(ok(app()), "other.pt", path.read_bytes())
+    assert any("do not fit the chosen teacher architecture" in e.value for e in at.error)
+
+
+def test_good_upload_is_used_as_the_teacher(runs_dir, tmp_path):
+    teacher = kdcore.models.build_model("mlp", in_shape=(2,), num_classes=2, params={"hidden": [128, 128]})
+    path = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), path)
+    at = upload(ok(app()), "teacher.pt", path.read_bytes())
+    assert not at.error
+    assert any("fits the mlp teacher" in s.value for s in at.success)
+    src = pending(at)["teacher_source"]
+    assert src.startswith("file:") and Path(src[5:]).is_file()
+    assert at.query_params.get("teacher_file")  # the link names the stored upload
+
+
+def test_reuse_a_teacher_from_the_history(runs_dir):
+    at = train_until_done(ok(app(QUICK)))
+    at.radio(key="teacher_from").set_value("from history").run()
+    ok(at)
+    assert pending(at)["teacher_source"] == "run:1"
+    assert at.query_params.get("teacher_run") == "1"
+    at = train_until_done(at)
+    assert list(at.dataframe[0].value["model"]) == ["teacher", "baseline", "distilled"]
+    assert kdcore.RunStore(runs_dir).get(2)["config"]["teacher_source"] == "run:1"
+
+
+# --- Runs and Soft targets pages ---------------------------------------------------------------
+
+def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
+    at = train_until_done(ok(app(QUICK)))
+    at = ok(at.switch_page("pages/runs.py").run())
+    history = at.dataframe[0].value
+    assert list(history["id"]) == [1] and history["status"].tolist() == ["completed"]
+    compare = at.dataframe[1].value
+    assert compare["run"].tolist() == [1] and compare["distilled acc"].notna().all()
+    overlay = figures(at)[0]
+    assert {"#1 baseline", "#1 distilled"} <= set(trace_points(overlay))
+    assert any("runs config 1 > run1.json && python -m kdcore run run1.json" in c.value for c in at.code)
+    assert len(at.get("download_button")) == 2
+    # filters: a dataset that is not there hides the run
+    at.text_input(key="f_text").set_value("no-such-model").run()
+    assert ok(at).dataframe[0].value.empty
+    at.text_input(key="f_text").set_value("").run()
+    # delete asks first; Cancel keeps the run, Yes deletes it
+    at.button(key="delete_ask").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="delete_no").click().run()
+    assert list(at.dataframe[0].value["id"]) == [1]
+    at.button(key="delete_ask").click().run()
+    at.button(key="delete_yes").click().run()
+    ok(at)
+    assert any("Deleted run 1" in s.value for s in at.success)
+    assert kdcore.RunStore(runs_dir).list() == []
+
+
+def test_soft_targets_page_shows_bars_entropy_and_heatmap(runs_dir):
+    at = train_until_done(ok(app(QUICK)))
+    at = ok(at.switch_page("pages/soft_targets.py").run())
+    figs = figures(at)
+    titles = [f["layout"].get("title", {}).get("text", "") for f in figs]
+    assert titles[0] == "Test set (standardised)"  # the 2-D plane with the picked points
+    bars = [f for f in figs if f["data"] and f["data"][0]["type"] == "bar"]
+    assert len(bars) == 3  # three samples by default
+    sub = [a["text"] for a in bars[0]["layout"]["annotations"]]
+    assert any(s.startswith("T = 1<br>H teacher") for s in sub)
+    assert sum(t["type"] == "bar" for t in bars[0]["data"]) == 2 * len(sub)  # teacher + student per T
+    assert any("average soft targets" in t for t in titles)
+    at.text_input(key="soft_samples").set_value("0, 5").run()
+    assert len([f for f in figures(ok(at)) if f["data"][0]["type"] == "bar"]) == 2
+    at.text_input(key="soft_samples").set_value("99999").run()
+    assert any("no test sample 99999" in e.value for e in ok(at).error)
+
+
+# --- helpers behind the pages -----------------------------------------------------------------
+
+def test_parse_params_shorthand_json_and_errors():
+    assert ui.parse_params("", "teacher", "mlp") == {"hidden": [128, 128]}
+    assert ui.parse_params("", "student", "mlp") == {"hidden": [8]}
+    assert ui.parse_params("", "student", "cnn") == {}
+    assert ui.parse_params("32, 16", "student", "mlp") == {"hidden": [32, 16]}
+    assert ui.parse_params('{"width": 4}', "student", "cnn") == {"width": 4}
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ui.parse_params("{x", "student", "cnn")
+    with pytest.raises(ConfigError, match="JSON object"):
+        ui.parse_params("[1, 2]", "student", "cnn")
+
+
+def test_build_config_validates():
+    cfg = ui.build_config({"dataset": "blobs", "classes": 5, "teacher": "mlp", "student": "mlp",
+                           "T": 3.0, "alpha": 0.1, "epochs": 4})
+    assert cfg.data.n_classes == 5 and cfg.loss.alpha == 0.1 and cfg.optim.epochs == 4
+    with pytest.raises(ConfigError, match="needs image input"):
+        ui.build_config({"dataset": "moons", "teacher": "cnn", "student": "mlp"})
+
+
+def test_models_for_filters_by_input():
+    assert ui.models_for("moons") == ["mlp"]
+    assert {"mlp", "cnn", "lenet5"} <= set(ui.models_for("fashion_mnist"))
+
+
+def test_soft_targets_entropy_and_class_similarity():
+    z = torch.tensor([[2.0, 0.0, -2.0]])
+    p1, p4 = ui.soft_targets(z, 1.0), ui.soft_targets(z, 4.0)
+    assert torch.allclose(p1.sum(-1), torch.ones(1, dtype=torch.float64))
+    assert ui.entropy(p4) > ui.entropy(p1)  # a higher T flattens
+    assert float(ui.entropy(torch.full((1, 4), 0.25, dtype=torch.float64))) == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    assert float(ui.entropy(torch.tensor([[1.0, 0.0]]))) == 0.0
+    logits = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 4.0]])
+    sim = ui.class_similarity(logits, torch.tensor([0, 0, 1]), 1.0, 2)
+    assert torch.allclose(sim.sum(1), torch.ones(2, dtype=torch.float64))
+    assert sim[0, 0] > 0.8 and sim[1, 1] > 0.9
+
+
+def test_results_table_and_replay_command(tmp_path):
+    m = {"teacher": {"accuracy": 0.9, "f1": 0.9, "ece": 0.01, "params": 100, "size_mb": 1.0, "latency_ms": 2.0},
+         "baseline": {"accuracy": 0.8, "f1": 0.8, "ece": 0.02, "agreement": 0.85, "params": 10,
+                      "size_mb": 0.1, "latency_ms": 0.5}}
+    t = ui.results_table(m)
+    assert list(t["model"]) == ["teacher", "baseline"] and t["agreement with teacher"].tolist() == [1.0, 0.85]
+    assert ui.replay_command(7, "runs") == ("python -m kdcore runs config 7 > run7.json && "
+                                            "python -m kdcore run run7.json")
+    assert "--runs-dir" in ui.replay_command(7, tmp_path)
+
+
+def test_save_teacher_upload_limits_and_checks(tmp_path, monkeypatch):
+    cfg = RunConfig()
+    with pytest.raises(ConfigError, match="empty"):
+        ui.save_teacher_upload(b"", cfg, tmp_path)
+    monkeypatch.setattr(ui, "MAX_WEIGHTS_BYTES", 10)
+    with pytest.raises(ConfigError, match="the limit is"):
+        ui.save_teacher_upload(b"x" * 11, cfg, tmp_path)

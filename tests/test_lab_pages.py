@@ -1,0 +1,191 @@
+"""AppTest for the teaching-lab pages: each loads without an exception and a key interaction works.
+
+The pages run inside app.py (its navigation), against a run history this module fills with a
+few tiny runs on a 2-D set, so nothing here needs downloaded data.
+"""
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore, replace,
+                    run_experiment, to_dict)
+from kdcore import teaching as tg
+from kdcore.data import load_data
+from kdcore.sweep import SweepPlan, run_sweep
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+BASE = RunConfig(
+    data=DataConfig(name="blobs", n_samples=400, n_classes=3, noise=0.4),
+    teacher=ModelConfig("mlp", {"hidden": [32]}), student=ModelConfig("mlp", {"hidden": [4]}),
+    loss=LossConfig(temperature=4.0, alpha=0.5),
+    optim=OptimConfig(epochs=3, lr=2e-2), teacher_optim=OptimConfig(epochs=3, lr=2e-2))
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A run history with a plain run, an omitted-class run and a 2-cell sweep; KD_RUNS_DIR points at it."""
+    root = tmp_path_factory.mktemp("lab_runs")
+    before_env, before_threads = os.environ.get("KD_RUNS_DIR"), torch.get_num_threads()
+    os.environ["KD_RUNS_DIR"] = str(root)
+    torch.set_num_threads(1)  # tiny models; see kdcore.live.worker_threads
+    store = RunStore(root)
+    ids = {"plain": run_experiment(BASE, store=store).run_id,
+           "omitted": run_experiment(replace(BASE, data=replace(BASE.data, omit_class=2)), store=store).run_id}
+    ids["sweep"] = run_sweep(SweepPlan(BASE, (0.5,), (1.0, 4.0)), store=store).group
+    yield store, ids
+    torch.set_num_threads(before_threads)
+    if before_env is None:
+        os.environ.pop("KD_RUNS_DIR", None)
+    else:
+        os.environ["KD_RUNS_DIR"] = before_env
+
+
+def page(name: str, params: dict | None = None, **more) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(f"pages/{name}.py")
+    for k, v in {**(params or {}), **more}.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def metric(at: AppTest, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def test_temperature_lab_typed_logits_drag_and_teacher(history):
+    _, ids = history
+    at = ok(page("temperature_lab"))
+    at.slider(key="T").set_value(1.0)
+    at.text_input(key="logits").set_value(f"{math.log(2)}, 0").run()
+    ok(at)
+    # (ln 2, 0) at T = 1 is (2/3, 1/3): entropy ln 3 - 2/3 ln 2
+    assert metric(at, "Entropy") == f"{math.log(3) - 2 / 3 * math.log(2):.3f} nats"
+    assert metric(at, "Top probability") == "66.7%"
+    at.slider(key="drag_1").set_value(0.693).run()  # drag the second logit up to the first
+    assert at.text_input(key="logits").value == "0.693147, 0.693"
+    assert metric(at, "Effective classes").startswith("2.00")
+    at.text_input(key="logits").set_value("1, oops").run()
+    assert ok(at).error and "is not a number" in at.error[0].value
+    # the trained pair: KL and T² charts from the run's teacher and student
+    at.radio(key="source").set_value("a trained teacher").run()
+    ok(at)
+    names = [t.get("name", "") for f in figures(at) for t in f["data"]]
+    assert "distilled student" in names and "T² · KL (what KD uses)" in names
+    assert any(m.value.startswith("Sample #") for m in at.markdown)
+
+
+def test_boundaries_scrubber_replays_recorded_epochs(history):
+    _, ids = history
+    at = ok(page("boundaries", run=str(ids["plain"])))
+    assert len(figures(at)) == 3  # final maps, teacher's surface, replay
+    scrub = at.select_slider(key="epoch")
+    assert list(scrub.options) == ["1", "2", "3"] and scrub.value == 3
+    scrub.set_value(1).run()
+    titles = [a["text"] for a in figures(ok(at))[2]["layout"]["annotations"]]
+    assert any("epoch 1" in t for t in titles)
+    at.slider(key="T").set_value(10.0).run()
+    assert "T = 10" in figures(ok(at))[1]["layout"]["title"]["text"]
+
+
+def test_dark_knowledge_matrix_table_and_gallery(history):
+    _, ids = history
+    at = ok(page("dark_knowledge", run=str(ids["plain"])))
+    assert "T = 4" in figures(at)[0]["layout"]["title"]["text"]
+    at.slider(key="T").set_value(2.0).run()
+    assert "T = 2" in figures(ok(at))[0]["layout"]["title"]["text"]
+    assert len(at.dataframe) == 2  # confusable classes, gallery
+    at.radio(key="student").set_value("baseline").run()
+    assert any("baseline student pick different classes" in m.value for m in ok(at).markdown)
+
+
+def test_omitted_class_bias_slider_recovers_the_class(history):
+    store, ids = history
+    at = ok(page("omitted_class", run=str(ids["omitted"])))
+    _, _, total = metric(at, "baseline: errors on").split()
+    assert int(total) == int((load_data(BASE.data).y_test == 2).sum())  # "k of <test images of class 2>"
+    at.slider(key="bias").set_value(15.0).run()  # a huge bias: everything is called the omitted class
+    assert metric(ok(at), "distilled: accuracy on") == "100.0%"
+    assert int(metric(at, "other images now called")) > 0
+    at.text_input(key="student").set_value("x, 3").run()
+    assert any("hidden widths" in e.value for e in ok(at).error)
+    assert at.button(key="oc_start").disabled
+
+
+def test_sweep_page_runs_a_grid_in_the_background(history):
+    store, ids = history
+    at = ok(page("sweep"))
+    assert len(figures(at)) == 2  # the stored sweep's heatmaps
+    at.selectbox(key="dataset").set_value("blobs")
+    at.run()
+    at.number_input(key="subset").set_value(0)
+    at.text_input(key="teacher_params").set_value("16")
+    at.text_input(key="student_params").set_value("4")
+    at.number_input(key="teacher_epochs").set_value(2)
+    at.number_input(key="epochs").set_value(2)
+    at.multiselect(key="alphas").set_value([0.5])
+    at.multiselect(key="temps").set_value([1.0, 4.0])
+    at.run()
+    start = ok(at).button(key="sweep_start")
+    assert start.label == "Start the sweep (2 cells)" and not start.disabled
+    last = max(r["id"] for r in store.list())
+    start.click().run()
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the worker files each cell as it finishes
+        new = [r for r in store.list(kind="sweep") if r["id"] > last]
+        if len(new) == 2 and all(r["status"] != "running" for r in new):
+            break
+        time.sleep(0.2)
+    time.sleep(0.3)
+    at.run()
+    assert any("Sweep finished" in s.value for s in ok(at).success)
+    acc = figures(at)[0]["data"][0]
+    assert acc["text"][0][0] not in ("·", "training…") and acc["text"][0][1] not in ("·", "training…")
+    assert any(t.get("name") == "best distilled accuracy" for t in figures(at)[0]["data"])
+
+
+def test_presets_links_set_up_exactly_their_runs(history):
+    from pages import _lab as lab
+
+    at = ok(page("presets"))
+    presets = lab.presets()
+    assert len(at.get("page_link")) == sum(len(p.links) for p in presets) + len(lab.TOUR)
+    for p in presets:
+        train_links = [link for link in p.links if link.page == "pages/train.py"]
+        assert len(train_links) == len(p.configs)
+        for link, cfg in zip(train_links, p.configs):
+            train = ok(page("train", link.params))
+            assert train.session_state["kd_pending_config"] == to_dict(cfg), (p.key, link.label)
+    sweep_link = next(link for link in presets[2].links if link.page == "pages/sweep.py")
+    sw = ok(page("sweep", sweep_link.params))
+    assert sw.multiselect(key="temps").value == [1.0, 2.5, 4.0, 8.0, 16.0]
+    assert sw.text_input(key="student_params").value == "30, 30"
+    assert sw.button(key="sweep_start").label == "Start the sweep (10 cells)"
+    # the shareable address: lists become repeated parameters, as Streamlit's multiselect reads them
+    assert lab.page_url("sweep", {"temps": ["1.0", "4.0"], "student_params": "30, 30"}) == \
+        "/sweep?temps=1.0&temps=4.0&student_params=30%2C+30"
+    oc_link = presets[3].links[1]
+    oc = ok(page("omitted_class", oc_link.params))
+    assert oc.selectbox(key="omit").value == 3 and oc.number_input(key="subset").value == 10000
+
+
+def test_pages_without_history_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "empty"))
+    for name in ("temperature_lab", "boundaries", "dark_knowledge", "omitted_class", "sweep"):
+        at = ok(page(name))
+        assert at.info or name == "sweep", name
+    assert tg.load_boundaries(RunStore(tmp_path / "empty"), 1) is None

@@ -1,0 +1,184 @@
+"""The dashboard's background worker: bounded series, snapshots, stop, the concurrent-run limit."""
+import threading
+import time
+
+import pytest
+
+from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore
+from kdcore.live import (DEFAULT_MAX_RUNS, LiveRun, RunLimitReached, Series, active_run_ids,
+                         active_runs, max_runs)
+
+
+def tiny(epochs: int = 2, **kw) -> RunConfig:
+    """A run that finishes in well under a second on one CPU core."""
+    return RunConfig(data=DataConfig(name="moons", n_samples=200),
+                     teacher=ModelConfig("mlp", {"hidden": [16]}), student=ModelConfig("mlp", {"hidden": [4]}),
+                     loss=LossConfig(temperature=2.0, alpha=0.5),
+                     optim=OptimConfig(epochs=epochs, lr=1e-2, batch_size=32),
+                     teacher_optim=OptimConfig(epochs=epochs, lr=1e-2, batch_size=32), **kw)
+
+
+def wait_until(pred, timeout=20.0):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_runs():
+    yield
+    assert wait_until(lambda: active_runs() == 0, 10), "a test left a run training"
+
+
+# --- Series ------------------------------------------------------------------------------------
+
+def test_series_stays_bounded_and_keeps_first_and_newest_point():
+    s = Series(max_points=50)
+    for i in range(100_000):
+        s.add({"step": i})
+    pts = s.points()
+    assert len(pts) <= 51
+    assert pts[0]["step"] == 0 and pts[-1]["step"] == 99_999
+    steps = [p["step"] for p in pts[:-1]]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    # evenly thinned: every kept point sits on the current stride
+    assert all(st % s.stride == 0 for st in steps)
+
+
+def test_series_keeps_everything_while_short():
+    s = Series(max_points=10)
+    for i in range(10):
+        s.add({"i": i})
+    assert [p["i"] for p in s.points()] == list(range(10))
+
+
+# --- LiveRun ------------------------------------------------------------------------------------
+
+def test_live_run_completes_with_metrics_progress_and_history(tmp_path):
+    store = RunStore(tmp_path)
+    live = LiveRun(tiny(), store=store, max_points=20).start()
+    assert live.join(60)
+    snap = live.snapshot()
+    assert snap.status == "completed", snap.message
+    assert snap.done and not snap.running
+    assert snap.progress == 1.0 and snap.eta_s == 0.0
+    assert set(snap.metrics) == {"teacher", "baseline", "distilled"}
+    assert snap.message.startswith("Distillation")  # the verdict
+    assert snap.first_point_s is not None and snap.first_point_s < snap.elapsed_s
+    # 160 train points / 32 = 5 steps per epoch, 2 epochs: every step kept (under max_points)
+    assert [p["step"] for p in snap.steps["distilled"]] == list(range(1, 11))
+    assert set(snap.steps["distilled"][-1]) >= {"x", "loss", "ce", "kd"}
+    assert snap.steps["distilled"][-1]["x"] == pytest.approx(2.0)
+    assert [e["epoch"] for e in snap.epochs_log["baseline"]] == [1, 2]
+    assert store.get(snap.run_id)["status"] == "completed"
+    assert live.result is not None and set(live.result.models) == {"teacher", "baseline", "distilled"}
+
+
+def test_snapshot_is_a_copy_the_worker_cannot_change(tmp_path):
+    live = LiveRun(tiny(epochs=30), store=None).start()
+    assert wait_until(lambda: len(live.snapshot().steps["teacher"]) >= 3)
+    snap = live.snapshot()
+    before = [dict(p) for p in snap.steps["teacher"]]
+    time.sleep(0.2)
+    assert [dict(p) for p in snap.steps["teacher"]] == before
+    live.stop()
+    assert live.join(10)
+
+
+def test_progress_and_eta_while_training():
+    live = LiveRun(tiny(epochs=200), store=None).start()
+    assert wait_until(lambda: live.snapshot().step >= 20)
+    snap = live.snapshot()
+    assert snap.status == "running" and snap.phase == "teacher"
+    assert 0 < snap.progress < 1 / 3 + 0.01  # the teacher is one of three equal phases here
+    assert snap.eta_s is not None and snap.eta_s > 0
+    assert snap.phases == ("teacher", "baseline", "distilled")
+    live.stop()
+    assert live.join(10)
+
+
+def test_stop_ends_the_run_between_steps(tmp_path):
+    store = RunStore(tmp_path)
+    live = LiveRun(tiny(epochs=1000), store=store).start()
+    assert wait_until(lambda: live.snapshot().step > 0)
+    t0 = time.perf_counter()
+    live.stop()
+    assert live.join(5), "the worker did not stop"
+    assert time.perf_counter() - t0 < 2
+    snap = live.snapshot()
+    assert snap.status == "stopped" and "stopped" in snap.message
+    assert store.get(snap.run_id)["status"] == "stopped"
+    assert snap.progress < 1.0
+
+
+def test_a_failing_run_reports_a_message_not_an_exception(tmp_path):
+    live = LiveRun(tiny(teacher_source=f"file:{tmp_path}/missing.pt"), store=RunStore(tmp_path)).start()
+    assert live.join(20)
+    snap = live.snapshot()
+    assert snap.status == "failed"
+    assert "does not exist" in snap.message
+    assert snap.phases == ("baseline", "distilled")  # no teacher phase to train
+
+
+def test_concurrent_run_limit(monkeypatch):
+    monkeypatch.setenv("KD_MAX_RUNS", "1")
+    assert max_runs() == 1
+    first = LiveRun(tiny(epochs=1000), store=None).start()
+    try:
+        with pytest.raises(RunLimitReached, match=r"KD_MAX_RUNS=1"):
+            LiveRun(tiny(), store=None).start()
+    finally:
+        first.stop()
+        assert first.join(10)
+    second = LiveRun(tiny(), store=None).start()  # the slot is free again
+    assert second.join(30) and second.snapshot().status == "completed"
+
+
+def test_max_runs_falls_back_on_nonsense(monkeypatch):
+    for bad in ("zero", "0", "-3", ""):
+        monkeypatch.setenv("KD_MAX_RUNS", bad)
+        assert max_runs() == DEFAULT_MAX_RUNS
+    monkeypatch.setenv("KD_MAX_RUNS", "5")
+    assert max_runs() == 5
+
+
+def test_active_run_ids_names_the_training_run(tmp_path):
+    live = LiveRun(tiny(epochs=1000), store=RunStore(tmp_path)).start()
+    try:
+        assert wait_until(lambda: live.run_id is not None)
+        assert live.run_id in active_run_ids()
+    finally:
+        live.close()
+    assert live.run_id not in active_run_ids()
+
+
+def test_start_twice_is_refused():
+    live = LiveRun(tiny(), store=None).start()
+    with pytest.raises(RuntimeError, match="already started"):
+        live.start()
+    assert live.join(30)
+
+
+def test_snapshots_from_many_threads_while_training():
+    live = LiveRun(tiny(epochs=100), store=None, max_points=16).start()
+    errors = []
+
+    def reader():
+        try:
+            for _ in range(200):
+                s = live.snapshot()
+                assert all(len(v) <= 17 for v in s.steps.values())
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    live.stop()
+    assert live.join(10)
+    assert not errors
