@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_preset.py                 # the preset as the Sweep page runs it
     python benchmarks/sweep_preset.py --json out.json
+    python benchmarks/sweep_preset.py --student 256,256          # the same grid, a bigger student
 
 The teacher (CNN) and the baseline student (MLP 784-32-10) train once, in the first cell; every
 other cell trains one distilled student and reuses them (kdcore.sweep.run_sweep). The budget the
@@ -42,12 +43,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=worker_threads(),
                     help="torch intra-op threads (default: what a dashboard worker uses)")
+    ap.add_argument("--student", default=None, help="MLP student widths instead of the preset's, e.g. 256,256")
+    ap.add_argument("--alphas", default=None, help="α values instead of the preset's, e.g. 0.1,0.5")
+    ap.add_argument("--temps", default=None, help="T values instead of the preset's, e.g. 1,2.5,4,8,16")
     ap.add_argument("--runs-dir", default=None, help="keep the cells in this history (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write the cells and the timing here")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
-    plan = preset_plan()
+    over = {}
+    if a.student:
+        over["student"] = ("mlp", {"hidden": [int(h) for h in a.student.split(",")]})
+    if a.alphas:
+        over["alphas"] = tuple(float(v) for v in a.alphas.split(","))
+    if a.temps:
+        over["temps"] = tuple(float(v) for v in a.temps.split(","))
+    plan = preset_plan(**over)
     tmp = None if a.runs_dir else tempfile.TemporaryDirectory()
     store = RunStore(a.runs_dir or tmp.name)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -62,8 +73,9 @@ def main() -> int:
 
     print(f"## Preset α × T sweep: {len(res.cells)} cells, {res.status}, {seconds:.0f} s "
           f"({'within' if seconds < BUDGET_S else 'OVER'} the {BUDGET_S} s budget)\n")
-    print(f"Fashion-MNIST, training subset {PRESET['train_subset']}; teacher {PRESET['teacher'][0]} "
-          f"({PRESET['teacher_epochs']} epochs), student MLP {PRESET['student'][1]['hidden']} "
+    print(f"{'The preset' if not over else 'The preset with ' + ', '.join(over)}: Fashion-MNIST, "
+          f"training subset {PRESET['train_subset']}; teacher {PRESET['teacher'][0]} "
+          f"({PRESET['teacher_epochs']} epochs), student MLP {plan.base.student.params['hidden']} "
           f"({PRESET['epochs']} epochs), Adam lr {PRESET['lr']:g}, batch {PRESET['batch_size']}; "
           f"{a.threads} torch thread(s); load average at start {load:.1f} on {os.cpu_count()} CPUs.")
     if res.cells:

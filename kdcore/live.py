@@ -13,7 +13,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,7 +52,7 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max_runs())
 
 
-WORKER_NICE = 10  # training yields the CPU to the web server: a page must answer while it trains
+WORKER_NICE = int(os.environ.get("KD_WORKER_NICE", "10"))  # TEMP A/B
 
 
 def _lower_priority() -> None:
@@ -140,7 +140,7 @@ class LiveSnapshot:
     first_point_s: float | None  # start() -> first StepEnd, seconds
     last_step: dict | None  # newest {"phase", "x", "step", "loss", <terms>}
     steps: dict[str, list[dict]]  # phase -> [{"x": epochs done (fractional), "step", "loss", <terms>}]
-    epochs_log: dict[str, list[dict]]  # phase -> [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", ...}]
+    epochs_log: dict[str, list[dict]]  # phase -> [{"epoch", "train_acc", "val_acc", "train_loss", ...}]
     metrics: dict[str, dict]  # phase -> test metrics, filled as each phase ends
     version: int  # increases with every event: equal versions mean equal snapshots
 
@@ -170,6 +170,7 @@ class LiveRun:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
+        self.first_point = threading.Event()  # set at the first StepEnd: a page may wait for it
         self._t0 = 0.0
         self._t_end: float | None = None
         self._first_point: float | None = None
@@ -255,6 +256,7 @@ class LiveRun:
                 self._t_end = time.perf_counter()
             with _active_lock:
                 _active.discard(self)
+            self.first_point.set()  # nobody waits for a point that will never come
             self._finished.set()
 
     def _on_event(self, ev: Any) -> None:
@@ -305,6 +307,7 @@ class LiveRun:
     def _on_step(self, ev: StepEnd, now: float) -> None:
         if self._first_point is None:
             self._first_point = now - self._t0
+            self.first_point.set()
         self._status = "running"
         self._phase, self._epoch, self._step, self._total = ev.phase, ev.epoch, ev.step, ev.total_steps
         self._done_steps[ev.phase] = ev.step

@@ -87,8 +87,8 @@ def soft_target_bars(classes: list[str], rows: list[dict], rev: str) -> go.Figur
     rows: [{"T": float, "teacher": [p...], "student": [p...], "H_t": float, "H_s": float}]
     """
     fig = make_subplots(rows=1, cols=len(rows), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[f"T = {r['T']:g}<br>H teacher {r['H_t']:.2f} · student {r['H_s']:.2f}"
-                                        for r in rows])
+                        subplot_titles=[f"T = {r['T']:g}<br>H teacher {r['H_t']:.2f} · "
+                                        f"student {r['H_s']:.2f}" for r in rows])
     for i, r in enumerate(rows, start=1):
         for who, color in (("teacher", PHASE_COLORS["teacher"]), ("student", PHASE_COLORS["distilled"])):
             fig.add_trace(go.Bar(x=classes, y=r[who], name=who, marker_color=color,

@@ -33,7 +33,9 @@ def run_pick_ui(store, holder) -> int | None:
     ids = list(by_id)
     mine = holder.current_run_id()
     want = st.query_params.get("run")
-    pick = int(want) if want and want.isdigit() and int(want) in by_id else (mine if mine in by_id else ids[0])
+    pick = mine if mine in by_id else ids[0]
+    if want and want.isdigit() and int(want) in by_id:  # a shared link names the run
+        pick = int(want)
 
     def label(i: int) -> str:
         c = by_id[i]["config"]

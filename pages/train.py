@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -25,6 +27,7 @@ SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
 URL = "query-params"
 CHART_S = 1.0  # seconds between chart redraws while training (the progress bar redraws every POLL_S)
+FIRST_POINT_WAIT_S = 0.5  # the Start rerun waits this long at most for the run's first step
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,7 +44,8 @@ def dataset_ui() -> dict:
     if spec.kind == "2d":
         v["noise"] = st.slider("Noise (class overlap)", 0.0, 1.0, D.data.noise, 0.05, key="noise", bind=URL)
         v["samples"] = st.select_slider("Points", SAMPLES, D.data.n_samples, key="samples", bind=URL,
-                                        help="Total points; 20 % are the test set, 10 % of the rest validation.")
+                                        help="Total points; 20 % are the test set, 10 % of the rest "
+                                             "validation.")
         if not spec.fixed_classes:
             v["classes"] = st.slider("Classes", 2, 10, D.data.n_classes, key="classes", bind=URL)
     else:
@@ -155,7 +159,8 @@ def student_ui(dataset: str) -> dict:
     return {"student": name, "student_params": params_ui("student", name)}
 
 
-def profile_ui(role: str, name: str, params: str, dataset: str, batch: int, compare_to: dict | None = None) -> dict | None:
+def profile_ui(role: str, name: str, params: str, dataset: str, batch: int,
+               compare_to: dict | None = None) -> dict | None:
     """Parameters, size and latency of the chosen model, measured before any training."""
     try:
         p = ui.parse_params(params, role, name)
@@ -284,6 +289,10 @@ def live_ui(holder: sh.SessionRuns) -> None:
         charts_ui({}, {})  # empty axes now, so the browser has the chart code before the first point
         return
     polling = live.running
+    if polling and not live.first_point.is_set():
+        # Just started: the first step is usually a few ms away, so draw it in this run rather
+        # than at the next chart tick (Start -> first point is a number this page must meet).
+        live.first_point.wait(FIRST_POINT_WAIT_S)
 
     # Two fragments: the progress line is cheap and redraws often; the charts cost the browser
     # a Plotly remount each time their data changes, so they redraw less often.
@@ -297,7 +306,7 @@ def live_ui(holder: sh.SessionRuns) -> None:
 
     @st.fragment(run_every=CHART_S if polling else None)
     def plots() -> None:
-        snap = live.snapshot()
+        snap = _chart_snapshot(live)
         shown = snap
         if snap.running:
             # Streamlit remounts a Plotly chart whenever its data changes, which resets zoom;
@@ -314,6 +323,24 @@ def live_ui(holder: sh.SessionRuns) -> None:
     if snap.done:
         holder.last_run_id = snap.run_id
         _results_ui(snap)
+
+
+def _chart_snapshot(live):
+    """A fresh snapshot on each chart tick, the last one drawn on a rerun in between.
+
+    A widget change reruns the whole page; new chart data would make the browser remount
+    three Plotly charts on top of that, so between ticks the charts keep what they show.
+    """
+    now = time.monotonic()
+    last = st.session_state.get("_chart_snapshot")
+    if last is not None and last[1] is live and live.running and now - last[0] < 0.8 * CHART_S:
+        return last[2]
+    snap = live.snapshot()
+    if snap.running:
+        st.session_state["_chart_snapshot"] = (now, live, snap)
+    else:
+        st.session_state.pop("_chart_snapshot", None)
+    return snap
 
 
 def charts_ui(steps: dict, epochs_log: dict) -> None:
@@ -368,8 +395,8 @@ def _results_ui(snap) -> None:
         gain = (d["accuracy"] - b["accuracy"]) * 100
         text = "**Verdict.** " + kdcore.verdict(snap.metrics)
         (st.success if gain > 0 else st.warning)(text, icon=":material/gavel:")
-    st.page_link("pages/runs.py", label="Compare with earlier runs on the Runs page",
-                 icon=":material/history:")
+    st.page_link(f"{Path(__file__).parent.name}/runs.py", icon=":material/history:",
+                 label="Compare with earlier runs on the Runs page")
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,12 +15,23 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import kdcore
-from kdcore import ConfigError, DataConfig, ModelConfig, RunConfig
+from kdcore import ConfigError, RunConfig
 from kdcore import ui_support as ui
 from kdcore.live import LiveRun, active_runs
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+# the folder app.py's st.Page entries point into (see app.py)
+PAGES = next(d for d in ("app_pages", "pages") if (ROOT / d / "train.py").is_file())
 QUICK = {"epochs": "2", "teacher_epochs": "2", "samples": "200"}  # a run of about a second
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The dashboard sets torch's process-wide thread count; give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -75,18 +86,20 @@ def train_until_done(at: AppTest, timeout: float = 60) -> AppTest:
 # --- every page loads ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page, text", [
-    ("pages/train.py", "Will run:"),
-    ("pages/soft_targets.py", "No finished run"),
-    ("pages/runs.py", "No runs yet"),
-    ("pages/guide.py", "What knowledge distillation is"),
+    (f"{PAGES}/train.py", "Will run:"),
+    (f"{PAGES}/soft_targets.py", "No finished run"),
+    (f"{PAGES}/runs.py", "No runs yet"),
+    (f"{PAGES}/guide.py", "What knowledge distillation is"),
 ])
 def test_every_page_loads(runs_dir, page, text):
     at = ok(app())
-    if page != "pages/train.py":
+    if page != f"{PAGES}/train.py":
         at = ok(at.switch_page(page).run())
     shown = " ".join(str(e.value) for kind in ("markdown", "info") for e in getattr(at, kind))
     assert text in shown
-    if page == "pages/train.py":  # AppTest drops app.py's sidebar after switch_page; a browser does not
+    # A folder named pages/ makes Streamlit (and every AppTest run) start in its legacy
+    # pages-folder mode, which runs a switched-to page without app.py, so without the sidebar
+    if page == f"{PAGES}/train.py" or PAGES != "pages":
         assert "This session" in " ".join(c.value for c in at.sidebar.caption)
 
 
@@ -173,8 +186,8 @@ def test_short_synthetic_run_draws_curves_then_table_and_verdict(runs_dir):
 def test_run_survives_a_page_switch_and_back(runs_dir):
     at = ok(app({**QUICK, "epochs": "400"}))
     at.button(key="start").click().run()
-    at.switch_page("pages/guide.py").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page(f"{PAGES}/guide.py").run()
+    at.switch_page(f"{PAGES}/train.py").run()
     ok(at)
     assert at.button(key="start").disabled  # still training: one run per session
     assert any(p.proto.text.startswith("Run ") for p in at.get("progress"))
@@ -185,6 +198,25 @@ def test_run_survives_a_page_switch_and_back(runs_dir):
         at.run()
     assert any("stopped" in i.value for i in at.info)
     assert not at.button(key="start").disabled
+
+
+def test_diverged_run_shows_the_message_not_a_traceback(runs_dir, monkeypatch):
+    from kdcore.registry import LOSSES
+
+    def nan_loss(s, t, y, cfg):  # a loss that blows up, as a too-high learning rate would
+        ce = torch.nn.functional.cross_entropy(s, y)
+        return {"ce": ce, "kd": ce * float("nan")}
+
+    monkeypatch.setitem(LOSSES._items, "kd", nan_loss)
+    at = ok(app(QUICK))
+    at.button(key="start").click().run()
+    t0 = time.perf_counter()
+    while not at.error and time.perf_counter() - t0 < 30:
+        time.sleep(0.2)
+        at.run()
+    msg = " ".join(e.value for e in ok(at).error)
+    assert "diverged" in msg and "lower the learning rate" in msg
+    assert not at.button(key="start").disabled  # ready for the next try
 
 
 def test_concurrent_limit_shows_a_clear_message(runs_dir, monkeypatch):
@@ -218,6 +250,7 @@ def test_garbage_upload_shows_the_error(runs_dir):
     assert not list((runs_dir / "uploads").glob("*.pt"))  # the bad file is not kept
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_with_code_is_refused_and_never_runs(runs_dir, tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     monkeypatch.setenv("KD_MARKER", str(marker))
@@ -265,7 +298,7 @@ def test_reuse_a_teacher_from_the_history(runs_dir):
 
 def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
     at = train_until_done(ok(app(QUICK)))
-    at = ok(at.switch_page("pages/runs.py").run())
+    at = ok(at.switch_page(f"{PAGES}/runs.py").run())
     history = at.dataframe[0].value
     assert list(history["id"]) == [1] and history["status"].tolist() == ["completed"]
     compare = at.dataframe[1].value
@@ -292,7 +325,7 @@ def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
 
 def test_soft_targets_page_shows_bars_entropy_and_heatmap(runs_dir):
     at = train_until_done(ok(app(QUICK)))
-    at = ok(at.switch_page("pages/soft_targets.py").run())
+    at = ok(at.switch_page(f"{PAGES}/soft_targets.py").run())
     figs = figures(at)
     titles = [f["layout"].get("title", {}).get("text", "") for f in figs]
     assert titles[0] == "Test set (standardised)"  # the 2-D plane with the picked points
@@ -340,7 +373,8 @@ def test_soft_targets_entropy_and_class_similarity():
     p1, p4 = ui.soft_targets(z, 1.0), ui.soft_targets(z, 4.0)
     assert torch.allclose(p1.sum(-1), torch.ones(1, dtype=torch.float64))
     assert ui.entropy(p4) > ui.entropy(p1)  # a higher T flattens
-    assert float(ui.entropy(torch.full((1, 4), 0.25, dtype=torch.float64))) == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    uniform = torch.full((1, 4), 0.25, dtype=torch.float64)
+    assert float(ui.entropy(uniform)) == pytest.approx(torch.log(torch.tensor(4.0)).item())
     assert float(ui.entropy(torch.tensor([[1.0, 0.0]]))) == 0.0
     logits = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 4.0]])
     sim = ui.class_similarity(logits, torch.tensor([0, 0, 1]), 1.0, 2)
@@ -349,7 +383,8 @@ def test_soft_targets_entropy_and_class_similarity():
 
 
 def test_results_table_and_replay_command(tmp_path):
-    m = {"teacher": {"accuracy": 0.9, "f1": 0.9, "ece": 0.01, "params": 100, "size_mb": 1.0, "latency_ms": 2.0},
+    m = {"teacher": {"accuracy": 0.9, "f1": 0.9, "ece": 0.01, "params": 100, "size_mb": 1.0,
+                     "latency_ms": 2.0},
          "baseline": {"accuracy": 0.8, "f1": 0.8, "ece": 0.02, "agreement": 0.85, "params": 10,
                       "size_mb": 0.1, "latency_ms": 0.5}}
     t = ui.results_table(m)

@@ -156,7 +156,8 @@ def test_train_live_then_find_the_run(server):
             shot(page, "5_soft_targets")
 
             page.get_by_role("link", name="Guide", exact=True).click()
-            page.get_by_role("heading", name="What knowledge distillation is", exact=True).wait_for(timeout=30_000)
+            page.get_by_role("heading", name="What knowledge distillation is",
+                             exact=True).wait_for(timeout=30_000)
             shot(page, "6_guide")
 
             # back on Train: same setup from the URL, the finished run still shown

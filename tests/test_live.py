@@ -3,6 +3,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore
 from kdcore.live import (DEFAULT_MAX_RUNS, LiveRun, RunLimitReached, Series, active_run_ids,
@@ -12,7 +13,8 @@ from kdcore.live import (DEFAULT_MAX_RUNS, LiveRun, RunLimitReached, Series, act
 def tiny(epochs: int = 2, **kw) -> RunConfig:
     """A run that finishes in well under a second on one CPU core."""
     return RunConfig(data=DataConfig(name="moons", n_samples=200),
-                     teacher=ModelConfig("mlp", {"hidden": [16]}), student=ModelConfig("mlp", {"hidden": [4]}),
+                     teacher=ModelConfig("mlp", {"hidden": [16]}),
+                     student=ModelConfig("mlp", {"hidden": [4]}),
                      loss=LossConfig(temperature=2.0, alpha=0.5),
                      optim=OptimConfig(epochs=epochs, lr=1e-2, batch_size=32),
                      teacher_optim=OptimConfig(epochs=epochs, lr=1e-2, batch_size=32), **kw)
@@ -29,8 +31,10 @@ def wait_until(pred, timeout=20.0):
 
 @pytest.fixture(autouse=True)
 def no_leftover_runs():
+    n = torch.get_num_threads()  # a worker sets the process-wide count; give other tests theirs back
     yield
     assert wait_until(lambda: active_runs() == 0, 10), "a test left a run training"
+    torch.set_num_threads(n)
 
 
 # --- Series ------------------------------------------------------------------------------------
