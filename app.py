@@ -28,10 +28,12 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### KD Playground")
         st.caption("Train a small student from a big teacher and see whether it helps.")
-    from pages._shared import sidebar_status  # imports torch; after the first paint of the chrome
+    from kdcore.live import foreground  # imports torch; after the first paint of the chrome
+    from pages._shared import sidebar_status
 
-    sidebar_status()
-    page.run()
+    with foreground():  # background training pauses while this page is computed
+        sidebar_status()
+        page.run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from .experiment import RunResult, run_experiment
 from .store import RunStore
 
 __all__ = ["LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
-           "active_run_ids", "worker_threads", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
+           "active_run_ids", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # two CPU-bound runs already share a small machine's cores
@@ -52,16 +53,49 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max_runs())
 
 
-WORKER_NICE = int(os.environ.get("KD_WORKER_NICE", "10"))  # TEMP A/B
+class _Foreground:
+    """Interactive work first: while a page is computed, training workers pause between steps.
+
+    A training step holds the GIL and a core; a page rerun is many small steps that each wait
+    for both, so on a small machine a run in the background makes every click slow. A page
+    wraps its script in ``with foreground():``; workers call :meth:`yield_to_pages` after each
+    step and wait (bounded) until no page is being computed, plus a short grace in which the
+    browser draws the answer. Training loses a fraction of a second per click.
+    """
+
+    MAX_PAUSE_S = 1.0  # a worker never waits longer than this per step, whatever a page does
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._until = 0.0
+
+    @contextmanager
+    def __call__(self, grace_s: float = 0.25):
+        with self._lock:
+            self._active += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._until = max(self._until, time.monotonic() + grace_s)
+                if self._active == 0:
+                    self._idle.set()
+
+    def yield_to_pages(self) -> None:
+        t0 = time.monotonic()
+        if not self._idle.is_set():
+            self._idle.wait(self.MAX_PAUSE_S)
+        rest = min(self._until - time.monotonic(), self.MAX_PAUSE_S - (time.monotonic() - t0))
+        if rest > 0:
+            time.sleep(rest)
 
 
-def _lower_priority() -> None:
-    """Lower this thread's CPU priority (Linux nices threads one by one); no-op elsewhere."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                       min(os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE, 19))
-    except (AttributeError, OSError):  # not Linux, or not allowed: train at normal priority
-        pass
+foreground = _Foreground()
 
 
 def active_runs() -> int:
@@ -240,7 +274,6 @@ class LiveRun:
             # the web server and other runs want the same cores make training many times slower
             # (measured: 60x on 2 busy cores). Give each run its share of the cores instead.
             torch.set_num_threads(worker_threads())
-            _lower_priority()
             self.result = run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
                                          stop=self.stop_event)
             with self._lock:  # RunEnd normally did this; a result is the last word anyway
@@ -260,6 +293,8 @@ class LiveRun:
             self._finished.set()
 
     def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, StepEnd) and self._first_point is not None:
+            foreground.yield_to_pages()  # outside the lock; never before the first point
         now = time.perf_counter()
         with self._lock:
             self._version += 1

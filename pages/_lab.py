@@ -103,6 +103,11 @@ def logits(rid: int, phase: str, split: str = "test") -> torch.Tensor:
 def start_run(cfg: kdcore.RunConfig) -> None:
     """Button callback: start ``cfg`` in this session's worker (the Train page's), or say why not."""
     st.session_state.pop("lab_start_error", None)
+    sweep = session_sweep().sweep
+    if sweep is not None and sweep.running:
+        st.session_state["lab_start_error"] = ("This session is running a sweep; stop it on the "
+                                               "α × T sweep page or wait for it to finish.")
+        return
     try:
         sh.session_runs().start(cfg, sh.store())
     except RunLimitReached as e:

@@ -14,7 +14,7 @@ from kdcore import ui_support as ui
 from kdcore.live import LiveRun, RunLimitReached, worker_threads
 from kdcore.store import default_runs_dir
 
-POLL_S = 0.5  # how often the progress line redraws while a run trains
+POLL_S = 0.5  # how often a live view polls while a run trains (the Train page has its own cadences)
 MAX_POINTS = 200  # per phase and series: enough for a smooth curve, cheap for the browser
 
 # The server's own torch work (profiles, soft targets) gets the same share of the cores as a

@@ -57,8 +57,8 @@ the spread.
 plotted against epochs so the phases line up. The distilled student's loss is not on the same
 scale as the others: it includes the soft term.
 
-While a run trains, the charts redraw about once a second and the progress line, with its
-phase and an estimate of the time left, twice a second. Each redraw resets a zoomed chart, so
+While a run trains, the charts redraw every two seconds and the progress line, with its
+phase and an estimate of the time left, every second. Each redraw resets a zoomed chart, so
 tick **Freeze charts** to hold them still and zoom in; untick it to catch up.
 
 **Loss terms** (Train page). The distilled student's loss split into its two weighted

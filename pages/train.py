@@ -2,7 +2,7 @@
 
 Every control that defines the run is bound to the URL, so a link reproduces the setup.
 The run trains in this session's background worker (kdcore.live); while it trains only two
-fragments redraw: the progress line every POLL_S and the charts every CHART_S.
+fragments redraw: the progress line every PROGRESS_S and the charts every CHART_S.
 """
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
 URL = "query-params"
-CHART_S = 1.0  # seconds between chart redraws while training (the progress bar redraws every POLL_S)
+# While a run trains, two fragments poll. Each chart redraw remounts Plotly in the browser, and a
+# poll that is running when the user changes a widget delays that rerun; on a 2-core machine
+# these cadences keep both the curves live and the page quick to answer.
+PROGRESS_S = 1.0  # seconds between progress-line redraws
+CHART_S = 2.0  # seconds between chart redraws
 FIRST_POINT_WAIT_S = 0.5  # the Start rerun waits this long at most for the run's first step
 
 
@@ -262,6 +266,7 @@ def _start(cfg: RunConfig) -> None:
     st.session_state.pop("start_error", None)
     try:
         sh.session_runs().start(cfg, sh.store())
+        st.session_state["_started"] = True
     except RunLimitReached as e:
         st.session_state["start_error"] = str(e)
 
@@ -296,7 +301,7 @@ def live_ui(holder: sh.SessionRuns) -> None:
 
     # Two fragments: the progress line is cheap and redraws often; the charts cost the browser
     # a Plotly remount each time their data changes, so they redraw less often.
-    @st.fragment(run_every=sh.POLL_S if polling else None)
+    @st.fragment(run_every=PROGRESS_S if polling else None)
     def progress() -> None:
         snap = live.snapshot()
         _status_ui(snap, live)
@@ -415,12 +420,13 @@ def _size(mb: float) -> str:
 # The page
 
 
-def main() -> None:
-    st.title("Train")
-    st.caption("Pick a dataset, a teacher and a student, set the distillation loss, press Start.")
-    store = sh.store()
-    holder = sh.session_runs()
+def setup_ui(holder: sh.SessionRuns) -> None:
+    """Every control, the config they define, and Start.
 
+    A fragment: changing a control reruns only this part, not the sidebar or the live charts,
+    so the page answers quickly while a run trains. Start reruns the whole page once.
+    """
+    store = sh.store()
     col_data, col_teacher, col_student = st.columns(3, gap="large")
     with col_data:
         st.subheader("Data")
@@ -460,6 +466,15 @@ def main() -> None:
 
     st.divider()
     start_ui(cfg, ready, holder)
+    if st.session_state.pop("_started", False):
+        st.rerun(scope="app")  # the live panel outside this fragment starts polling
+
+
+def main() -> None:
+    st.title("Train")
+    st.caption("Pick a dataset, a teacher and a student, set the distillation loss, press Start.")
+    holder = sh.session_runs()
+    st.fragment(setup_ui)(holder)
     live_ui(holder)
 
 

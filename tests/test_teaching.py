@@ -308,3 +308,32 @@ def test_sweep_that_cannot_get_its_teacher_stops_with_the_reason(store):
     # one failed cell and the reason, not three identical failures
     assert res.status == "failed" and len(res.cells) == 1
     assert "α=0.5, T=1" in res.message and "does not exist" in res.message
+
+
+def test_sweep_teacher_remembers_only_slices_of_the_data():
+    from types import SimpleNamespace
+
+    from kdcore.sweep import _remembering
+    from kdcore.trainer import predict_logits
+
+    calls = []
+
+    class Counting(nn.Linear):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    teacher = Counting(2, 3)
+    x = torch.randn(2500, 2)
+    data = SimpleNamespace(x_train=x, x_val=x[:10].clone(), x_test=x[:100].clone())
+    twin = _remembering(teacher, data)
+    first = predict_logits(twin, x)  # three slices of 1024, 1024, 452 rows
+    assert torch.equal(first, predict_logits(teacher, x)) and calls == [1024, 1024, 452] * 2
+    calls.clear()
+    assert torch.equal(predict_logits(twin, x), first) and calls == []  # remembered
+    predict_logits(twin, x.clone())  # same values, other memory: computed
+    with torch.no_grad():
+        twin(x[torch.tensor([0, 1])])  # a fancy-indexed batch is a copy: computed
+    twin(x[:5])  # with autograd on: computed
+    assert calls == [1024, 1024, 452, 2, 5]
+    assert list(twin.state_dict()) == list(teacher.state_dict())  # saved and loaded as the teacher
