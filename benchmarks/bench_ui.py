@@ -10,6 +10,7 @@
    with the keyboard and wait until the page shows the new value in the "Next run" line, i.e.
    the full rerun reached the browser (target median < 300 ms). The same with no run
    training is printed for comparison: the difference is what training costs the page.
+   The server's share alone (the script rerun in-process with AppTest) is printed too.
 
 Needs Debian's Chromium (/usr/bin/chromium or $KD_CHROMIUM) and the playwright package.
 """
@@ -125,6 +126,33 @@ def rerun_idle_and_training(page, url: str, n: int) -> tuple[list[float], list[f
     return idle, busy
 
 
+def script_rerun(runs_dir: str, n: int) -> tuple[list[float], list[float]]:
+    """Server side only: AppTest reruns the Train page after a T change, idle then training."""
+    os.environ["KD_RUNS_DIR"] = runs_dir
+    sys.path.insert(0, str(ROOT))
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params.update({"epochs": "1000", "teacher_epochs": "1000"})
+    at.run()
+
+    def changes() -> list[float]:
+        out = []
+        for i in range(n):
+            at.slider(key="T").set_value(4.5 if i % 2 == 0 else 4.0)
+            t0 = time.perf_counter()
+            at.run()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    idle = changes()
+    at.button(key="start").click().run()
+    time.sleep(1)
+    busy = changes()
+    at.button(key="stop").click().run()
+    return idle, busy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--starts", type=int, default=5, help="Start -> first point repeats")
@@ -139,6 +167,7 @@ def main() -> None:
             health.append(secs)
             proc.terminate()
             proc.wait(10)
+        s_idle, s_busy = script_rerun(runs, args.changes)
         proc, url, _ = launch(runs)
         try:
             with sync_playwright() as p:
@@ -162,7 +191,9 @@ def main() -> None:
     print(f"| Start -> first point on the loss chart (two moons) | < 2 s | "
           f"{statistics.median(first):.2f} s median of {len(first)} (max {max(first):.2f} s) |")
     for what, xs, target in (("while training", ms, "median < 300 ms"),
-                             ("no run (for comparison)", [x * 1000 for x in idle], "")):
+                             ("no run (for comparison)", [x * 1000 for x in idle], ""),
+                             ("server side only (AppTest), while training", [x * 1000 for x in s_busy], ""),
+                             ("server side only (AppTest), no run", [x * 1000 for x in s_idle], "")):
         print(f"| widget change -> page updated, {what} | {target} | "
               f"{statistics.median(xs):.0f} ms median of {len(xs)} (p90 "
               f"{statistics.quantiles(xs, n=10)[-1]:.0f} ms, max {max(xs):.0f} ms) |")

@@ -1,11 +1,12 @@
 """Every distillation method against the baseline student on the real Fashion-MNIST, over seeds.
 
-    python benchmarks/methods_fmnist.py                      # ~10-15 min on 2 CPU cores
+    python benchmarks/methods_fmnist.py --threads 1          # measured: 26 min on a busy shared
+                                                             # 2-core machine (load ~7)
     python benchmarks/methods_fmnist.py --seeds 1 --methods kd,dkd --subset 2000   # a quick look
 
 Setting (defaults): a 10,000-image seeded training subset (validation: 6,000 held-out images;
 test: the official 10,000), teacher ``cnn`` width 8 / hidden 128 (~105k parameters, 10 epochs),
-student ``cnn`` width 4 / hidden 32 (~26k parameters, 10 epochs; a conv net, so attention
+student ``cnn`` width 4 / hidden 32 (~14k parameters, 10 epochs; a conv net, so attention
 transfer applies), Adam with a cosine schedule from lr 3e-3, batch 128, T = 4, alpha = 0.5, every
 method with its default knobs. Per seed the teacher and the baseline student are trained once
 and reused by every method (same seed, so every distilled student starts from the baseline's

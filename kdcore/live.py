@@ -5,7 +5,10 @@ callback that folds each event into its state under a lock; a page copies that s
 :meth:`LiveRun.snapshot` as often as it likes and never touches the training objects. Chart
 series keep every k-th point and double k when full, so a long run stays at a bounded number
 of points per series. A process-wide limit (``$KD_MAX_RUNS``, default 2) caps how many runs
-train at once across all browser sessions. Nothing here imports Streamlit.
+train at once across all browser sessions. Workers are polite to the web server they share a
+process with: each uses its share of the cores (:func:`worker_threads`, which sets torch's
+process-wide thread count) and pauses between steps while a page is computed
+(:data:`foreground`). Nothing here imports Streamlit.
 """
 from __future__ import annotations
 

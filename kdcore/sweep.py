@@ -185,15 +185,14 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
         out.cells.append(cell)
         if on_cell is not None:
             on_cell(cell)
-        for phase in ("teacher", "baseline"):  # trained once, whatever happens to the student
-            if phase not in reuse and phase in res.models:
-                reuse[phase] = res.models[phase]
-                if phase == "teacher":
-                    reuse[phase] = _remembering(reuse[phase], data)
+        # teacher(s) and baseline: trained once, whatever happens to the student
+        for phase, model in res.models.items():
+            if phase not in reuse and (phase == "baseline" or phase.startswith("teacher")):
+                reuse[phase] = _remembering(model, data) if phase != "baseline" else model
         if res.status == "stopped":
             out.status, out.message = "stopped", res.message
             break
-        if res.status != "completed" and len(reuse) < 2:
+        if res.status != "completed" and not {"teacher", "baseline"} <= set(reuse):
             # the teacher or the baseline itself failed: every later cell would fail the same way
             out.status, out.message = "failed", f"cell α={alpha:g}, T={T:g}: {res.message}"
             break

@@ -326,8 +326,8 @@ def boundary_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], grid: 
                          constrain="domain")
         fig.update_yaxes(range=[float(grid.ys[0]), float(grid.ys[-1])], row=1, col=i,
                          scaleanchor=f"x{'' if i == 1 else i}", scaleratio=1)
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), uirevision=rev,
-                      legend=dict(orientation="h", y=-0.08))
+    fig.update_layout(height=400, margin=dict(l=10, r=10, t=40, b=10), uirevision=rev,
+                      legend=dict(orientation="h", y=-0.1, yanchor="top"))
     return fig
 
 
@@ -380,24 +380,25 @@ def bias_figure(tables: dict[str, pd.DataFrame], chosen: float, cls_name: str,
 
 def sweep_figure(grid: pd.DataFrame, title: str, *, fmt: str, best: dict | None, diverging: bool,
                  rev: str, current: tuple[float, float] | None = None) -> go.Figure:
-    """α x T heatmap with the value written in each cell; the best cell gets a star.
+    """α x T heatmap with the value written in each cell; the best cell's value gets a ★.
 
     Cells not run yet read "·", the one training now "training…".
     """
     x = [f"T={t:g}" for t in grid.columns]
     y = [f"α={a:g}" for a in grid.index]
     z = grid.to_numpy(dtype=float)
-    text = [["training…" if current is not None and np.isclose(a, current[0]) and np.isclose(t, current[1])
-             else ("·" if np.isnan(v) else format(v, fmt)) for t, v in zip(grid.columns, row)]
-            for a, row in zip(grid.index, z)]
+    def label(a: float, t: float, v: float) -> str:
+        if current is not None and np.isclose(a, current[0]) and np.isclose(t, current[1]):
+            return "training…"
+        if np.isnan(v):
+            return "·"
+        star = best is not None and np.isclose(a, best["alpha"]) and np.isclose(t, best["T"])
+        return ("★ " if star else "") + format(v, fmt)
+
+    text = [[label(a, t, v) for t, v in zip(grid.columns, row)] for a, row in zip(grid.index, z)]
     kw = dict(colorscale="RdBu", zmid=0) if diverging else dict(colorscale="Blues")
     fig = go.Figure(go.Heatmap(x=x, y=y, z=z, text=text, texttemplate="%{text}", hoverongaps=False,
                                hovertemplate="%{y} · %{x}: %{text}<extra></extra>", **kw))
-    if best is not None:
-        fig.add_trace(go.Scatter(x=[f"T={best['T']:g}"], y=[f"α={best['alpha']:g}"], mode="markers",
-                                 marker=dict(symbol="star", size=22, color="gold",
-                                             line=dict(color="black", width=1)),
-                                 name="best distilled accuracy", hoverinfo="skip"))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", side="bottom")
     return _layout(fig, title, rev, height=max(260, 60 * len(y) + 120))

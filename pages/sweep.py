@@ -146,7 +146,7 @@ def live_ui() -> None:
 
 def history_ui(store) -> None:
     live = lab.session_sweep().sweep
-    skip = live.group if live is not None and live.running else None  # shown live above
+    skip = live.group if live is not None else None  # this session's sweep is shown above
     groups = []
     for r in store.list(kind="sweep"):
         if r["grp"] and r["grp"] not in groups and r["grp"] != skip:

@@ -31,6 +31,7 @@ URL = "query-params"
 # these cadences keep both the curves live and the page quick to answer.
 PROGRESS_S = 1.0  # seconds between progress-line redraws
 CHART_S = 2.0  # seconds between chart redraws
+NO_DATA: dict = {}  # the charts before any run (one object, so its figures are built once)
 FIRST_POINT_WAIT_S = 0.5  # the Start rerun waits this long at most for the run's first step
 
 
@@ -266,7 +267,6 @@ def _start(cfg: RunConfig) -> None:
     st.session_state.pop("start_error", None)
     try:
         sh.session_runs().start(cfg, sh.store())
-        st.session_state["_started"] = True
     except RunLimitReached as e:
         st.session_state["start_error"] = str(e)
 
@@ -291,7 +291,7 @@ def live_ui(holder: sh.SessionRuns) -> None:
         st.info("Nothing trained in this session yet. Set up a run above and press **Start**: the "
                 "teacher trains first, then the same student twice — alone (baseline) and "
                 "distilled — and the three are compared on the test set.", icon=":material/info:")
-        charts_ui({}, {})  # empty axes now, so the browser has the chart code before the first point
+        charts_ui(NO_DATA, NO_DATA)  # empty axes now: the browser loads the chart code before a run
         return
     polling = live.running
     if polling and not live.first_point.is_set():
@@ -338,22 +338,32 @@ def _chart_snapshot(live):
     """
     now = time.monotonic()
     last = st.session_state.get("_chart_snapshot")
-    if last is not None and last[1] is live and live.running and now - last[0] < 0.8 * CHART_S:
-        return last[2]
+    if last is not None and last[1] is live:
+        if last[2].done:  # a finished run's snapshot never changes
+            return last[2]
+        if live.running and now - last[0] < 0.8 * CHART_S:
+            return last[2]
     snap = live.snapshot()
-    if snap.running:
-        st.session_state["_chart_snapshot"] = (now, live, snap)
-    else:
-        st.session_state.pop("_chart_snapshot", None)
+    st.session_state["_chart_snapshot"] = (now, live, snap)
     return snap
 
 
 def charts_ui(steps: dict, epochs_log: dict) -> None:
-    """The three live charts, with fixed keys and places so a redraw replaces them in place."""
+    """The three live charts, with fixed keys and places so a redraw replaces them in place.
+
+    Figures are rebuilt only when the data is new: a rerun between chart ticks shows the same
+    snapshot, and building three figures is most of what this page costs the server.
+    """
+    last = st.session_state.get("_chart_figures")
+    if last is not None and last[0] is steps and last[1] is epochs_log:
+        figs = last[2]
+    else:
+        figs = (charts.loss_figure(steps), charts.terms_figure(steps), charts.accuracy_figure(epochs_log))
+        st.session_state["_chart_figures"] = (steps, epochs_log, figs)
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.loss_figure(steps), key="live_loss", config={"displaylogo": False})
-    c2.plotly_chart(charts.terms_figure(steps), key="live_terms", config={"displaylogo": False})
-    st.plotly_chart(charts.accuracy_figure(epochs_log), key="live_acc", config={"displaylogo": False})
+    c1.plotly_chart(figs[0], key="live_loss", config={"displaylogo": False})
+    c2.plotly_chart(figs[1], key="live_terms", config={"displaylogo": False})
+    st.plotly_chart(figs[2], key="live_acc", config={"displaylogo": False})
 
 
 def _status_ui(snap, live) -> None:
@@ -423,8 +433,9 @@ def _size(mb: float) -> str:
 def setup_ui(holder: sh.SessionRuns) -> None:
     """Every control, the config they define, and Start.
 
-    A fragment: changing a control reruns only this part, not the sidebar or the live charts,
-    so the page answers quickly while a run trains. Start reruns the whole page once.
+    (Measured: running this as its own fragment, so a control change reruns only it, made the
+    page slower to answer, not faster: Streamlit 1.67 streams and redraws fragment reruns
+    more slowly than a full rerun of this page.)
     """
     store = sh.store()
     col_data, col_teacher, col_student = st.columns(3, gap="large")
@@ -466,15 +477,13 @@ def setup_ui(holder: sh.SessionRuns) -> None:
 
     st.divider()
     start_ui(cfg, ready, holder)
-    if st.session_state.pop("_started", False):
-        st.rerun(scope="app")  # the live panel outside this fragment starts polling
 
 
 def main() -> None:
     st.title("Train")
     st.caption("Pick a dataset, a teacher and a student, set the distillation loss, press Start.")
     holder = sh.session_runs()
-    st.fragment(setup_ui)(holder)
+    setup_ui(holder)
     live_ui(holder)
 
 

@@ -155,7 +155,9 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
     assert any("Sweep finished" in s.value for s in ok(at).success)
     acc = figures(at)[0]["data"][0]
     assert acc["text"][0][0] not in ("·", "training…") and acc["text"][0][1] not in ("·", "training…")
-    assert any(t.get("name") == "best distilled accuracy" for t in figures(at)[0]["data"])
+    assert sum(v.startswith("★") for v in acc["text"][0]) == 1  # the best cell is marked
+    assert len(figures(at)) == 4  # two heatmaps of this sweep, two of the earlier one
+    assert list(at.selectbox(key="sweep_group").options) == [ids["sweep"]]  # not listed twice
 
 
 def test_presets_links_set_up_exactly_their_runs(history):

@@ -186,3 +186,43 @@ def test_snapshots_from_many_threads_while_training():
     live.stop()
     assert live.join(10)
     assert not errors
+
+
+def test_workers_pause_while_a_page_is_computed_and_never_for_long():
+    from kdcore.live import _Foreground
+
+    fg = _Foreground()
+    t0 = time.perf_counter()
+    fg.yield_to_pages()
+    assert time.perf_counter() - t0 < 0.05  # no page: no pause
+    released = []
+
+    def page(hold: float) -> None:
+        with fg(grace_s=0.1):
+            time.sleep(hold)
+        released.append(time.perf_counter())
+
+    th = threading.Thread(target=page, args=(0.3,))
+    th.start()
+    time.sleep(0.05)
+    fg.yield_to_pages()  # waits for the page, then the grace in which the browser draws it
+    waited_until = time.perf_counter()
+    th.join()
+    assert waited_until >= released[0] + 0.08
+    th = threading.Thread(target=page, args=(1.4,))  # a page that hangs does not stall training
+    th.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    fg.yield_to_pages()
+    assert time.perf_counter() - t0 < fg.MAX_PAUSE_S + 0.2
+    th.join()
+
+
+def test_a_run_keeps_training_while_pages_are_computed():
+    from kdcore.live import foreground
+
+    live = LiveRun(tiny(epochs=3), store=None).start()
+    assert live.first_point.wait(20)
+    with foreground():  # a page that takes a while: the run waits, bounded, then goes on
+        time.sleep(1.5)
+    assert live.join(30) and live.snapshot().status == "completed"
