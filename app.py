@@ -6,6 +6,7 @@ and the engine in ``kdcore``. To add a page, append one ``st.Page`` to ``PAGES``
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.errors import StreamlitValueAboveMaxError, StreamlitValueBelowMinError
 
 PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
@@ -31,9 +32,22 @@ def main() -> None:
     from kdcore.live import foreground  # imports torch; after the first paint of the chrome
     from pages._shared import sidebar_status
 
+    if note := st.session_state.pop("kd_link_reset", None):
+        st.warning(note, icon=":material/link_off:")
     with foreground():  # background training pauses while this page is computed
         sidebar_status()
-        page.run()
+        try:
+            page.run()
+        except (StreamlitValueAboveMaxError, StreamlitValueBelowMinError) as e:
+            # A setting carried over from a page whose control allows other values (the Temperature
+            # lab's T goes to 30, Train's to 20): forget the widgets' remembered values so each is
+            # read again from the link, where an out-of-range value falls back to the default.
+            for key in list(st.query_params):
+                st.session_state.pop(key, None)
+            st.session_state["kd_link_reset"] = (
+                f"A setting carried over to this page was out of range ({e}); it was reset to this "
+                "page's default.")
+            st.rerun()
 
 
 if __name__ == "__main__":

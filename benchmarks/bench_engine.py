@@ -131,7 +131,7 @@ def main() -> None:
         v = f"{val:.2f}" if isinstance(val, float) else val
         print(f"| {name} | {v} | {target} | {'yes' if ok else 'NO'} |")
     if not args.quick:
-        print(f"\n1-seed compare test accuracy: " + ", ".join(
+        print("\n1-seed compare test accuracy: " + ", ".join(
             f"{r['model']} {r['accuracy_mean']:.4f}" for _, r in one.table.iterrows()))
         print(f"{args.seeds}-seed compare ({secs3:.0f}s), test accuracy mean ± std:")
         for _, r in many.table.iterrows():

@@ -190,7 +190,7 @@ class RunConfig:
         """
         import torch
 
-        from .registry import DATASETS, LOSSES, MODELS
+        from .registry import DATASETS, LOSSES
 
         spec = DATASETS.get(self.data.name)
         in_shape, n_cls = tuple(spec.in_shape(self.data)), spec.num_classes(self.data)

@@ -28,7 +28,7 @@ from .experiment import RunResult, run_experiment
 from .store import RunStore
 
 __all__ = ["LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
-           "active_run_ids", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
+           "active_run_ids", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # two CPU-bound runs already share a small machine's cores
@@ -99,6 +99,28 @@ class _Foreground:
 
 
 foreground = _Foreground()
+
+
+def claim_slot(holder: Any) -> None:
+    """Count ``holder`` (a run or a sweep) against the process-wide limit of training jobs.
+
+    Raises:
+        RunLimitReached: ``max_runs()`` jobs already train; the message says what to do.
+    """
+    limit = max_runs()
+    with _active_lock:
+        if len(_active) >= limit:
+            raise RunLimitReached(
+                f"{len(_active)} run(s) are already training on this server, the most it allows "
+                f"at once ({MAX_RUNS_ENV}={limit}). Wait for one to finish, or stop yours, and "
+                "start again.")
+        _active.add(holder)
+
+
+def release_slot(holder: Any) -> None:
+    """Give back the slot taken by :func:`claim_slot` (safe to call twice)."""
+    with _active_lock:
+        _active.discard(holder)
 
 
 def active_runs() -> int:
@@ -235,14 +257,7 @@ class LiveRun:
         """
         if self._thread is not None:
             raise RuntimeError("this LiveRun was already started; make a new one")
-        limit = max_runs()
-        with _active_lock:
-            if len(_active) >= limit:
-                raise RunLimitReached(
-                    f"{len(_active)} run(s) are already training on this server, the most it allows "
-                    f"at once ({MAX_RUNS_ENV}={limit}). Wait for one to finish, or stop yours, and "
-                    "press Start again.")
-            _active.add(self)
+        claim_slot(self)
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._work, name="kd-live-run", daemon=True)
         self._thread.start()
@@ -290,8 +305,7 @@ class LiveRun:
         finally:
             with self._lock:
                 self._t_end = time.perf_counter()
-            with _active_lock:
-                _active.discard(self)
+            release_slot(self)
             self.first_point.set()  # nobody waits for a point that will never come
             self._finished.set()
 

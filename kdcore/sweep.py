@@ -267,14 +267,7 @@ class SweepRun:
         """
         if self._thread is not None:
             raise RuntimeError("this SweepRun was already started; make a new one")
-        limit = _live.max_runs()
-        with _live._active_lock:  # one shared limit for runs and sweeps
-            if len(_live._active) >= limit:
-                raise _live.RunLimitReached(
-                    f"{len(_live._active)} run(s) are already training on this server, the most it "
-                    f"allows at once ({_live.MAX_RUNS_ENV}={limit}). Wait for one to finish, or stop "
-                    "yours, and start the sweep again.")
-            _live._active.add(self)
+        _live.claim_slot(self)  # one shared limit for runs and sweeps
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._work, name="kd-sweep", daemon=True)
         self._thread.start()
@@ -317,8 +310,7 @@ class SweepRun:
             with self._lock:
                 self._t_end = time.perf_counter()
                 self._current = None
-            with _live._active_lock:
-                _live._active.discard(self)
+            _live.release_slot(self)
             self._finished.set()
 
     def _on_event(self, ev: Any) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import augment_batch, batches
+from .data import batches
 from .events import Callback, EpochEnd, PhaseStart, StepEnd
 from .registry import LOSSES
 

@@ -21,7 +21,6 @@ import kdcore
 from kdcore import ConfigError, DataUnavailable
 from kdcore import teaching as tg
 from kdcore.live import RunLimitReached
-from kdcore.sweep import SweepRun
 from kdcore.trainer import predict_logits
 from pages import _shared as sh
 from pages._charts import PALETTE, PHASE_COLORS
@@ -103,7 +102,7 @@ def logits(rid: int, phase: str, split: str = "test") -> torch.Tensor:
 def start_run(cfg: kdcore.RunConfig) -> None:
     """Button callback: start ``cfg`` in this session's worker (the Train page's), or say why not."""
     st.session_state.pop("lab_start_error", None)
-    sweep = session_sweep().sweep
+    sweep = sh.session_runs().sweep
     if sweep is not None and sweep.running:
         st.session_state["lab_start_error"] = ("This session is running a sweep; stop it on the "
                                                "α × T sweep page or wait for it to finish.")
@@ -135,22 +134,6 @@ def session_run_ui(key: str, what: str) -> None:
         st.caption("It trains in this session's worker: the Train page shows its live curves.")
 
     panel()
-
-
-class SessionSweep:
-    """This browser session's sweep (one at a time); the session's release stops it."""
-
-    def __init__(self) -> None:
-        self.sweep: SweepRun | None = None
-
-    def close(self) -> None:
-        if self.sweep is not None:
-            self.sweep.close()
-
-
-@st.cache_resource(scope="session", on_release=SessionSweep.close, show_spinner=False)
-def session_sweep() -> SessionSweep:
-    return SessionSweep()
 
 
 def quick_pair_config(name: str = "quick pair (lab)") -> kdcore.RunConfig:

@@ -32,6 +32,7 @@ class SessionRuns:
 
     def __init__(self) -> None:
         self.live: LiveRun | None = None
+        self.sweep = None  # a kdcore.sweep.SweepRun started from the α × T sweep page
         self.last_run_id: int | None = None
         self._lock = threading.Lock()
 
@@ -42,9 +43,9 @@ class SessionRuns:
             RunLimitReached: this session or the server is at its limit; the message says why.
         """
         with self._lock:
-            if self.live is not None and self.live.running:
-                raise RunLimitReached("This session is already training a run; stop it or wait "
-                                      "for it to finish before starting another.")
+            if self.running:
+                raise RunLimitReached("This session is already training a run or a sweep; stop it "
+                                      "or wait for it to finish before starting another.")
             live = LiveRun(cfg, store=store, max_points=MAX_POINTS)
             live.start()
             self.live = live
@@ -52,7 +53,8 @@ class SessionRuns:
 
     @property
     def running(self) -> bool:
-        return self.live is not None and self.live.running
+        return ((self.live is not None and self.live.running)
+                or (self.sweep is not None and self.sweep.running))
 
     def current_run_id(self) -> int | None:
         if self.live is not None and self.live.run_id is not None:
@@ -60,8 +62,9 @@ class SessionRuns:
         return self.last_run_id
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.close()
+        for job in (self.live, self.sweep):
+            if job is not None:
+                job.close()
 
 
 @st.cache_resource(scope="session", on_release=SessionRuns.close, show_spinner=False)

@@ -76,8 +76,8 @@ def setup_ui() -> tuple[SweepPlan | None, bool]:
 
 def _start(plan: SweepPlan) -> None:
     st.session_state.pop("sweep_error", None)
-    holder = lab.session_sweep()
-    if sh.session_runs().running or (holder.sweep is not None and holder.sweep.running):
+    holder = sh.session_runs()
+    if holder.running:
         st.session_state["sweep_error"] = ("This session is already training; stop it or wait for it "
                                            "to finish before starting a sweep.")
         return
@@ -113,7 +113,7 @@ def heatmaps_ui(cells: list[dict], alphas, temps, key: str, current=None) -> Non
 def live_ui() -> None:
     if err := st.session_state.get("sweep_error"):
         st.error(err, icon=":material/block:")
-    sweep = lab.session_sweep().sweep
+    sweep = sh.session_runs().sweep
     if sweep is None:
         return
     polling = sweep.running
@@ -145,7 +145,7 @@ def live_ui() -> None:
 
 
 def history_ui(store) -> None:
-    live = lab.session_sweep().sweep
+    live = sh.session_runs().sweep
     skip = live.group if live is not None else None  # this session's sweep is shown above
     groups = []
     for r in store.list(kind="sweep"):
@@ -166,14 +166,14 @@ def main() -> None:
     st.caption("Which mix of hard labels and soft targets, at which temperature, helps the student "
                "most? Each cell trains one distilled student; the teacher and the baseline are "
                "trained once and reused, since neither depends on α or T.")
-    with st.expander("Set up the grid", expanded=lab.session_sweep().sweep is None):
+    with st.expander("Set up the grid", expanded=sh.session_runs().sweep is None):
         st.button("Load the small Fashion-MNIST preset", key="sweep_preset", on_click=_load_preset,
                   icon=":material/restart_alt:",
                   help=f"{len(PRESET['alphas'])} α × {len(PRESET['temps'])} T on a "
                        f"{PRESET['train_subset']:,}-image subset: under 5 minutes on 2 CPU cores.")
         plan, ok = setup_ui()
         n = len(plan.cells) if plan else 0
-        busy = sh.session_runs().running or bool(lab.session_sweep().sweep and lab.session_sweep().sweep.running)
+        busy = sh.session_runs().running
         st.button(f"Start the sweep ({n} cells)", type="primary", key="sweep_start",
                   icon=":material/play_arrow:", disabled=plan is None or not ok or busy,
                   on_click=_start, args=(plan,))

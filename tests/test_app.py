@@ -143,6 +143,13 @@ def test_url_query_params_set_up_the_run(runs_dir):
     assert cfg["seed"] == 5
 
 
+def test_out_of_range_link_value_is_ignored(runs_dir):
+    # the Train page's T slider stops at 20; a hand-edited link with T=99 falls back to the default
+    # (the browser test covers T = 30 carried over from the Temperature lab's wider slider)
+    at = ok(app({"dataset": "Spirals", "T": "99", "epochs": "7"}))
+    assert pending(at)["loss"]["temperature"] == 4.0 and pending(at)["optim"]["epochs"] == 7
+
+
 def test_bad_params_show_an_error_and_disable_start(runs_dir):
     at = app({"student_params": "{not json"})
     ok(at)

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kdcore import (LOSSES, METHOD_INFO, ConfigError, DataConfig, EpochEnd, LossConfig, ModelConfig,
                     OptimConfig, RunConfig, from_json, replace, run_experiment, to_json)
