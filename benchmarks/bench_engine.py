@@ -53,7 +53,7 @@ def bare_epoch(student, data, seed: int) -> float:
 
 
 def engine_epoch(distiller, data, teacher_logits=None) -> float:
-    """One epoch through kdcore's fit(), training only (its own epoch time, validation excluded)."""
+    """One epoch through kdcore's fit(), as fit() times it: training plus the validation pass."""
     ev = []
     fit(distiller, data, ONE_EPOCH, phase="bench", seed=0, teacher_logits=teacher_logits,
         callbacks=[lambda e: ev.append(e.seconds) if hasattr(e, "seconds") else None])

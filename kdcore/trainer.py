@@ -216,7 +216,8 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
             logits, terms = model(x, y, t_log)
-            loss = sum(terms.values())
+            parts = list(terms.values())
+            loss = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -232,9 +233,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
                 result.message = (f"{phase}: the loss became {loss_f} at epoch {epoch}, step {step}; "
                                   f"lower the learning rate (now {optim_cfg.lr}) or the temperature")
                 break
-            if world == 1:
-                term_f = {k: v.item() for k, v in terms.items()}
-                n_right = (logits.argmax(1) == y).sum().item()
+            if world == 1:  # per-step host syncs cost more than a tiny model's step: keep them few
+                term_f = ({k: loss_f for k in terms} if len(parts) == 1
+                          else {k: v.item() for k, v in terms.items()})
+                n_right = (logits.argmax(1) == y).sum()  # a tensor: summed, synced once an epoch
             for k, v in term_f.items():
                 sums[k] = sums.get(k, 0.0) + v
             loss_sum += loss_f
@@ -250,7 +252,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
         val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
         ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
-                      {k: v / steps_per_epoch for k, v in sums.items()}, correct / max(seen, 1),
+                      {k: v / steps_per_epoch for k, v in sums.items()}, float(correct) / max(seen, 1),
                       val_loss, val_acc, time.perf_counter() - t0, run_id, distiller.student)
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})
