@@ -27,7 +27,7 @@ from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
 from .experiment import RunResult, run_experiment
 from .store import RunStore
 
-__all__ = ["LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
+__all__ = ["Worker", "LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
            "active_run_ids", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
@@ -212,59 +212,44 @@ class LiveSnapshot:
         return not self.done
 
 
-class LiveRun:
-    """A distillation run in a worker thread that a page polls.
+class Worker:
+    """A job in a daemon thread that holds one of the server's training slots; a page polls it.
 
-    Args:
-        cfg: the run. store: the history to record it in (None = keep nothing).
-        max_points: per-series bound on chart points.
+    Subclasses set ``thread_name`` and implement :meth:`_run` (the job, returning an object with
+    ``status`` and ``message``); :meth:`_finally` runs once the job has ended, however it ended.
     """
 
-    def __init__(self, cfg: RunConfig, *, store: RunStore | None = None, max_points: int = 300):
-        self.cfg = cfg
-        self.store = store
-        self.max_points = max_points
+    thread_name = "kd-worker"
+
+    def __init__(self) -> None:
         self.stop_event = threading.Event()
-        self.result: RunResult | None = None
+        self.result: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
-        self.first_point = threading.Event()  # set at the first StepEnd: a page may wait for it
         self._t0 = 0.0
         self._t_end: float | None = None
-        self._first_point: float | None = None
         self._version = 0
         self._status, self._message = "starting", ""
         self._run_id: int | None = None
-        self._phases = _planned_phases(cfg)
-        self._planned: dict[str, int] = {}  # phase -> planned steps (estimated until it starts)
-        self._done_steps: dict[str, int] = {}
-        self._started: set[str] = set()
-        self._phase, self._epoch, self._epochs, self._step, self._total = self._phases[0], 0, 0, 0, 0
-        self._phase_t0 = 0.0
-        self._steps = {p: Series(max_points) for p in self._phases}
-        self._epochs_log = {p: Series(max_points) for p in self._phases}
-        self._metrics: dict[str, dict] = {}
-        self._last_step: dict | None = None
 
-    # -- control -------------------------------------------------------------------------
-    def start(self) -> "LiveRun":
-        """Start training in a daemon thread.
+    def start(self):
+        """Start the job in a daemon thread.
 
         Raises:
-            RunLimitReached: when ``max_runs()`` runs already train in this process.
-            RuntimeError: when this LiveRun was started before.
+            RunLimitReached: when ``max_runs()`` jobs already train in this process.
+            RuntimeError: when this job was started before.
         """
         if self._thread is not None:
-            raise RuntimeError("this LiveRun was already started; make a new one")
+            raise RuntimeError(f"this {type(self).__name__} was already started; make a new one")
         claim_slot(self)
         self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._work, name="kd-live-run", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Ask the run to stop; it ends between two steps with status 'stopped'."""
+        """Ask the job to stop; it ends between two training steps with status 'stopped'."""
         self.stop_event.set()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -283,22 +268,28 @@ class LiveRun:
 
     @property
     def run_id(self) -> int | None:
+        """The history id of the run in progress (a page must not delete it)."""
         return self._run_id
 
-    # -- the worker ----------------------------------------------------------------------
+    def _run(self) -> Any:
+        raise NotImplementedError
+
+    def _finally(self) -> None:
+        """Hook: runs after the job ended, before :meth:`join` returns."""
+
     def _work(self) -> None:
         try:
             # Small models gain nothing from intra-op threads, and OpenMP threads that spin while
             # the web server and other runs want the same cores make training many times slower
-            # (measured: 60x on 2 busy cores). Give each run its share of the cores instead.
+            # (measured: 60x on 2 busy cores). Give each job its share of the cores instead.
             torch.set_num_threads(worker_threads())
-            self.result = run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
-                                         stop=self.stop_event)
-            with self._lock:  # RunEnd normally did this; a result is the last word anyway
+            self.result = self._run()
+            with self._lock:  # events normally did this; the result is the last word anyway
                 self._status, self._message = self.result.status, self.result.message
-                self._run_id = self.result.run_id if self.result.run_id is not None else self._run_id
+                if getattr(self.result, "run_id", None) is not None:
+                    self._run_id = self.result.run_id
                 self._version += 1
-        except BaseException as e:  # run_experiment does not raise, but a page must never hang
+        except BaseException as e:  # the jobs do not raise, but a page must never hang
             with self._lock:
                 self._status, self._message = "failed", f"{type(e).__name__}: {e}"
                 self._version += 1
@@ -306,8 +297,45 @@ class LiveRun:
             with self._lock:
                 self._t_end = time.perf_counter()
             release_slot(self)
-            self.first_point.set()  # nobody waits for a point that will never come
+            self._finally()
             self._finished.set()
+
+
+class LiveRun(Worker):
+    """A distillation run in a worker thread that a page polls.
+
+    Args:
+        cfg: the run. store: the history to record it in (None = keep nothing).
+        max_points: per-series bound on chart points.
+    """
+
+    thread_name = "kd-live-run"
+
+    def __init__(self, cfg: RunConfig, *, store: RunStore | None = None, max_points: int = 300):
+        super().__init__()
+        self.cfg = cfg
+        self.store = store
+        self.max_points = max_points
+        self.result: RunResult | None = None
+        self.first_point = threading.Event()  # set at the first StepEnd: a page may wait for it
+        self._first_point: float | None = None
+        self._phases = _planned_phases(cfg)
+        self._planned: dict[str, int] = {}  # phase -> planned steps (estimated until it starts)
+        self._done_steps: dict[str, int] = {}
+        self._started: set[str] = set()
+        self._phase, self._epoch, self._epochs, self._step, self._total = self._phases[0], 0, 0, 0, 0
+        self._phase_t0 = 0.0
+        self._steps = {p: Series(max_points) for p in self._phases}
+        self._epochs_log = {p: Series(max_points) for p in self._phases}
+        self._metrics: dict[str, dict] = {}
+        self._last_step: dict | None = None
+
+    def _run(self) -> RunResult:
+        return run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
+                              stop=self.stop_event)
+
+    def _finally(self) -> None:
+        self.first_point.set()  # nobody waits for a point that will never come
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:

@@ -231,7 +231,7 @@ class SweepSnapshot:
         return not self.done
 
 
-class SweepRun:
+class SweepRun(_live.Worker):
     """A sweep in a daemon thread that a page polls with :meth:`snapshot`.
 
     It takes one of the server's training slots (``kdcore.live``'s limit), like a run does.
@@ -240,78 +240,25 @@ class SweepRun:
         plan: the grid. store: the history to record every cell in.
     """
 
+    thread_name = "kd-sweep"
+
     def __init__(self, plan: SweepPlan, *, store: RunStore | None = None):
+        super().__init__()  # one of the server's training slots, shared with runs
         self.plan = plan
         self.store = store
         self.group = f"sweep-{uuid.uuid4().hex[:8]}"
-        self.stop_event = threading.Event()
         self.result: SweepResult | None = None
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._finished = threading.Event()
-        self._t0 = 0.0
-        self._t_end: float | None = None
-        self._version = 0
-        self._status, self._message = "starting", ""
         self._cells: list[dict] = []
         self._current: tuple[float, float] | None = None
         self._phase, self._phase_progress = "", 0.0
-        self._run_id: int | None = None
 
-    # -- control -----------------------------------------------------------------------
-    def start(self) -> "SweepRun":
-        """Start in a daemon thread.
+    def _run(self) -> SweepResult:
+        return run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
+                         stop=self.stop_event, on_cell=self._on_cell, group=self.group)
 
-        Raises:
-            RunLimitReached: the server already trains as many runs as it allows.
-        """
-        if self._thread is not None:
-            raise RuntimeError("this SweepRun was already started; make a new one")
-        _live.claim_slot(self)  # one shared limit for runs and sweeps
-        self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._work, name="kd-sweep", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self._finished.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.stop()
-        if self._thread is not None:
-            self.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and not self._finished.is_set()
-
-    @property
-    def run_id(self) -> int | None:
-        """The history id of the cell in progress (the Runs page must not delete it)."""
-        return self._run_id
-
-    # -- the worker --------------------------------------------------------------------
-    def _work(self) -> None:
-        try:
-            torch.set_num_threads(_live.worker_threads())  # see LiveRun._work: spinning threads
-            self.result = run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
-                                    stop=self.stop_event, on_cell=self._on_cell, group=self.group)
-            with self._lock:
-                self._status, self._message = self.result.status, self.result.message
-                self._version += 1
-        except BaseException as e:  # run_sweep does not raise, but a page must never hang
-            with self._lock:
-                self._status, self._message = "failed", f"{type(e).__name__}: {e}"
-                self._version += 1
-        finally:
-            with self._lock:
-                self._t_end = time.perf_counter()
-                self._current = None
-            _live.release_slot(self)
-            self._finished.set()
+    def _finally(self) -> None:
+        with self._lock:
+            self._current = None
 
     def _on_event(self, ev: Any) -> None:
         with self._lock:
