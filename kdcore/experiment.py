@@ -146,10 +146,6 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
     t0 = time.perf_counter()
     run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
     cbs = list(callbacks) + ([store.recorder(run_id)] if store else [])
-    if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
-        from .teaching import boundary_recorder
-
-        cbs[:0] = boundary_recorder(cfg, store, data)
 
     def emit(ev):
         for cb in cbs:
@@ -157,6 +153,11 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
 
     res = RunResult("completed", "", {}, run_id=run_id)
     try:
+        data = data if data is not None else load_data(cfg.data)  # inside: a missing set fails the run
+        if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
+            from .teaching import boundary_recorder
+
+            cbs[:0] = boundary_recorder(cfg, store, data)
         _pipeline(cfg, res, store, emit, stop, dict(reuse or {}), data)
     except ConfigError as e:
         res.status, res.message = "failed", str(e)
@@ -184,7 +185,6 @@ def extra_teacher_seed(cfg: RunConfig, k: int) -> int:
 
 def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None:
     device = torch.device(cfg.device)
-    data = data if data is not None else load_data(cfg.data)
     # the teacher learns from every class; students may be denied one (the omitted-class experiment)
     student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
     t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))

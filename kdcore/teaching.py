@@ -464,20 +464,17 @@ class BoundaryRecorder:
         return out
 
 
-def boundary_recorder(cfg, store, data=None) -> list[BoundaryRecorder]:
+def boundary_recorder(cfg, store, data) -> list[BoundaryRecorder]:
     """The recorder a run on a 2-D set gets (as a one-item list), or [] for other data.
 
     Args:
-        cfg: the RunConfig. store: where the snapshots go on RunEnd. data: the loaded bundle if
-            the caller has one (a 2-D set is otherwise regenerated: milliseconds).
+        cfg: the RunConfig. store: where the snapshots go on RunEnd. data: the run's loaded bundle.
     """
-    from .data import load_data
     from .registry import DATASETS
 
     if store is None or DATASETS.get(cfg.data.name).kind != "2d":
         return []
     try:
-        data = data if data is not None else load_data(cfg.data)
         x = torch.cat([data.x_train, data.x_test])
         return [BoundaryRecorder(plane_grid(x, 80), store=store)]
     except Exception:  # noqa: BLE001  (snapshots are a teaching extra: never fail a run for them)
