@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 # The RunConfig defaults per role, so an empty params box means "what `python -m kdcore run` uses".
-ROLE_DEFAULT_PARAMS = {"teacher": {"mlp": {"hidden": [128, 128]}}, "student": {"mlp": {"hidden": [8]}}}
+ROLE_DEFAULT_PARAMS = {role: {m.name: dict(m.params)} for role, m in
+                       (("teacher", RunConfig().teacher), ("student", RunConfig().student))}
 
 
 def default_params(role: str, model: str) -> dict:
