@@ -89,13 +89,6 @@ class Progress:
             print(f"[{ev.phase}] test accuracy {ev.metrics['accuracy']:.4f}", flush=True)
 
 
-def results_table(metrics: dict) -> pd.DataFrame:
-    cols = ["accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
-            "latency_ms", "compression", "speedup"]
-    rows = {p: {c: m.get(c) for c in cols} for p, m in metrics.items()}
-    return pd.DataFrame(rows).T
-
-
 def _store(args):
     from .store import RunStore
 
@@ -104,7 +97,7 @@ def _store(args):
 
 def cmd_run(args) -> int:
     from .distributed import init_from_env, rank_config, run_distributed
-    from .experiment import run_experiment
+    from .experiment import results_table, run_experiment
 
     cfg = load_config(args.config, args.set, args)
     nproc = getattr(args, "nproc", 1)
@@ -131,7 +124,7 @@ def cmd_run(args) -> int:
         store = None if args.no_save else _store(args)
         res = run_experiment(cfg, store=store, callbacks=[Progress(args.log_every)], stop=threading.Event())
     if res.metrics:
-        print(results_table(res.metrics).to_string(float_format=lambda v: f"{v:.4f}"))
+        print(results_table(res.metrics).set_index("model").to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
     print(res.message)
     return 0 if res.status == "completed" else 1

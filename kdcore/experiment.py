@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ from .methods.ensemble import Ensemble
 from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
-           "build_models", "verdict", "extra_teacher_seed"]
+           "build_models", "verdict", "extra_teacher_seed", "results_table", "RESULT_KEYS"]
 
 MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
 
@@ -125,6 +126,47 @@ def verdict(metrics: dict) -> str:
     return (f"Distillation {word}: {gain:+.2f} points of test accuracy "
             f"({d['accuracy'] * 100:.2f}% distilled vs {b['accuracy'] * 100:.2f}% alone, one seed; "
             f"run compare over several seeds to see the spread).")
+
+
+RESULT_KEYS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
+               "latency_ms", "compression", "speedup")  # the test metrics a run reports per model
+
+
+def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.DataFrame:
+    """Every model a run tested, in the order it reported them, with the headline test metrics.
+
+    Rows are the phases of ``metrics`` (teacher, [teacher_2, ..., ensemble,] baseline,
+    distilled); a metric a model lacks is NaN. The model the students learned from (the
+    ensemble in a multi-teacher run, else the teacher) agrees with itself: agreement 1.0.
+
+    Args:
+        metrics: phase -> test metrics, as ``RunResult.metrics`` or a stored run has them.
+        cfg: the run's config; when given, an ``architecture`` column names each model.
+    Returns:
+        DataFrame with a ``model`` column, then ``architecture`` (with cfg), then RESULT_KEYS.
+    """
+    target = "ensemble" if "ensemble" in metrics else "teacher"
+    archs = {}
+    if cfg is not None:
+        archs = {"teacher": cfg.teacher, "baseline": cfg.student, "distilled": cfg.student,
+                 **{f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)}}
+        w = cfg.teacher_weights or (1.0,) * (1 + len(cfg.extra_teachers))
+        ens = f"weights {', '.join(f'{x / sum(w):.2f}' for x in w)}"
+    rows = []
+    for phase, m in metrics.items():
+        if not m:
+            continue
+        row = {"model": phase}
+        if cfg is not None:
+            mc = archs.get(phase)
+            row["architecture"] = (ens if phase == "ensemble" else
+                                   f"{mc.name} {json.dumps(mc.params)}" if mc is not None else "")
+        row.update({k: m.get(k, float("nan")) for k in RESULT_KEYS})
+        if phase == target:
+            row["agreement"] = 1.0
+        rows.append(row)
+    cols = ["model", *(["architecture"] if cfg is not None else []), *RESULT_KEYS]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
@@ -227,7 +269,7 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
 
     # 1b. multi-teacher KD: teacher_2, teacher_3, ... and their ensemble become "the teacher"
     if cfg.extra_teachers:
-        members = [t_model]
+        members, member_logits = [t_model], {"teacher": t_test}
         for i, mcfg in enumerate(cfg.extra_teachers):
             name, seed_k = f"teacher_{i + 2}", extra_teacher_seed(cfg, i + 2)
             src = cfg.extra_teacher_sources[i] if cfg.extra_teacher_sources else "train"
@@ -248,10 +290,12 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
             m.to(device).eval()
             for p in m.parameters():
                 p.requires_grad_(False)
-            finish(name, m)
+            member_logits[name] = finish(name, m)
             members.append(m)
         t_model = Ensemble(members, cfg.teacher_weights).to(device).eval()
         t_test = finish("ensemble", t_model, save=False)  # its members are saved one by one
+        for name, logits in member_logits.items():  # how far each teacher is from the ensemble
+            res.metrics[name].update(teacher_agreement(logits, t_test))
 
     # 2. baseline and 3. distilled share init, data order and schedule (all from cfg.seed)
     if "baseline" in reuse:

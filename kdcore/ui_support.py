@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from .errors import ConfigError
 from .experiment import MAX_WEIGHTS_BYTES, load_teacher_weights
+from .experiment import results_table as experiment_results_table
 from .models import build_model, profile
 from .registry import DATASETS, LOSSES, MODELS
 from .store import RunStore, default_runs_dir
@@ -47,12 +48,16 @@ def params_text(params: dict) -> str:
     return json.dumps(params, separators=(", ", ": "))
 
 
-def parse_params(text: str, role: str, model: str) -> dict:
+def parse_params(text: str, role: str, model: str, label: str | None = None) -> dict:
     """Model params from the text box: empty = role default, ``64, 32`` = mlp widths, else JSON.
 
+    Args:
+        role: "teacher" or "student" (whose defaults an empty box gets). label: how an error
+            names the box (default: the role), e.g. "teacher 2".
     Raises:
-        ConfigError: naming the role and what the box accepts.
+        ConfigError: naming the box and what it accepts.
     """
+    label = label or role
     text = (text or "").strip()
     if not text:
         return default_params(role, model)
@@ -61,10 +66,10 @@ def parse_params(text: str, role: str, model: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{role} params {text!r} are not valid JSON ({e.msg}); write e.g. "
+        raise ConfigError(f"{label} params {text!r} are not valid JSON ({e.msg}); write e.g. "
                           '{"hidden": [64, 64]} or, for mlp, just 64, 64') from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{role} params must be a JSON object like {{\"width\": 8}}, got {text!r}")
+        raise ConfigError(f"{label} params must be a JSON object like {{\"width\": 8}}, got {text!r}")
     return value
 
 
@@ -105,8 +110,19 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     t_optim = OptimConfig(epochs=int(v.get("teacher_epochs", 20)), lr=float(v.get("teacher_lr", 1e-2)),
                           batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
                           schedule=v.get("schedule", "constant"))
+    extra = v.get("extra_teachers") or []  # [{"model", "params" (box text), "source"}, ...]
+    extra_cfgs = tuple(ModelConfig(t["model"], parse_params(t.get("params", ""), "teacher", t["model"],
+                                                            f"teacher {i + 2}"))
+                       for i, t in enumerate(extra))
+    sources = tuple(t.get("source", "train") for t in extra)
+    weights = tuple(float(w) for w in v.get("teacher_weights") or ())
+    if len(set(weights)) == 1 and weights[0] > 0:
+        weights = ()  # all equal is the default (plain average), so the config says so
     return RunConfig(data=data, teacher=teacher, student=student, loss=loss, optim=optim,
                      teacher_optim=t_optim, teacher_source=v.get("teacher_source", "train"),
+                     extra_teachers=extra_cfgs,
+                     extra_teacher_sources=sources if any(s != "train" for s in sources) else (),
+                     teacher_weights=weights,
                      seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip())
 
 
@@ -115,8 +131,17 @@ def config_summary(cfg: RunConfig) -> str:
     def m(mc: ModelConfig) -> str:
         return mc.name + (f" {params_text(mc.params)}" if mc.params else "")
 
-    teacher = {"train": f"train teacher {m(cfg.teacher)}"}.get(
-        cfg.teacher_source, f"teacher {m(cfg.teacher)} from {cfg.teacher_source.split(':')[0]}")
+    def t(mc: ModelConfig, src: str) -> str:
+        return f"train {m(mc)}" if src == "train" else f"{m(mc)} from {src.split(':')[0]}"
+
+    teacher = ("train teacher " + m(cfg.teacher) if cfg.teacher_source == "train"
+               else f"teacher {t(cfg.teacher, cfg.teacher_source)}")
+    if cfg.extra_teachers:
+        srcs = cfg.extra_teacher_sources or ("train",) * len(cfg.extra_teachers)
+        teacher = (f"{1 + len(cfg.extra_teachers)} teachers ({t(cfg.teacher, cfg.teacher_source)}; "
+                   + "; ".join(t(mc, s) for mc, s in zip(cfg.extra_teachers, srcs))
+                   + (f"; weights {', '.join(f'{w:g}' for w in cfg.teacher_weights)})"
+                      if cfg.teacher_weights else "; averaged)"))
     return (f"{cfg.data.name} · {teacher} → student {m(cfg.student)} · {cfg.loss.name} "
             f"T={cfg.loss.temperature:g} α={cfg.loss.alpha:g} · {cfg.optim.epochs} epochs, "
             f"lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size} · seed {cfg.seed}")
@@ -193,20 +218,11 @@ RESULT_COLUMNS = {  # metric key -> column title in the comparison table
 }
 
 
-def results_table(metrics: dict[str, dict]) -> pd.DataFrame:
-    """Teacher, baseline and distilled rows with the headline test metrics (missing = NaN)."""
-    rows = []
-    for phase in ("teacher", "baseline", "distilled"):
-        m = metrics.get(phase)
-        if not m:
-            continue
-        row = {"model": phase}
-        for key, title in RESULT_COLUMNS.items():
-            row[title] = m.get(key, float("nan") if key != "agreement" else None)
-        if phase == "teacher":
-            row["agreement with teacher"] = 1.0
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["model", *RESULT_COLUMNS.values()])
+def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.DataFrame:
+    """The dashboard's view of :func:`kdcore.experiment.results_table`: every model, titled columns."""
+    t = experiment_results_table(metrics, cfg)
+    keep = ["model", *(["architecture"] if cfg is not None else []), *RESULT_COLUMNS]
+    return t[keep].rename(columns=RESULT_COLUMNS)
 
 
 def loss_latex(loss: str, alpha: float, T: float, t2: bool) -> tuple[str, str]:

@@ -10,7 +10,15 @@ from plotly.subplots import make_subplots
 PHASE_COLORS = {"teacher": "#7f7f7f", "baseline": "#1f77b4", "distilled": "#d62728"}
 TERM_NAMES = {"ce": "α·CE (hard labels)", "kd": "(1−α)·soft term (teacher)"}
 TERM_COLORS = {"ce": "#2ca02c", "kd": "#9467bd"}
+EXTRA_TEACHER_COLORS = ["#bcbd22", "#8c564b", "#17becf"]  # teacher_2, teacher_3, teacher_4
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def phase_color(phase: str) -> str | None:
+    """Fixed colour per phase: teachers grey/olive/brown, baseline blue, distilled red."""
+    if phase.startswith("teacher_") and phase[8:].isdigit():
+        return EXTRA_TEACHER_COLORS[(int(phase[8:]) - 2) % len(EXTRA_TEACHER_COLORS)]
+    return PHASE_COLORS.get(phase)
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, rev: str, height: int = 320) -> go.Figure:
@@ -29,7 +37,7 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss") -> go.Figure:
         if not pts:
             continue
         fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
-                                   name=phase, line=dict(color=PHASE_COLORS.get(phase))))
+                                   name=phase, line=dict(color=phase_color(phase))))
     return _layout(fig, "Total training loss", "epoch", "loss", rev, height=360)
 
 
@@ -49,19 +57,20 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms") -> go.Figure:
 
 
 def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc") -> go.Figure:
-    """Train (dashed) and validation (solid) accuracy per epoch: baseline vs distilled, teacher grey."""
+    """Train (dashed) and validation (solid) accuracy per epoch: baseline vs distilled, teachers muted."""
     fig = go.Figure()
-    for phase in ("teacher", "baseline", "distilled"):
+    teachers = [p for p in epochs_log if p.startswith("teacher")]
+    for phase in (*teachers, "baseline", "distilled"):
         pts = epochs_log.get(phase) or []
         if not pts:
             continue
-        color = PHASE_COLORS[phase]
+        color = phase_color(phase)
         x = [p["epoch"] for p in pts]
         fig.add_trace(go.Scatter(x=x, y=[p["val_acc"] for p in pts], mode="lines+markers",
                                  name=f"{phase} val", line=dict(color=color), marker=dict(size=4)))
         fig.add_trace(go.Scatter(x=x, y=[p["train_acc"] for p in pts], mode="lines",
                                  name=f"{phase} train", line=dict(color=color, dash="dash")))
-    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".0%", range=None if fig.data else [0, 1])
     return _layout(fig, "Accuracy: baseline vs distilled", "epoch", "accuracy", rev, height=380)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 import kdcore
-from kdcore import DATASETS, LOSSES, METHOD_INFO, ConfigError, DataConfig, RunConfig
+from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
 from kdcore import ui_support as ui
 from kdcore.live import RunLimitReached
 from pages import _charts as charts
@@ -25,6 +25,8 @@ LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
+EXTRA_FROM = {"train new": "train", "from history": "run"}  # extra teachers (uploads: CLI, file:<path>)
+MAX_EXTRA_TEACHERS = 3
 URL = "query-params"
 # While a run trains, two fragments poll. Each chart redraw remounts Plotly in the browser, and a
 # poll that is running when the user changes a widget delays that rerun; on a 2-core machine
@@ -67,9 +69,9 @@ def dataset_ui() -> dict:
     return v
 
 
-def params_ui(role: str, model: str) -> str:
+def params_ui(role: str, model: str, key: str | None = None, label: str | None = None) -> str:
     default = ui.params_text(ui.default_params(role, model)) if ui.default_params(role, model) else "{}"
-    return st.text_input(f"{role.capitalize()} params", "", key=f"{role}_params", bind=URL,
+    return st.text_input(f"{(label or role).capitalize()} params", "", key=key or f"{role}_params", bind=URL,
                          placeholder=f"default: {default}",
                          help="JSON of the model's own knobs, e.g. {\"hidden\": [64, 64]}; for mlp "
                               "just the widths, e.g. 64, 64. Empty = the default shown.")
@@ -82,23 +84,11 @@ def teacher_ui(dataset: str, store: kdcore.RunStore, base: dict) -> dict:
     models = sh.models_for(dataset)
     v: dict = {"teacher_source": "train", "_ready": True}
     if src == "run":
-        cands = ui.teacher_candidates(store, dataset)
-        if not cands:
-            st.info("No finished run on this dataset has saved teacher weights yet. Train one first.")
+        c = history_teacher_ui(dataset, store, base, "teacher_run")
+        if c is None:
             return {**v, "teacher": D.teacher.name, "teacher_params": "", "_ready": False}
-        ids = [c["id"] for c in cands]
-        want = st.query_params.get("teacher_run")
-        index = ids.index(int(want)) if want and want.isdigit() and int(want) in ids else 0
-        by_id = {c["id"]: c for c in cands}
-        rid = st.selectbox("Run whose teacher to reuse", ids, index=index, key="teacher_run_pick",
-                           format_func=lambda i: by_id[i]["label"])
-        st.query_params["teacher_run"] = str(rid)  # not widget-bound: the options change over time
-        c = by_id[rid]
-        if c["data"] != {**c["data"], **_data_fields(base)}:
-            st.warning("That teacher was trained with other data settings (points, noise, seed or "
-                       "subset); it may have seen some of this run's test points.")
         return {**v, "teacher": c["teacher"]["name"], "teacher_params": json.dumps(c["teacher"]["params"]),
-                "teacher_source": f"run:{rid}"}
+                "teacher_source": f"run:{c['id']}"}
     st.query_params.pop("teacher_run", None)
     name = st.selectbox("Teacher model", models, index=_index(models, D.teacher.name), key="teacher",
                         bind=URL)
@@ -108,6 +98,84 @@ def teacher_ui(dataset: str, store: kdcore.RunStore, base: dict) -> dict:
     else:
         st.query_params.pop("teacher_file", None)
     return v
+
+
+def history_teacher_ui(dataset: str, store: kdcore.RunStore, base: dict, param: str) -> dict | None:
+    """Pick a finished run whose saved teacher to reuse; None if there is none yet.
+
+    The pick lives in the URL under ``param`` by hand, not by widget binding: the options change
+    as runs finish.
+    """
+    cands = ui.teacher_candidates(store, dataset)
+    if not cands:
+        st.info("No finished run on this dataset has saved teacher weights yet. Train one first.")
+        return None
+    ids = [c["id"] for c in cands]
+    want = st.query_params.get(param)
+    index = ids.index(int(want)) if want and want.isdigit() and int(want) in ids else 0
+    by_id = {c["id"]: c for c in cands}
+    rid = st.selectbox("Run whose teacher to reuse", ids, index=index, key=f"{param}_pick",
+                       format_func=lambda i: by_id[i]["label"])
+    st.query_params[param] = str(rid)
+    c = by_id[rid]
+    if c["data"] != {**c["data"], **_data_fields(base)}:
+        st.warning("That teacher was trained with other data settings (points, noise, seed or "
+                   "subset); it may have seen some of this run's test points.")
+    return c
+
+
+def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: str, batch: int) -> dict:
+    """Multi-teacher KD: up to MAX_EXTRA_TEACHERS more teachers and every teacher's weight.
+
+    Returns extra_teachers ([{model, params, source}]), teacher_weights and _ready.
+    """
+    shown = st.session_state.get("extra_teachers", st.query_params.get("extra_teachers", "0"))
+    n_now = int(shown) if str(shown).isdigit() else 0  # before the widget exists (a shared link)
+    with st.expander("Multi-teacher KD: add more teachers"
+                     + (f" ({n_now} added)" if n_now else ""), expanded=n_now > 0,
+                     icon=":material/groups:"):
+        st.caption(MULTI_TEACHER_INFO.text.split(" Set these on")[0])
+        n = int(st.number_input("Extra teachers", 0, MAX_EXTRA_TEACHERS, 0, key="extra_teachers", bind=URL,
+                                help="0 = one teacher (vanilla). Each extra teacher is trained with "
+                                     "its own seed, or reused from the run history."))
+        for k in range(n + 2, MAX_EXTRA_TEACHERS + 2):  # a shared link keeps only what is in use
+            st.query_params.pop(f"t{k}_run", None)
+        if n == 0:
+            return {"extra_teachers": [], "teacher_weights": [], "_ready": True}
+        cols = st.columns(n + 1, gap="medium")
+        with cols[0]:
+            st.markdown(f"**Teacher 1** · {first} (set above)")
+            weights = [st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key="tw1", bind=URL,
+                                       help="Weights are normalised to sum to 1; equal = average.")]
+        extra, ready = [], True
+        models = sh.models_for(dataset)
+        for i in range(n):
+            k = i + 2
+            with cols[i + 1]:
+                st.markdown(f"**Teacher {k}**")
+                src = EXTRA_FROM[st.radio(f"Teacher {k} from", list(EXTRA_FROM), key=f"t{k}_from",
+                                          bind=URL, horizontal=True, label_visibility="collapsed")]
+                if src == "run":
+                    c = history_teacher_ui(dataset, store, base, f"t{k}_run")
+                    if c is None:
+                        ready = False
+                    else:
+                        extra.append({"model": c["teacher"]["name"], "source": f"run:{c['id']}",
+                                      "params": json.dumps(c["teacher"]["params"])})
+                else:
+                    st.query_params.pop(f"t{k}_run", None)
+                    name = st.selectbox(f"Teacher {k} model", models, index=_index(models, D.teacher.name),
+                                        key=f"t{k}_model", bind=URL)
+                    params = params_ui("teacher", name, key=f"t{k}_params", label=f"teacher {k}")
+                    profile_ui("teacher", name, params, dataset, batch)
+                    extra.append({"model": name, "params": params, "source": "train"})
+                weights.append(st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key=f"tw{k}", bind=URL))
+        total = sum(weights)
+        if total > 0:
+            st.caption("The student learns from the ensemble's logits "
+                       + " + ".join(f"{w / total:.2f}·z{j + 1}" for j, w in enumerate(weights))
+                       + "; the results table shows each teacher's test accuracy and the ensemble's.")
+        return {"extra_teachers": extra, "teacher_weights": weights, "_ready": ready}
 
 
 def _data_fields(base: dict) -> dict:
@@ -327,7 +395,7 @@ def live_ui(holder: sh.SessionRuns) -> None:
     snap = live.snapshot()
     if snap.done:
         holder.last_run_id = snap.run_id
-        _results_ui(snap)
+        _results_ui(snap, live.cfg)
 
 
 def _chart_snapshot(live):
@@ -389,17 +457,19 @@ def _status_ui(snap, live) -> None:
         st.error(f"{title} {snap.status}: {snap.message}", icon=":material/error:")
 
 
-def _results_ui(snap) -> None:
-    table = ui.results_table(snap.metrics)
+def _results_ui(snap, cfg: RunConfig) -> None:
+    table = ui.results_table(snap.metrics, cfg)
     if table.empty:
         return
     st.subheader("Test-set comparison")
     for col in ("accuracy", "macro F1", "agreement with teacher"):
         table[col] = table[col] * 100
     st.dataframe(table, hide_index=True, key="results_table", column_config={
+        "agreement with teacher": st.column_config.NumberColumn(
+            format="%.1f %%", help="Test samples where the model's top class is the teacher's "
+                                   "(the ensemble's, with several teachers)"),
         "accuracy": st.column_config.NumberColumn(format="%.2f %%"),
         "macro F1": st.column_config.NumberColumn(format="%.2f %%"),
-        "agreement with teacher": st.column_config.NumberColumn(format="%.1f %%"),
         "ECE": st.column_config.NumberColumn(format="%.4f", help="Expected calibration error (15 bins)"),
         "parameters": st.column_config.NumberColumn(format="localized"),
         "size (MiB)": st.column_config.NumberColumn(format="%.4f"),
@@ -454,14 +524,16 @@ def setup_ui(holder: sh.SessionRuns) -> None:
         t_prof = profile_ui("teacher", teacher["teacher"], teacher["teacher_params"], spec.name, batch)
     with col_student:
         profile_ui("student", student["student"], student["student_params"], spec.name, batch, t_prof)
+    more = extra_teachers_ui(data["dataset"], store, {**base, **student}, teacher["teacher"], batch)
 
     st.subheader("Distillation loss")
     loss = loss_ui()
     st.subheader("Training")
-    train = training_ui(teacher["teacher_source"] == "train")
+    trains = teacher["teacher_source"] == "train" or any(t["source"] == "train" for t in more["extra_teachers"])
+    train = training_ui(trains)
 
     values = {**base, **student, **loss, **train,
-              **{k: v for k, v in teacher.items() if not k.startswith("_")}}
+              **{k: v for k, v in {**teacher, **more}.items() if not k.startswith("_")}}
     cfg = None
     try:
         cfg = ui.build_config(values)
@@ -469,7 +541,7 @@ def setup_ui(holder: sh.SessionRuns) -> None:
     except ConfigError as e:
         st.session_state.pop("kd_pending_config", None)
         st.error(f"This setup cannot run: {e}", icon=":material/error:")
-    ready = data["_available"] and teacher["_ready"]
+    ready = data["_available"] and teacher["_ready"] and more["_ready"]
     if cfg is not None:
         with st.expander("This run as a config file (replay it with the CLI)"):
             st.code(kdcore.to_json(cfg), language="json")

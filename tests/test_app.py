@@ -301,6 +301,47 @@ def test_reuse_a_teacher_from_the_history(runs_dir):
     assert kdcore.RunStore(runs_dir).get(2)["config"]["teacher_source"] == "run:1"
 
 
+def test_multi_teacher_controls_build_the_config_and_show_every_teacher(runs_dir):
+    at = ok(app({**QUICK, "extra_teachers": "2", "t2_params": "16", "tw1": "2", "t3_model": "mlp",
+                 "t3_params": "{\"hidden\": [32, 32]}"}))
+    cfg = pending(at)
+    assert [t["params"] for t in cfg["extra_teachers"]] == [{"hidden": [16]}, {"hidden": [32, 32]}]
+    assert list(cfg["teacher_weights"]) == [2.0, 1.0, 1.0] and not cfg["extra_teacher_sources"]
+    assert any("0.50·z1 + 0.25·z2 + 0.25·z3" in c.value for c in at.caption)
+    summary = " ".join(m.value for m in at.markdown if m.value.startswith("**Will run:**"))
+    assert "3 teachers" in summary and "weights 2, 1, 1" in summary
+    at = train_until_done(at)
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["teacher", "teacher_2", "teacher_3", "ensemble", "baseline", "distilled"]
+    stored = kdcore.RunStore(runs_dir).get(1)["metrics"]
+    for phase in ("teacher", "teacher_2", "teacher_3", "ensemble"):  # each teacher's own test accuracy
+        row = table[table["model"] == phase].iloc[0]
+        assert row["accuracy"] == pytest.approx(stored[phase]["accuracy"] * 100)
+    assert table[table["model"] == "ensemble"]["agreement with teacher"].iloc[0] == 100.0
+    # each teacher's agreement is with the ensemble the students learned from
+    assert table["agreement with teacher"].between(0, 100).all()
+    assert stored["teacher_2"]["agreement"] * 100 == pytest.approx(
+        table[table["model"] == "teacher_2"]["agreement with teacher"].iloc[0])
+    assert "weights 0.50, 0.25, 0.25" in table[table["model"] == "ensemble"]["architecture"].iloc[0]
+    figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
+    acc = trace_points(figs["Accuracy: baseline vs distilled"])
+    assert acc["teacher_2 val"] == 2 and acc["teacher_3 val"] == 2
+    # the next run reuses run 1's teacher as teacher 2; equal weights are stored as "average"
+    at.radio(key="t2_from").set_value("from history")
+    at.number_input(key="tw1").set_value(1.0)
+    at.number_input(key="extra_teachers").set_value(1).run()
+    ok(at)
+    cfg = pending(at)
+    assert list(cfg["extra_teacher_sources"]) == ["run:1"] and not cfg["teacher_weights"]
+    assert at.query_params.get("t2_run") == "1" and "t3_run" not in at.query_params
+
+
+def test_multi_teacher_bad_params_name_the_teacher(runs_dir):
+    at = ok(app({"extra_teachers": "1", "t2_params": "{oops"}))
+    assert any("teacher 2 params" in e.value and "not valid JSON" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+
+
 # --- Runs and Soft targets pages ---------------------------------------------------------------
 
 def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
