@@ -95,34 +95,45 @@ def _store(args):
     return RunStore(args.runs_dir)
 
 
-def cmd_run(args) -> int:
-    from .distributed import init_from_env, rank_config, run_distributed
-    from .experiment import results_table, run_experiment
+def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
+    """Run ``job(cfg, store, callbacks, nproc)`` here, on --nproc spawned processes, or as one
+    rank of a torchrun launch (joining its group; rank 0 alone files and prints).
 
-    cfg = load_config(args.config, args.set, args)
+    Returns:
+        (the job's result, whether this process reports it).
+    """
+    from .distributed import init_from_env, rank_config
+
     nproc = getattr(args, "nproc", 1)
     joined = init_from_env(cfg)  # started by torchrun with more than one process
     if joined is not None and nproc > 1:
         raise ConfigError("--nproc starts its own processes; under torchrun leave it out")
-    if nproc > 1:
-        store = None if args.no_save else _store(args)
-        res = run_distributed(cfg, nproc, runs_dir=None if store is None else store.root,
-                              callbacks=[Progress(args.log_every)]).result
-    elif joined is not None:
-        import torch.distributed as dist
+    if joined is None:
+        return job(cfg, None if args.no_save else _store(args), [Progress(args.log_every)], nproc), True
+    import torch.distributed as dist
 
-        rank, _, local_rank = joined
-        store = None if args.no_save or rank != 0 else _store(args)
-        try:
-            res = run_experiment(rank_config(cfg, local_rank), store=store,
-                                 callbacks=[Progress(args.log_every)] if rank == 0 else [])
-        finally:
-            dist.destroy_process_group()
-        if rank != 0:  # rank 0 reports for everyone
-            return 0 if res.status == "completed" else 1
-    else:
-        store = None if args.no_save else _store(args)
-        res = run_experiment(cfg, store=store, callbacks=[Progress(args.log_every)], stop=threading.Event())
+    rank, _, local_rank = joined
+    try:
+        out = job(rank_config(cfg, local_rank), None if args.no_save or rank != 0 else _store(args),
+                  [Progress(args.log_every)] if rank == 0 else [], 1)
+    finally:
+        dist.destroy_process_group()
+    return out, rank == 0
+
+
+def cmd_run(args) -> int:
+    from .distributed import run_distributed
+    from .experiment import results_table, run_experiment
+
+    def job(cfg, store, cbs, nproc):
+        if nproc > 1:
+            return run_distributed(cfg, nproc, runs_dir=None if store is None else store.root,
+                                   callbacks=cbs).result
+        return run_experiment(cfg, store=store, callbacks=cbs, stop=threading.Event())
+
+    res, report = _execute(args, load_config(args.config, args.set, args), job)
+    if not report:  # rank 0 reports for everyone
+        return 0 if res.status == "completed" else 1
     if res.metrics:
         print(results_table(res.metrics).set_index("model").to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
@@ -139,8 +150,11 @@ def cmd_compare(args) -> int:
                  else [int(s) for s in args.seeds.split(",")])
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r} must be a count (3) or a list (0,4,7)") from None
-    store = None if args.no_save else _store(args)
-    out = compare(cfg, seeds=seeds, store=store, callbacks=[Progress(args.log_every)])
+    out, report = _execute(args, cfg, lambda c, store, cbs, nproc: compare(
+        c, seeds=seeds, store=store, callbacks=cbs, nproc=nproc))
+    failed = [r for r in out.runs if r.status != "completed"]
+    if not report:
+        return 1 if failed else 0
     t = out.table
     show = pd.DataFrame({"model": t["model"], "seeds": t["seeds"]})
     for k in ("accuracy", "f1", "ece", "agreement"):
@@ -152,7 +166,6 @@ def cmd_compare(args) -> int:
     if out.gain_mean is not None:
         print(f"gain of distillation over the baseline: {out.gain_mean * 100:+.2f} ± "
               f"{out.gain_std * 100:.2f} points over {len([r for r in out.runs if r.gain is not None])} seed(s)")
-    failed = [r for r in out.runs if r.status != "completed"]
     for r in failed:
         print(f"run {r.run_id}: {r.status}: {r.message}")
     return 1 if failed else 0
@@ -236,13 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-save", action="store_true", help="do not write to the run history")
         sp.add_argument("--log-every", type=int, default=0, metavar="N", help="print every N steps")
 
+    def nproc(sp, cmd):
+        sp.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="train with N local processes (DistributedDataParallel, gloo on CPU; "
+                             f"or launch with: torchrun --nproc_per_node N -m kdcore {cmd} CONFIG)")
+
     run = sub.add_parser("run", help="teacher → baseline → distilled student, once")
     common(run)
-    run.add_argument("--nproc", type=int, default=1, metavar="N",
-                     help="train with N local processes (DistributedDataParallel, gloo on CPU; "
-                          "or launch with: torchrun --nproc_per_node N -m kdcore run CONFIG)")
+    nproc(run, "run")
     c = sub.add_parser("compare", help="the same run over several seeds, mean ± std")
     common(c)
+    nproc(c, "compare")
     c.add_argument("--seeds", default="3", help="a count (3 → seeds 0,1,2) or a list like 0,4,7")
     sub.add_parser("config", help="print the default RunConfig as JSON")
     m = sub.add_parser("methods", help="the distillation methods (loss.name) and their loss.params")

@@ -13,12 +13,14 @@ batch, trains on its share ``batch[rank::N]``, and DDP averages the gradients, s
 takes the same optimiser step; losses, terms and accuracy are all-reduced so every rank reports
 the global numbers and stops or diverges at the same step (:func:`kdcore.trainer.fit`). Every
 rank evaluates on the full validation and test sets (redundant, simple); only rank 0 writes the
-run history and emits events.
+run history and emits events. ``compare --nproc N`` runs each seed this way, one after another.
 
 Backends: gloo on CPU (tested here with two processes); with a CUDA device each rank takes
 ``cuda:<local rank>`` and NCCL (written for GPU servers, not tested in this repository). Not
 done: BatchNorm statistics are not synchronised across ranks (each rank normalises with its own
-share; rank 0's running statistics are kept), and ``compare`` runs one process.
+share; DDP broadcasts rank 0's running statistics) — ``torch.nn.SyncBatchNorm`` refuses CPU
+tensors, so it could not be tested here; a BatchNorm model's distributed run therefore differs
+slightly from the one-process run, while models without BatchNorm (mlp) match it.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | None,
-            callbacks: list, out, timeout_s: float) -> None:
+            callbacks: list, out, timeout_s: float, filing: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     # share the cores instead of every rank starting one thread per core
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
@@ -94,7 +96,8 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
             from .store import RunStore
 
             store = RunStore(runs_dir)
-        res = run_experiment(rank_config(cfg, rank), store=store, callbacks=callbacks if rank == 0 else ())
+        res = run_experiment(rank_config(cfg, rank), store=store, callbacks=callbacks if rank == 0 else (),
+                             **filing)
         weights = {p: {k: v.detach().cpu() for k, v in m.state_dict().items()}
                    for p, m in res.models.items() if p != "ensemble"}
         buf = io.BytesIO()
@@ -122,7 +125,8 @@ def _rebuild(cfg: RunConfig, weights: dict) -> dict:
 
 
 def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike | None = None,
-                    callbacks: Iterable[Callback] = (), timeout_s: float = 1800) -> DistributedRun:
+                    callbacks: Iterable[Callback] = (), timeout_s: float = 1800,
+                    kind: str = "run", group: str | None = None) -> DistributedRun:
     """Run ``cfg`` on ``nproc`` local processes with DistributedDataParallel.
 
     Args:
@@ -131,6 +135,7 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
         callbacks: receive rank 0's events, in rank 0's process (so they must be picklable;
             a callback that appends to a list in this process sees nothing).
         timeout_s: how long a collective waits for a slow rank before the run fails.
+        kind, group: how the run is filed in the history (as in run_experiment).
     Returns:
         DistributedRun with rank 0's RunResult and every rank's final weights.
     Raises:
@@ -145,7 +150,8 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
 
     out = mp.get_context("spawn").Queue()
     procs = mp.start_processes(_worker, args=(cfg, nproc, _free_port(), None if runs_dir is None else str(runs_dir),
-                                              list(callbacks), out, timeout_s),
+                                              list(callbacks), out, timeout_s,
+                                              {"kind": kind, "group": group}),
                                nprocs=nproc, join=False, start_method="spawn")
     got: dict[int, tuple] = {}
     done = False

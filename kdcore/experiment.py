@@ -326,22 +326,35 @@ COMPARE_METRICS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "p
 
 
 def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore | None = None,
-            callbacks: Iterable[Callback] = (), stop: threading.Event | None = None) -> CompareResult:
+            callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
+            nproc: int = 1) -> CompareResult:
     """Run teacher, baseline and distilled student once per seed and summarise mean ± std.
 
     Args:
         cfg: the run; its seed is replaced by each of ``seeds`` (init and data order).
         seeds: training seeds. store, callbacks, stop: as in :func:`run_experiment`.
+        nproc: above 1, each seed trains on that many local processes
+            (:func:`kdcore.distributed.run_distributed`; ``stop`` is then not checked).
     Returns:
         CompareResult with a pandas table (rows teacher/baseline/distilled, plus teacher_2, ...
         and ensemble for multi-teacher runs) and the gain.
     """
     group = f"compare-{uuid.uuid4().hex[:8]}"
-    data = load_data(cfg.data)
+    if nproc > 1:
+        from .distributed import run_distributed
+
+        def one(c):
+            return run_distributed(c, nproc, runs_dir=None if store is None else store.root,
+                                   callbacks=callbacks, kind="compare", group=group).result
+    else:
+        data = load_data(cfg.data)
+
+        def one(c):
+            return run_experiment(c, store=store, callbacks=callbacks, stop=stop, data=data,
+                                  kind="compare", group=group)
     runs = []
     for s in seeds:
-        r = run_experiment(replace(cfg, seed=s), store=store, callbacks=callbacks, stop=stop,
-                           data=data, kind="compare", group=group)
+        r = one(replace(cfg, seed=s))
         runs.append(r)
         if r.status == "stopped":
             break

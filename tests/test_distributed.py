@@ -56,3 +56,24 @@ def test_cli_nproc_runs_the_config_on_two_processes(tmp_path):
     assert out.returncode == 0, out.stderr
     # one process prints: each phase's epoch line appears once, not once per rank
     assert out.stdout.count("[distilled] epoch 1/1") == 1 and "status: completed (run 1)" in out.stdout
+
+
+def test_compare_nproc_trains_each_seed_on_two_processes_like_one(tmp_path):
+    cfg = replace(CFG, loss=LossConfig(temperature=2.0), extra_teachers=(),
+                  optim=OptimConfig(epochs=2, batch_size=64), teacher_optim=OptimConfig(epochs=2, batch_size=64))
+    path = tmp_path / "cfg.json"
+    path.write_text(to_json(cfg))
+    runs = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "kdcore", "--runs-dir", str(runs), "compare", str(path),
+                          "--seeds", "0,1", "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("[distilled] epoch 2/2") == 2  # two seeds, each printed once (rank 0)
+    assert "over 2 seed(s)" in out.stdout
+    rows = RunStore(runs).list()
+    assert [r["kind"] for r in rows] == ["compare", "compare"] and len({r["grp"] for r in rows}) == 1
+    # the same seeds in one process give the same students (mlp: no BatchNorm statistics to differ)
+    got = {r["config"]["seed"]: r["metrics"] for r in rows}
+    for seed in (0, 1):
+        one = run_experiment(replace(cfg, seed=seed))
+        for phase in ("teacher", "baseline", "distilled"):
+            assert got[seed][phase]["accuracy"] == pytest.approx(one.metrics[phase]["accuracy"], abs=0.01)
