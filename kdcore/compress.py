@@ -43,13 +43,24 @@ def serialized_mb(model: nn.Module) -> tuple[float, float]:
 
 
 def sparsity(model: nn.Module) -> float:
-    """Share of exactly-zero entries among the weights of Linear and Conv layers (0 if none)."""
+    """Share of exactly-zero entries among the weights of Linear and Conv layers (0 if none).
+
+    Int8 Linear layers from :func:`quantize_int8` count too, by their stored (dequantized) weights,
+    so a pruned + int8 model reports the zeros it keeps, plus any small weights rounded to zero.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+        from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
     total = zeros = 0
     for m in model.modules():
         if isinstance(m, _PRUNABLE):
             w = m.weight.detach()
-            total += w.numel()
-            zeros += int((w == 0).sum())
+        elif isinstance(m, Int8Linear):
+            w = m.weight().dequantize()
+        else:
+            continue
+        total += w.numel()
+        zeros += int((w == 0).sum())
     return zeros / total if total else 0.0
 
 

@@ -295,7 +295,7 @@ def runs_csv(store: RunStore, ids: list[int]) -> str:
 
 
 def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
-    """One row per run: setup and the test metrics of teacher, baseline and distilled student."""
+    """One row per run: setup and the test metrics of teacher (ensemble), baseline and distilled student."""
     rows = []
     for rid in ids:
         r = store.get(rid)
@@ -304,11 +304,14 @@ def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
         gain = (d["accuracy"] - b["accuracy"]) if "accuracy" in b and "accuracy" in d else None
         rows.append({
             "run": rid, "status": r["status"], "dataset": c["data"]["name"],
-            "teacher": f"{c['teacher']['name']} {params_text(c['teacher']['params'])}",
+            "teacher": f"{c['teacher']['name']} {params_text(c['teacher']['params'])}"
+                       + (f" + {len(c.get('extra_teachers') or ())} more"
+                          if c.get("extra_teachers") else ""),
             "student": f"{c['student']['name']} {params_text(c['student']['params'])}",
             "loss": c["loss"]["name"], "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"],
             "epochs": c["optim"]["epochs"], "seed": c["seed"],
-            "teacher acc": t.get("accuracy"), "baseline acc": b.get("accuracy"),
+            "teacher acc": t.get("accuracy"), "ensemble acc": (m.get("ensemble") or {}).get("accuracy"),
+            "baseline acc": b.get("accuracy"),
             "distilled acc": d.get("accuracy"), "gain (points)": None if gain is None else gain * 100,
             "distilled F1": d.get("f1"), "distilled ECE": d.get("ece"),
             "agreement": d.get("agreement"), "compression": d.get("compression"),

@@ -1,10 +1,17 @@
-"""Runs: the run history from SQLite — filter, overlay curves, compare, export, delete, replay."""
+"""Runs: the run history from SQLite — filter, overlay curves, compare, export, replay, compress, delete."""
 from __future__ import annotations
+
+import pickle
+import shlex
+from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
 
+from kdcore import ConfigError, DataUnavailable
 from kdcore import ui_support as ui
+from kdcore.compress import compression_table, load_run_model
 from kdcore.live import active_run_ids
 from pages import _charts as charts
 from pages import _shared as sh
@@ -75,11 +82,13 @@ def overlay_ui(store, ids: list[int]) -> None:
 
 def comparison_ui(store, ids: list[int]) -> None:
     df = ui.comparison_table(store, ids)
-    for c in ("teacher acc", "baseline acc", "distilled acc", "distilled F1", "agreement"):
+    shares = ("teacher acc", "ensemble acc", "baseline acc", "distilled acc", "distilled F1", "agreement")
+    for c in shares:
         df[c] = pd.to_numeric(df[c]) * 100
+    if df["ensemble acc"].isna().all():
+        df = df.drop(columns="ensemble acc")  # no multi-teacher run among these
     st.dataframe(df, hide_index=True, key="runs_compare", column_config={
-        **{c: st.column_config.NumberColumn(format="%.2f %%")
-           for c in ("teacher acc", "baseline acc", "distilled acc", "distilled F1", "agreement")},
+        **{c: st.column_config.NumberColumn(format="%.2f %%") for c in shares},
         "gain (points)": st.column_config.NumberColumn(format="%+.2f"),
         "distilled ECE": st.column_config.NumberColumn(format="%.4f"),
         "compression": st.column_config.NumberColumn(format="×%.0f"),
@@ -135,6 +144,146 @@ def delete_ui(ids: list[int]) -> None:
         getattr(st, msg[0])(msg[1])
 
 
+# --- Compress a student --------------------------------------------------------------------------
+
+PRUNE_SHARES = (0.3, 0.5, 0.7, 0.8, 0.9)
+MODEL_PHASES = ("distilled", "baseline", "teacher")  # the order the picker offers them in
+COMPRESS_LIMITS = (
+    "Honest limits: int8 is PyTorch's dynamic quantization, which converts `nn.Linear` layers only "
+    "(conv layers stay float32, so a conv net shrinks less), and quantized models run on the CPU only. "
+    "Pruning zeroes the smallest weights but keeps dense tensors, so the plain size and the latency do "
+    "not drop; only the compressed (zlib) size does. Latency is one batch of 128 on this server's CPU, "
+    "accuracy is on the run's test split. On a very small model the int8 file can be larger than the "
+    "original: the quantized layers' packing overhead outweighs the 3 bytes saved per weight. The trained "
+    "model is never changed.")
+
+
+class CompressJob(NamedTuple):
+    """What one click measures; also the key of its result in the session."""
+    run_id: int
+    phase: str
+    prune: tuple[float, ...]
+    scope: str
+    quantize: bool
+
+
+def stored_phases(store, rid: int) -> list[str]:
+    """The models of run ``rid`` whose weights are on disk: distilled first, extra teachers last."""
+    extra = sorted((p.stem for p in store.weights_path(rid, "teacher").parent.glob("teacher_*.pt")),
+                   key=lambda s: (len(s), s))
+    return [p for p in MODEL_PHASES if store.weights_path(rid, p).is_file()] + extra
+
+
+def compress_command(job: CompressJob, runs_dir: str) -> str:
+    """The CLI line that prints the same table headless."""
+    default = Path(runs_dir).resolve() == Path("runs").resolve()  # the rule of ui.replay_command
+    flag = "" if default else f" --runs-dir {shlex.quote(runs_dir)}"
+    prune = shlex.quote(",".join(f"{a:g}" for a in job.prune))
+    return (f"python -m kdcore{flag} compress {job.run_id} --phase {job.phase} --prune {prune} "
+            f"--scope {job.scope}" + ("" if job.quantize else " --no-quantize"))
+
+
+def compress_choice_ui(store, table: pd.DataFrame) -> CompressJob | None:
+    """Run, model and compression options; None when no finished run has weights to offer."""
+    busy = active_run_ids()
+    done = table[(table["status"] != "running") & ~table["id"].isin(busy)]
+    phases = {int(r): stored_phases(store, int(r)) for r in done["id"]}
+    ids = [r for r, ph in phases.items() if ph]
+    bare = [r for r, ph in phases.items() if not ph]
+    if not ids:
+        if bare:
+            st.error(f"Nothing to compress: {_runs(bare)} {'has' if len(bare) == 1 else 'have'} no saved "
+                     "weights (the run stopped or failed before a model finished, or its files were "
+                     f"deleted from `{store.root}`). Train a run on the Train page.")
+        else:
+            st.info("Runs still training are not offered; their models appear here when they finish.")
+        return None
+    if bare:
+        st.caption(f"Not offered, no saved weights: {_runs(bare)}.")
+    label = {int(r.id): f"#{r.id} · {r.student} on {r.dataset}" + (f" · {r.name}" if _named(r.name) else "")
+             for r in done.itertuples()}
+    c1, c2 = st.columns(2)
+    rid = c1.selectbox("Run", ids, format_func=label.get, key="compress_run",
+                       help="Finished runs with saved weights; runs still training are not offered.")
+    phase = c2.selectbox("Model", phases[rid], key="compress_phase",
+                         help="Only the models of this run whose weights were saved.")
+    c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    shares = c1.multiselect("Pruning shares", PRUNE_SHARES, default=[0.5, 0.8], format_func="{:.0%}".format,
+                            key="compress_prune", help="Share of the Linear/Conv weights set to zero, "
+                            "smallest magnitude first; each share also gets a pruned + int8 row.")
+    scope = c2.radio("Scope", ["global", "layer"], key="compress_scope", horizontal=True,
+                     help="global: rank all layers' weights together; layer: that share of every layer.")
+    quantize = c3.checkbox("int8 quantization", value=True, key="compress_quantize")
+    return CompressJob(rid, phase, tuple(sorted(shares)), scope, quantize)
+
+
+def _named(name) -> bool:
+    return isinstance(name, str) and bool(name)
+
+
+def _runs(ids: list[int]) -> str:
+    return ("run " if len(ids) == 1 else "runs ") + ", ".join(str(i) for i in ids)
+
+
+def _ask_compress(job: CompressJob) -> None:
+    # on_click keeps the options the person saw when clicking, even if the page changes under them
+    st.session_state["compress_request"] = job
+
+
+def _measure(store, job: CompressJob) -> tuple[pd.DataFrame, int]:
+    model, data, _ = load_run_model(store, job.run_id, job.phase)
+    t = compression_table(model, data, prune_amounts=job.prune, scope=job.scope, quantize=job.quantize)
+    return t, len(data.y_test)
+
+
+def compression_result_ui(t: pd.DataFrame) -> None:
+    mib = t["size_mb"].max() >= 1
+    unit, scale = ("MiB", 1) if mib else ("KiB", 1024)
+    show = pd.DataFrame({
+        "variant": t["variant"], "accuracy": t["accuracy"] * 100, "change": t["accuracy_change"],
+        "size": t["size_mb"] * scale, "zlib size": t["size_gzip_mb"] * scale, "smaller": t["size_ratio"],
+        "sparsity": t["sparsity"] * 100, "latency": t["latency_ms"], "speedup": t["speedup"]})
+    size = "%.1f " + unit if mib else "%.2f " + unit
+    st.dataframe(show, hide_index=True, key="compress_table", column_config={
+        "accuracy": st.column_config.NumberColumn("test accuracy", format="%.2f %%"),
+        "change": st.column_config.NumberColumn("change (points)", format="%+.2f"),
+        "size": st.column_config.NumberColumn("size", format=size, help="torch.save(state_dict) on disk"),
+        "zlib size": st.column_config.NumberColumn(format=size, help="the same file, zlib level 6"),
+        "smaller": st.column_config.NumberColumn("size ×", format="×%.1f", help="original ÷ this size"),
+        "sparsity": st.column_config.NumberColumn(format="%.1f %%", help="zeros among Linear/Conv weights"),
+        "latency": st.column_config.NumberColumn("CPU latency", format="%.3f ms"),
+        "speedup": st.column_config.NumberColumn(format="×%.2f"),
+    })
+
+
+def compress_ui(store, table: pd.DataFrame) -> None:
+    job = compress_choice_ui(store, table)
+    if job is None:
+        return
+    st.button("Measure compression", key="compress_go", type="primary", on_click=_ask_compress, args=(job,),
+              icon=":material/compress:")
+    results = st.session_state.setdefault("compress_results", {})
+    asked = st.session_state.pop("compress_request", None)
+    if asked is not None and asked not in results:
+        what = f"run {asked.run_id}'s {asked.phase} model"
+        try:
+            with st.spinner(f"Quantizing, pruning and timing {what}…"):
+                results[asked] = _measure(store, asked)
+            while len(results) > 16:  # a few tiny tables per session; drop the oldest
+                results.pop(next(iter(results)))
+        except (ConfigError, DataUnavailable, KeyError) as e:
+            st.error(f"Could not compress {what}: {e.args[0] if isinstance(e, KeyError) else e}")
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:  # unreadable or mismatched weights file
+            st.error(f"Could not load the saved weights of {what}: {e}")
+    if job in results:
+        t, n_test = results[job]
+        st.caption(f"Run {job.run_id}, {job.phase} model, test set of {n_test}, everything on the CPU.")
+        compression_result_ui(t)
+    st.caption(COMPRESS_LIMITS)
+    st.code(compress_command(job, sh.runs_dir()), language="bash")
+    st.caption("The CLI runs the same measurement headless and prints the same table.")
+
+
 def main() -> None:
     st.title("Runs")
     store = sh.store()
@@ -160,6 +309,10 @@ def main() -> None:
     export_ui(store, ids or [int(i) for i in shown["id"]])
     st.subheader("Reproduce")
     replay_ui(store, [int(i) for i in shown["id"]])
+    st.subheader("Compress a student")
+    st.caption("Int8 quantization and magnitude pruning of a trained model: size, CPU latency and "
+               "test accuracy before and after.")
+    compress_ui(store, shown)
     st.subheader("Delete")
     delete_ui([int(i) for i in shown["id"]])
 

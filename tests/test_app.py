@@ -323,6 +323,8 @@ def test_multi_teacher_controls_build_the_config_and_show_every_teacher(runs_dir
     assert stored["teacher_2"]["agreement"] * 100 == pytest.approx(
         table[table["model"] == "teacher_2"]["agreement with teacher"].iloc[0])
     assert "weights 0.50, 0.25, 0.25" in table[table["model"] == "ensemble"]["architecture"].iloc[0]
+    runs_row = ui.comparison_table(kdcore.RunStore(runs_dir), [1]).iloc[0]  # the Runs page's table
+    assert runs_row["ensemble acc"] == stored["ensemble"]["accuracy"] and runs_row["teacher"].endswith("+ 2 more")
     figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
     acc = trace_points(figs["Accuracy: baseline vs distilled"])
     assert acc["teacher_2 val"] == 2 and acc["teacher_3 val"] == 2

@@ -78,6 +78,10 @@ def test_table_reports_size_latency_and_accuracy_before_and_after(trained):
     # dense storage: pruning alone does not shrink the file, but it compresses much better
     assert row.loc["pruned 50% (global)", "size_mb"] == pytest.approx(base["size_mb"], rel=0.01)
     assert row.loc["pruned 95% (global)", "size_gzip_mb"] < base["size_gzip_mb"] / 3
+    # int8 keeps the pruned zeros (0.0 quantizes to exactly 0): the pruned + int8 row says so
+    assert row.loc["pruned 95% (global)", "sparsity"] == pytest.approx(0.95, abs=0.01)
+    assert row.loc["pruned 95% (global) + int8", "sparsity"] >= row.loc["pruned 95% (global)", "sparsity"]
+    assert row.loc["int8 dynamic", "sparsity"] < 0.5
     # removing 95% of the weights costs accuracy that the table shows
     assert row.loc["pruned 95% (global)", "accuracy"] <= base["accuracy"]
     assert row.loc["int8 dynamic", "accuracy_change"] == pytest.approx(
