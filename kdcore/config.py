@@ -159,6 +159,12 @@ class RunConfig:
         _check(isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                "device", self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
         self._check_models_fit()
+        # a method whose loss follows the schedule (FitNets' hint stage) checks it fits the epochs
+        from .registry import LOSSES
+
+        check = getattr(LOSSES.get(self.loss.name), "check_schedule", None)
+        if check is not None:
+            check(self.loss, self.optim.epochs)
 
     def _check_teachers(self) -> None:
         # JSON gives lists; a frozen config keeps tuples so equal configs compare equal

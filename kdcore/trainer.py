@@ -29,9 +29,17 @@ class Distiller(nn.Module):
 
     Subclasses set ``uses_teacher_logits_only = False`` when they need more than the teacher's
     logits (features), in which case the trainer never caches and passes ``teacher_logits=None``.
+
+    :func:`fit` calls :meth:`set_epoch` at the start of every epoch, so a method whose loss
+    follows the training schedule (DKD's warm-up, FitNets' hint stage) reads ``self.epoch``.
     """
 
     uses_teacher_logits_only = True
+    # True when some epochs leave parameters without a gradient (FitNets' hint stage never
+    # reaches the head): DistributedDataParallel must then look for them, or its next step fails
+    has_idle_parameters = False
+    epoch: int | None = None  # 1-based epoch of the fit() in progress; None before any fit
+    epochs: int | None = None  # that fit()'s number of epochs
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None):
         super().__init__()
@@ -42,6 +50,16 @@ class Distiller(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor,
                 teacher_logits: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by :func:`fit` before the first step of each epoch.
+
+        Args:
+            epoch: 1-based, as in the papers' code (mdistiller's ``epoch / warmup``).
+            epochs: the run's total, so a subclass can check its schedule fits; it raises
+                ``ConfigError`` if not, before anything trains.
+        """
+        self.epoch, self.epochs = epoch, epochs
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -57,17 +75,26 @@ class Alone(Distiller):
 
 
 class LogitDistiller(Distiller):
-    """Any registered logit loss ``fn(s, t, y, cfg) -> terms`` (see :mod:`kdcore.losses`)."""
+    """Any registered logit loss ``fn(s, t, y, cfg) -> terms`` (see :mod:`kdcore.losses`).
+
+    A loss function marked ``takes_epoch = True`` (DKD, for its warm-up) is also passed
+    ``epoch=self.epoch``; it stays a pure function of its arguments and still works from cached
+    teacher logits.
+    """
 
     def __init__(self, student, teacher, loss_cfg):
         super().__init__(student, teacher)
         self.loss_fn = LOSSES.get(loss_cfg.name)
         self.loss_cfg = loss_cfg
+        # opt-in, so the other losses keep their four-argument signature
+        self._takes_epoch = getattr(self.loss_fn, "takes_epoch", False)
 
     def forward(self, x, y, teacher_logits=None):
         if teacher_logits is None:
             teacher_logits = self.teacher_logits(x)
         logits = self.student(x)
+        if self._takes_epoch:
+            return logits, self.loss_fn(logits, teacher_logits, y, self.loss_cfg, epoch=self.epoch)
         return logits, self.loss_fn(logits, teacher_logits, y, self.loss_cfg)
 
 
@@ -155,6 +182,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     Returns:
         FitResult with the status and one dict per finished epoch.
 
+    Before the first step of each epoch it calls ``distiller.set_epoch(epoch, epochs)``
+    (``epoch`` 1-based) so a method can follow the schedule; a schedule that does not fit the
+    epochs raises ``ConfigError`` there, before that phase trains.
+
     Under an initialised ``torch.distributed`` group of N > 1 processes (see
     :mod:`kdcore.distributed`) every rank draws the same batches, trains on its share
     ``batch[rank::N]`` through DistributedDataParallel (gradients averaged, so the step is the
@@ -177,8 +208,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        # broadcasts rank 0's parameters and buffers, so every rank starts from the same weights
-        model = DistributedDataParallel(distiller, device_ids=[device.index] if device.type == "cuda" else None)
+        # broadcasts rank 0's parameters and buffers, so every rank starts from the same weights;
+        # a globally unused parameter keeps grad None, so the optimiser leaves it untouched
+        model = DistributedDataParallel(distiller, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=distiller.has_idle_parameters)
     steps_per_epoch = math.ceil(n / optim_cfg.batch_size)
     if world > 1 and 0 < n % optim_cfg.batch_size < world:
         steps_per_epoch -= 1  # the last batch cannot give every rank a sample
@@ -195,6 +228,8 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     t_phase = time.perf_counter()
     step = 0
     for epoch in range(1, optim_cfg.epochs + 1):
+        # the distiller itself, not the DDP wrapper, keeps the schedule its forward reads
+        distiller.set_epoch(epoch, optim_cfg.epochs)
         t0 = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}

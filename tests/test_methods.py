@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from kdcore import (LOSSES, METHOD_INFO, ConfigError, DataConfig, EpochEnd, LossConfig, ModelConfig,
-                    OptimConfig, RunConfig, from_json, replace, run_experiment, to_json)
+                    OptimConfig, RunConfig, StepEnd, from_json, replace, run_experiment, to_json)
 from kdcore.cli import main
 from kdcore.data import load_data
+from kdcore.experiment import build_models
 from kdcore.methods.adversarial import AdversarialKD
 from kdcore.methods.ensemble import Ensemble
 from kdcore.methods.feature import FitNets, at_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
 from kdcore.methods.logit import dkd_terms
-from kdcore.trainer import Distiller, make_distiller, predict_logits
+from kdcore.trainer import Alone, Distiller, LogitDistiller, fit, make_distiller, predict_logits
 
 # --- plain-Python references ------------------------------------------------------------------
 
@@ -189,6 +190,73 @@ def test_dkd_matches_reference_value_and_gradient(logits, T):
         assert got.item() == pytest.approx(want, rel=1e-10)
     sum(terms.values()).backward()
     assert close(s.grad, numgrad(lambda S_: sum(ref_parts(S_)), S))
+
+
+@pytest.mark.parametrize("epoch, warmup", [(1, 20), (7, 20), (3, 4), (20, 20), (30, 20)])
+def test_dkd_warmup_scales_only_the_dkd_term_by_min_epoch_over_warmup(logits, epoch, warmup):
+    # Zhao et al.'s code: loss_dkd = min(epoch / warmup, 1) * dkd_loss(...), epochs from 1; CE unscaled
+    s, t, y = logits
+    S, Tl, Y = s.tolist(), t.tolist(), y.tolist()
+    f = min(epoch / warmup, 1.0)
+    a, T = 0.3, 2.0
+    knobs = {"alpha_dkd": 2.0, "beta_dkd": 5.0}
+    warm = LossConfig("dkd", temperature=T, alpha=a, params={**knobs, "warmup": warmup})
+    cold = LossConfig("dkd", temperature=T, alpha=a, params=knobs)
+
+    def ref_parts(S_):
+        tc, nc = ref_dkd(S_, Tl, Y, T)
+        return a * sum(ce(z, c) for z, c in zip(S_, Y)) / len(Y), f * (1 - a) * 2.0 * tc, f * (1 - a) * 5.0 * nc
+
+    sw, sc = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    got = LOSSES.get("dkd")(sw, t, y, warm, epoch=epoch)
+    unwarmed = LOSSES.get("dkd")(sc, t, y, cold, epoch=epoch)
+    for k, want in zip(("ce", "tckd", "nckd"), ref_parts(S)):
+        assert got[k].item() == pytest.approx(want, rel=1e-10)
+    assert torch.equal(got["ce"], unwarmed["ce"])
+    for k in ("tckd", "nckd"):
+        assert got[k].item() == pytest.approx(f * unwarmed[k].item(), rel=1e-12)
+    # the gradient of the DKD part w.r.t. the student logits scales by the same factor
+    (gw,) = torch.autograd.grad(got["tckd"] + got["nckd"], sw, retain_graph=True)
+    (gc,) = torch.autograd.grad(unwarmed["tckd"] + unwarmed["nckd"], sc)
+    assert close(gw, f * gc, tol=1e-12)
+    sum(got.values()).backward()
+    assert close(sw.grad, numgrad(lambda S_: sum(ref_parts(S_)), S))
+
+
+def test_dkd_warmup_zero_is_the_unwarmed_loss_exactly(logits):
+    s, t, y = logits
+    before = LOSSES.get("dkd")(s, t, y, LossConfig("dkd", temperature=4.0, alpha=0.3))  # as the old call
+    for epoch in (1, 5, None):
+        off = LOSSES.get("dkd")(s, t, y, LossConfig("dkd", temperature=4.0, alpha=0.3, params={"warmup": 0}),
+                                epoch=epoch)
+        assert all(torch.equal(off[k], before[k]) for k in before)
+    # outside a training run there is no epoch, so no warm-up either
+    outside = LOSSES.get("dkd")(s, t, y, LossConfig("dkd", temperature=4.0, alpha=0.3, params={"warmup": 20}))
+    assert all(torch.equal(outside[k], before[k]) for k in before)
+
+
+def test_dkd_warmup_reaches_the_loss_through_fit_from_cached_teacher_logits():
+    cfg = RunConfig(data=DataConfig(name="moons", n_samples=400, noise=0.15),
+                    teacher=ModelConfig("mlp", {"hidden": [16]}), student=ModelConfig("mlp", {"hidden": [8]}))
+    data = load_data(cfg.data)
+    teacher, _ = build_models(cfg, data.in_shape, 2)
+    cache = predict_logits(teacher, data.x_train)
+    firsts = {}
+    for warmup in (0, 4):
+        torch.manual_seed(0)
+        _, student = build_models(cfg, data.in_shape, 2)
+        loss = LossConfig("dkd", temperature=2.0, alpha=0.5, params={"warmup": warmup})
+        d = make_distiller(loss, student, teacher)
+        assert type(d) is LogitDistiller and d.uses_teacher_logits_only  # the trainer may cache
+        d.__dict__["teacher"] = None  # proves the cache is used: a live teacher call would fail
+        steps = []
+        r = fit(d, data, OptimConfig(epochs=2, lr=1e-2, batch_size=64), phase="d", seed=0, teacher_logits=cache,
+                callbacks=[lambda e: steps.append(e) if isinstance(e, StepEnd) else None])
+        assert r.status == "completed"
+        firsts[warmup] = steps[0].terms  # same init, same batch: only the warm-up differs
+    assert firsts[4]["ce"] == firsts[0]["ce"]
+    for k in ("tckd", "nckd"):
+        assert firsts[4][k] == pytest.approx(firsts[0][k] / 4, rel=1e-6)
 
 
 def test_dkd_decomposes_vanilla_kd(logits):
@@ -454,6 +522,118 @@ def test_feature_methods_on_conv_maps_train_and_clear_a_floor(conv_phases, name)
         assert not any(mod._forward_hooks for mod in m.modules())
 
 
+# --- schedules: fit() tells the distiller the epoch (DKD warm-up, FitNets' hint stage) -------------
+
+def test_fit_tells_the_distiller_each_epoch_before_its_steps():
+    class Recording(Alone):
+        def set_epoch(self, epoch, epochs):
+            super().set_epoch(epoch, epochs)
+            self.calls.append((epoch, epochs))
+
+    data = load_data(DataConfig(name="moons", n_samples=200))
+    d = Recording(torch.nn.Linear(2, 2))
+    d.calls = []
+    seen = []
+    r = fit(d, data, OptimConfig(epochs=3, batch_size=64), phase="d", seed=0,
+            callbacks=[lambda e: seen.append((e.epoch, d.epoch)) if isinstance(e, StepEnd) else None])
+    assert r.status == "completed"
+    assert d.calls == [(1, 3), (2, 3), (3, 3)]
+    assert seen and all(a == b for a, b in seen)  # every step ran under its own epoch
+    assert {e for e, _ in seen} == {1, 2, 3}
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_phases):
+    reuse, data, _ = vec_phases
+    _, student = build_models(VEC, data.in_shape, 4)  # fresh weights, not the trained baseline
+    d = make_distiller(LossConfig("fitnets", temperature=2.0, alpha=0.5, params={"hint_epochs": 2}),
+                       student, reuse["teacher"], in_shape=data.in_shape)
+    init = _params(student)
+    snaps = []
+
+    def snap(e):
+        if isinstance(e, EpochEnd):
+            snaps.append((_params(student), _params(d.regressor), e.terms))
+
+    # SGD with momentum and weight decay: a head that got a zero gradient would still move
+    optim = OptimConfig(epochs=3, lr=1e-2, batch_size=64, optimizer="sgd", weight_decay=1e-3)
+    r = fit(d, data, optim, phase="d", seed=0, callbacks=[snap])
+    assert r.status == "completed"
+    reg0 = None
+    for epoch, (p, reg, terms) in enumerate(snaps, 1):
+        assert set(terms) == {"ce", "kd", "hint"}  # constant, for the charts
+        if epoch <= 2:  # stage 1: the hint alone trains the student up to its tap and the regressor
+            assert terms["ce"] == 0.0 and terms["kd"] == 0.0
+            assert all(torch.equal(p[k], init[k]) for k in init if k.startswith("classifier"))
+            assert all(not torch.equal(p[k], init[k]) for k in init if k.startswith("features"))
+            assert reg0 is None or any(not torch.equal(reg[k], reg0[k]) for k in reg)
+            reg0 = reg
+        else:  # stage 2: the full loss trains every layer
+            assert terms["ce"] > 0 and terms["kd"] > 0
+            assert all(not torch.equal(p[k], init[k]) for k in init)
+    assert snaps[1][2]["hint"] < snaps[0][2]["hint"]
+
+
+def test_fitnets_hint_stage_must_leave_epochs_for_the_full_loss(vec_phases):
+    reuse, data, _ = vec_phases
+    n = VEC.optim.epochs
+    # refused when the config is built, before the teacher or the baseline trains
+    with pytest.raises(ConfigError, match=rf"loss.params.hint_epochs = {n} .*\[0, {n - 1}\]"):
+        replace(VEC, loss=LossConfig("fitnets", params={"hint_epochs": n}))
+    _, student = build_models(VEC, data.in_shape, 4)
+    d = make_distiller(LossConfig("fitnets", params={"hint_epochs": 2}), student, reuse["teacher"],
+                       in_shape=data.in_shape)
+    steps = []
+    with pytest.raises(ConfigError, match=r"loss.params.hint_epochs = 2 .*\[0, 1\]"):
+        fit(d, data, OptimConfig(epochs=2), phase="d", seed=0, callbacks=[steps.append])
+    assert not any(isinstance(e, StepEnd) for e in steps)  # refused before the first step
+    # the longest allowed hint stage still leaves one full epoch
+    res = run_experiment(replace(VEC, loss=LossConfig("fitnets", params={"hint_epochs": n - 1})),
+                         reuse=dict(reuse), data=data)
+    assert res.status == "completed", res.message
+    assert res.history["distilled"][-2]["terms"]["ce"] == 0.0 < res.history["distilled"][-1]["terms"]["ce"]
+
+
+MOONS = RunConfig(data=DataConfig(name="moons", n_samples=600, noise=0.15),
+                  teacher=ModelConfig("mlp", {"hidden": [32, 32]}), student=ModelConfig("mlp", {"hidden": [8]}),
+                  optim=OptimConfig(epochs=4, lr=1e-2, batch_size=64),
+                  teacher_optim=OptimConfig(epochs=4, lr=1e-2, batch_size=64))
+
+
+@pytest.mark.parametrize("name, params", [("dkd", {"warmup": 3}), ("fitnets", {"hint_epochs": 2})])
+def test_schedules_run_end_to_end_on_moons(name, params):
+    res = run_experiment(replace(MOONS, loss=LossConfig(name, temperature=2.0, alpha=0.5, params=params)))
+    assert res.status == "completed", res.message
+    hist = res.history["distilled"]
+    assert len(hist) == 4 and all(set(h["terms"]) == set(METHOD_INFO[name].terms) for h in hist)
+    assert all(math.isfinite(v) for h in hist for v in h["terms"].values())
+    assert res.metrics["distilled"]["accuracy"] > 0.75, res.metrics["distilled"]["accuracy"]  # chance: 0.5
+    if name == "fitnets":
+        assert [h["terms"]["kd"] == 0.0 for h in hist] == [True, True, False, False]
+
+
+def test_fitnets_hint_stage_under_two_gloo_ranks():
+    # DDP wraps the distiller: the epoch must still reach it, and the head's unused stage-1
+    # parameters must neither stall DDP nor move
+    from kdcore.distributed import run_distributed
+
+    cfg = replace(MOONS, data=DataConfig(name="moons", n_samples=800, noise=0.15),
+                  loss=LossConfig("fitnets", temperature=2.0, alpha=0.5, params={"hint_epochs": 1}),
+                  optim=OptimConfig(epochs=2, lr=1e-2, batch_size=64, weight_decay=1e-3),
+                  teacher_optim=OptimConfig(epochs=1, lr=1e-2, batch_size=64))
+    d = run_distributed(cfg, 2, timeout_s=120)
+    assert d.result.status == "completed", d.result.message
+    hist = d.result.history["distilled"]
+    assert hist[0]["terms"]["ce"] == 0.0 == hist[0]["terms"]["kd"] and hist[1]["terms"]["ce"] > 0
+    one = run_experiment(cfg)
+    for k, v in one.models["distilled"].state_dict().items():
+        assert torch.equal(d.rank_weights[0]["distilled"][k], d.rank_weights[1]["distilled"][k]), k
+        assert torch.allclose(v, d.rank_weights[0]["distilled"][k], atol=1e-5), k
+
+
 def test_feature_methods_run_the_teacher_live_and_train_their_own_parts(vec_phases):
     reuse, data, _ = vec_phases
     cfg = replace(VEC, loss=replace(VEC.loss, name="fitnets"))
@@ -541,6 +721,11 @@ def test_feature_maps_a_method_cannot_match_are_config_errors():
     ("adversarial", {"hidden": 2.5}, ["loss.params.hidden = 2.5", "an integer"]),
     ("at", {"p": True}, ["loss.params.p = True"]),
     ("fitnets", {"student_tap": 3}, ["loss.params.student_tap = 3", "a string"]),
+    ("fitnets", {"hint_epochs": -1}, ["loss.params.hint_epochs = -1", "an integer in [0, 10000]"]),
+    ("fitnets", {"hint_epochs": 1.5}, ["loss.params.hint_epochs = 1.5", "an integer"]),
+    ("fitnets", {"hint_epochs": True}, ["loss.params.hint_epochs = True", "an integer"]),
+    ("dkd", {"warmup": -2}, ["loss.params.warmup = -2", "an integer in [0, 10000]"]),
+    ("dkd", {"warmup": 20.0}, ["loss.params.warmup = 20.0", "an integer", "20 on CIFAR-100"]),
     ("kd", {"beta": 1}, ["unknown knob 'beta'", "no knobs"]),
     ("sp", [1], ["loss.params", "JSON object"]),
 ])

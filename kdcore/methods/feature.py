@@ -11,7 +11,8 @@ gives CE + feature term only.
 
 Which taps fit which method is checked on meta-device models when the RunConfig is built
 (``check_models``), so a tap that does not exist or a shape the method cannot use fails before
-anything trains.
+anything trains; FitNets' ``hint_epochs`` is checked against the student's epochs there too
+(``check_schedule``), and again when :func:`~kdcore.trainer.fit` starts (``set_epoch``).
 """
 from __future__ import annotations
 
@@ -243,11 +244,16 @@ class FeatureDistiller(Distiller):
             t_logits = self.teacher(x)
         with capture(self.student, self.s_tap) as sf:
             logits = self.student(x)
-        c = self.loss_cfg
-        terms = hinton_kd(logits, t_logits, y, T=c.temperature, alpha=c.alpha, t2=c.t2)
+        terms = self.logit_terms(logits, t_logits, y)
         for name, value in self.feature_terms(sf["f"], tf["f"]).items():
             terms[name] = self.knobs[self.weights[name]] * value
         return logits, terms
+
+    def logit_terms(self, logits: torch.Tensor, t_logits: torch.Tensor,
+                    y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The vanilla-KD part ``{"ce", "kd"}`` that the feature term is added to."""
+        c = self.loss_cfg
+        return hinton_kd(logits, t_logits, y, T=c.temperature, alpha=c.alpha, t2=c.t2)
 
 
 _FEATURE_NOTE = (" Added to vanilla KD (alpha * CE + (1 - alpha) * T^2 KL); the teacher runs live "
@@ -260,12 +266,49 @@ _FEATURE_NOTE = (" Added to vanilla KD (alpha * CE + (1 - alpha) * T^2 KL); the 
     "feature maps, a linear layer for vectors) onto the teacher's tapped feature and pulled "
     "towards it with a mean squared error: beta * mean (r(f_s) - f_t)^2. Maps of different "
     "size are average-pooled to the smaller; a map facing a vector is first averaged over "
-    "space. The regressor trains with the student and is thrown away afterwards. Trained in "
-    "one stage with KD (the paper pre-trains the hint first)." + _FEATURE_NOTE,
-    {"beta": Param(1.0, "weight of the hint term", 0.0, 1e6), **_TAP_PARAMS},
+    "space. The regressor trains with the student and is thrown away afterwards. With "
+    "hint_epochs = H > 0 the paper's two stages: epochs 1..H train only the hint (the student "
+    "up to the tap, and the regressor; CE and KD are reported as 0 and the layers after the "
+    "tap stay as initialised), then the full loss, KD plus beta * hint, trains every layer "
+    "(the paper's stage 2 drops the hint). H = 0 trains the full loss from the start." + _FEATURE_NOTE,
+    {"beta": Param(1.0, "weight of the hint term", 0.0, 1e6),
+     "hint_epochs": Param(0, "stage 1: epochs that train only the hint, before the full loss; 0 = "
+                             "one stage; must be less than the student's epochs", 0, 10000),
+     **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "hint")))
 class FitNets(FeatureDistiller):
     weights = {"hint": "beta"}
+
+    def __init__(self, student, teacher, loss_cfg, *, in_shape):
+        super().__init__(student, teacher, loss_cfg, in_shape=in_shape)
+        self.has_idle_parameters = self.knobs["hint_epochs"] > 0  # the head sits out stage 1
+
+    @staticmethod
+    def check_schedule(loss_cfg, epochs: int) -> None:
+        """Raise ConfigError unless the hint stage leaves at least one epoch for the full loss."""
+        h = method_params(loss_cfg)["hint_epochs"]
+        if h > 0 and h >= epochs:
+            raise ConfigError(
+                f"loss.params.hint_epochs = {h} is not allowed with {epochs} student epochs "
+                f"(optim.epochs): loss.params.hint_epochs must be an integer in [0, {epochs - 1}], "
+                "so that the full loss trains for at least one epoch after the hint stage")
+
+    def set_epoch(self, epoch, epochs):
+        self.check_schedule(self.loss_cfg, epochs)  # fit() may be called without a RunConfig
+        super().set_epoch(epoch, epochs)
+
+    def in_hint_stage(self) -> bool:
+        """True during stage 1 (epochs 1..hint_epochs of a fit()); False outside fit()."""
+        return self.epoch is not None and self.epoch <= self.knobs["hint_epochs"]
+
+    def logit_terms(self, logits, t_logits, y):
+        if self.in_hint_stage():
+            # Romero et al.'s stage 1 trains W_guided and W_r on the hint alone: with no CE or KD
+            # in the graph the head gets no gradient (grad None), so the optimiser skips it, weight
+            # decay and momentum included. Zeros keep the term names constant for the charts.
+            zero = logits.new_zeros(())
+            return {"ce": zero, "kd": zero}
+        return super().logit_terms(logits, t_logits, y)
 
     def build(self, s_shape, t_shape):
         if len(s_shape) == 4 and len(t_shape) == 4:

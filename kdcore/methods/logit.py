@@ -3,6 +3,9 @@
 Both are plain functions ``fn(student_logits, teacher_logits, labels, cfg)`` registered in
 ``LOSSES``; like the vanilla losses they work from cached teacher logits and return weighted
 terms that sum to the loss. ``alpha`` weighs the hard-label CE, ``1 - alpha`` the soft part.
+DKD also takes ``epoch=`` (it is marked ``takes_epoch``, so
+:class:`~kdcore.trainer.LogitDistiller` passes the epoch :func:`~kdcore.trainer.fit` is in)
+for the paper's linear warm-up of its distillation term.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch.nn.functional as F
 from ..losses import kd_div
 from .spec import MethodInfo, Param, method_params, register_method
 
-__all__ = ["dkd_terms", "standardize_logits"]
+__all__ = ["dkd_terms", "dkd_warmup", "standardize_logits"]
 
 
 def _log_binary(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -55,6 +58,23 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     return tckd * scale, nckd * scale
 
 
+def dkd_warmup(epoch: int | None, warmup: int) -> float:
+    """Zhao et al.'s (2022) linear warm-up of the DKD term: min(epoch / warmup, 1).
+
+    As in their code (mdistiller's ``min(kwargs["epoch"] / self.warmup, 1.0)``) the epoch is
+    1-based, so the first epoch already gets 1 / warmup, and the CE term is never scaled.
+
+    Args:
+        epoch: the 1-based training epoch, or None outside a training run (no warm-up then).
+        warmup: epochs to reach full weight; 0 = no warm-up.
+    Returns:
+        The factor in (0, 1] that multiplies TCKD and NCKD.
+    """
+    if warmup <= 0 or epoch is None:
+        return 1.0
+    return min(epoch / warmup, 1.0)
+
+
 @register_method("dkd", MethodInfo(
     "Decoupled KD (Zhao et al. 2022)",
     "Splits the KD loss into target-class KD (TCKD: does the student share the teacher's "
@@ -62,16 +82,23 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     "classes?). Vanilla KD weighs NCKD by 1 - p_t(true class), which shrinks exactly when the "
     "teacher is confident; DKD gives the two parts free weights: "
     "alpha * CE + (1 - alpha) * (alpha_dkd * TCKD + beta_dkd * NCKD), each part times T^2. "
-    "The paper's linear warm-up of the DKD weight is not applied.",
+    "With warmup = W > 0 the TCKD + NCKD part (not the CE) is multiplied by min(epoch / W, 1), "
+    "epochs counted from 1, the paper's linear warm-up; warmup = 0 applies it at full weight "
+    "from the first step.",
     {"alpha_dkd": Param(1.0, "weight of TCKD (the paper's alpha, not loss.alpha)", 0.0, 100.0),
-     "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0)},
+     "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0),
+     "warmup": Param(0, "epochs over which the DKD term ramps up linearly to full weight; 0 = off "
+                        "(the paper uses 20 on CIFAR-100)", 0, 10000)},
     terms=("ce", "tckd", "nckd")))
-def dkd(student_logits, teacher_logits, labels, cfg):
+def dkd(student_logits, teacher_logits, labels, cfg, *, epoch: int | None = None):
     p = method_params(cfg)
     tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, T=cfg.temperature, t2=cfg.t2)
-    w = 1.0 - cfg.alpha
+    w = (1.0 - cfg.alpha) * dkd_warmup(epoch, p["warmup"])
     return {"ce": cfg.alpha * F.cross_entropy(student_logits, labels),
             "tckd": w * p["alpha_dkd"] * tckd, "nckd": w * p["beta_dkd"] * nckd}
+
+
+dkd.takes_epoch = True  # LogitDistiller passes epoch= for the warm-up
 
 
 def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
