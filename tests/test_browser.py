@@ -151,6 +151,12 @@ def test_train_live_then_find_the_run(server):
             settle(page)
             assert page.locator("[data-testid=stDataFrame]").count() >= 2
             shot(page, "4_runs")
+            # compress run 1's distilled student: the table of variants appears, no traceback
+            page.get_by_role("button", name="Measure compression").click()
+            page.get_by_text("pruned 80% (global) + int8").wait_for(timeout=60_000)
+            assert page.locator("[data-testid=stException]").count() == 0
+            page.get_by_text("pruned 80% (global) + int8").scroll_into_view_if_needed()
+            shot(page, "4b_runs_compress")
 
             page.get_by_role("link", name="Soft targets", exact=True).click()
             page.get_by_text("Sample #").first.wait_for(timeout=60_000)
