@@ -8,7 +8,8 @@ from .config import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
                      from_json, replace, to_dict, to_json)
 from .errors import ConfigError, DataUnavailable
 from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
-from .experiment import CompareResult, RunResult, compare, run_experiment, verdict
+from .experiment import (CompareResult, RunResult, compare, distillation_target, results_table,
+                         run_experiment, verdict)
 from .methods import METHOD_INFO, MULTI_TEACHER_INFO
 from .registry import DATASETS, LOSSES, MODELS, Registry
 from .store import RunStore
@@ -17,6 +18,6 @@ __all__ = [
     "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "from_json",
     "replace", "to_dict", "to_json", "ConfigError", "DataUnavailable", "EpochEnd", "PhaseEnd",
     "PhaseStart", "RunEnd", "StepEnd", "CompareResult", "RunResult", "compare", "run_experiment",
-    "verdict", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore", "METHOD_INFO",
+    "verdict", "distillation_target", "results_table", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore", "METHOD_INFO",
     "MULTI_TEACHER_INFO",
 ]

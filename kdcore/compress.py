@@ -161,7 +161,7 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
     Raises:
         ConfigError: the run or its weights for ``phase`` do not exist.
     """
-    from .config import from_dict
+    from .config import from_dict, phase_architectures
     from .data import load_data
     from .models import build_model
 
@@ -170,8 +170,7 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
         state = store.load_weights(int(run_id), phase)
     except KeyError as e:
         raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
-    arch = {"teacher": cfg.teacher, "baseline": cfg.student, "distilled": cfg.student}
-    arch.update({f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)})
+    arch = phase_architectures(cfg)
     if phase not in arch:
         raise ConfigError(f"phase {phase!r} is not a model of run {run_id}; use one of {', '.join(arch)}")
     data = load_data(cfg.data)

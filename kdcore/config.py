@@ -14,7 +14,7 @@ from .errors import ConfigError
 
 __all__ = [
     "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "RunConfig",
-    "to_dict", "from_dict", "to_json", "from_json", "replace",
+    "to_dict", "from_dict", "to_json", "from_json", "replace", "phase_architectures",
 ]
 
 TEACHER_SOURCES = ("train", "run:<id>", "file:<path>")
@@ -231,6 +231,12 @@ class RunConfig:
             except Exception as e:  # a hook or shape error inside a method's own check
                 raise ConfigError(f"loss {self.loss.name!r} cannot use student {self.student.name!r} "
                                   f"and teacher {self.teacher.name!r}: {e}") from None
+
+
+def phase_architectures(cfg: RunConfig) -> dict[str, ModelConfig]:
+    """Which ModelConfig each stored phase of a run is: teacher, teacher_2.., baseline, distilled."""
+    return {"teacher": cfg.teacher, **{f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)},
+            "baseline": cfg.student, "distilled": cfg.student}
 
 
 _SECTIONS = {"data": DataConfig, "teacher": ModelConfig, "student": ModelConfig,

@@ -35,7 +35,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from .config import RunConfig, replace
+from .config import RunConfig, phase_architectures, replace
 from .errors import ConfigError
 from .events import Callback
 from .experiment import RunResult, run_experiment
@@ -114,8 +114,7 @@ def _rebuild(cfg: RunConfig, weights: dict) -> dict:
 
     spec = DATASETS.get(cfg.data.name)
     in_shape, k = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
-    arch = {"teacher": cfg.teacher, "baseline": cfg.student, "distilled": cfg.student}
-    arch.update({f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)})
+    arch = phase_architectures(cfg)
     models = {}
     for phase, state in weights.items():
         m = build_model(arch[phase].name, in_shape=in_shape, num_classes=k, params=arch[phase].params)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .config import RunConfig, replace, to_dict
+from .config import RunConfig, phase_architectures, replace, to_dict
 from .data import load_data
 from .errors import ConfigError
 from .events import Callback, PhaseEnd, RunEnd
@@ -30,7 +30,7 @@ from .methods.ensemble import Ensemble
 from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
-           "build_models", "verdict", "extra_teacher_seed", "results_table", "RESULT_KEYS"]
+           "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table", "RESULT_KEYS"]
 
 MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
 
@@ -145,11 +145,10 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
     Returns:
         DataFrame with a ``model`` column, then ``architecture`` (with cfg), then RESULT_KEYS.
     """
-    target = "ensemble" if "ensemble" in metrics else "teacher"
+    target = "ensemble" if "ensemble" in metrics else "teacher"  # (metrics may come without cfg)
     archs = {}
     if cfg is not None:
-        archs = {"teacher": cfg.teacher, "baseline": cfg.student, "distilled": cfg.student,
-                 **{f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)}}
+        archs = phase_architectures(cfg)
         w = cfg.teacher_weights or (1.0,) * (1 + len(cfg.extra_teachers))
         ens = f"weights {', '.join(f'{x / sum(w):.2f}' for x in w)}"
     rows = []
@@ -218,6 +217,11 @@ def without_class(data, k: int):
     """The bundle with class ``k`` removed from the training split only (validation and test keep it)."""
     keep = data.y_train != k
     return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+
+
+def distillation_target(cfg: RunConfig) -> str:
+    """The phase whose outputs the students learned from: "ensemble" with extra teachers, else "teacher"."""
+    return "ensemble" if cfg.extra_teachers else "teacher"
 
 
 def extra_teacher_seed(cfg: RunConfig, k: int) -> int:

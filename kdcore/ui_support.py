@@ -323,17 +323,19 @@ def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch
     """Rebuild a stored run's models with their saved weights, in eval mode.
 
     Returns:
-        (config, {phase: model}) for every phase whose weights are on disk.
+        (config, {phase: model}) for every phase whose weights are on disk; a multi-teacher run
+        also gets its "ensemble", rebuilt from the saved teachers with the run's weights.
     Raises:
         KeyError: no such run. ConfigError: the stored config is no longer valid.
     """
-    from .config import from_dict
+    from .config import from_dict, phase_architectures
+    from .methods.ensemble import Ensemble
 
     cfg = from_dict(store.get(run_id)["config"])
     spec = DATASETS.get(cfg.data.name)
     in_shape, k = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
     models = {}
-    for phase, mcfg in (("teacher", cfg.teacher), ("baseline", cfg.student), ("distilled", cfg.student)):
+    for phase, mcfg in phase_architectures(cfg).items():
         try:
             state = store.load_weights(run_id, phase)
         except KeyError:
@@ -341,6 +343,9 @@ def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch
         model = build_model(mcfg.name, in_shape=in_shape, num_classes=k, params=mcfg.params)
         model.load_state_dict(state, strict=True)
         models[phase] = model.eval()
+    members = ["teacher", *(f"teacher_{i + 2}" for i in range(len(cfg.extra_teachers)))]
+    if cfg.extra_teachers and all(m in models for m in members):
+        models["ensemble"] = Ensemble([models[m] for m in members], cfg.teacher_weights).eval()
     return cfg, models
 
 

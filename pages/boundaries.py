@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+import kdcore
 from kdcore import DATASETS
 from kdcore import teaching as tg
 from pages import _lab as lab
@@ -116,7 +117,7 @@ def main() -> None:
     points = (data.x_test.numpy(), data.y_test.numpy()) if show else None
     metrics = store.get(rid)["metrics"] or {}
     final_ui(models, grid, points, classes, metrics)
-    surface_ui(models["teacher"], grid, points, classes, cfg.loss.temperature)
+    surface_ui(models[kdcore.distillation_target(cfg)], grid, points, classes, cfg.loss.temperature)
     replay_ui(store, rid, points, classes)
 
 

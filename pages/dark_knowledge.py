@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+import kdcore
 from kdcore import teaching as tg
 from pages import _charts as charts
 from pages import _lab as lab
@@ -89,7 +90,7 @@ def main() -> None:
                   key="T", bind=URL)
     student = c2.radio("Student", ["distilled", "baseline"], key="student", bind=URL, horizontal=True)
     n = c3.number_input("Samples in the gallery", 6, 48, 12, 6, key="n", bind=URL)
-    t_log = lab.logits(rid, "teacher")
+    t_log = lab.logits(rid, kdcore.distillation_target(cfg))  # the ensemble, with several teachers
     st.subheader("Which classes the teacher finds alike")
     similarity_ui(t_log, data, T)
     st.subheader("Where teacher and student disagree most")

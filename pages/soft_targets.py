@@ -7,6 +7,7 @@ from dataclasses import asdict
 import streamlit as st
 import torch
 
+import kdcore
 from kdcore import ConfigError, DataUnavailable
 from kdcore import ui_support as ui
 from kdcore.trainer import predict_logits
@@ -92,7 +93,11 @@ def main() -> None:
     temps = sorted({*temps, T})
 
     root = sh.runs_dir()
-    t_log, s_log = test_logits(root, rid, "teacher"), test_logits(root, rid, who)
+    target = kdcore.distillation_target(cfg)  # several teachers: their ensemble taught the students
+    if target == "ensemble":
+        st.caption(f"This run had {1 + len(cfg.extra_teachers)} teachers: \"teacher\" below is their "
+                   "weighted ensemble, whose soft targets the students learned from.")
+    t_log, s_log = test_logits(root, rid, target), test_logits(root, rid, who)
     picked = pick_samples_ui(t_log)
     classes = list(data.classes)
 

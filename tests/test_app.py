@@ -336,6 +336,13 @@ def test_multi_teacher_controls_build_the_config_and_show_every_teacher(runs_dir
     cfg = pending(at)
     assert list(cfg["extra_teacher_sources"]) == ["run:1"] and not cfg["teacher_weights"]
     assert at.query_params.get("t2_run") == "1" and "t3_run" not in at.query_params
+    # the lab pages show the ensemble the students learned from, rebuilt from the saved teachers
+    _, models = ui.run_models(kdcore.RunStore(runs_dir), 1)
+    x = torch.randn(5, 2)
+    want = (2 * models["teacher"](x) + models["teacher_2"](x) + models["teacher_3"](x)) / 4
+    assert torch.allclose(models["ensemble"](x), want, atol=1e-6)
+    at = ok(at.switch_page(f"{PAGES}/soft_targets.py").run())
+    assert any("3 teachers" in c.value and "ensemble" in c.value for c in at.caption)
 
 
 def test_multi_teacher_bad_params_name_the_teacher(runs_dir):
