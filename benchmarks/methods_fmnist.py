@@ -3,6 +3,7 @@
     python benchmarks/methods_fmnist.py --threads 1          # measured: 26 min on a busy shared
                                                              # 2-core machine (load ~7)
     python benchmarks/methods_fmnist.py --seeds 1 --methods kd,dkd --subset 2000   # a quick look
+    python benchmarks/methods_fmnist.py --methods dkd,dkd_warmup,fitnets,fitnets_2stage  # schedules
 
 Setting (defaults): a 10,000-image seeded training subset (validation: 6,000 held-out images;
 test: the official 10,000), teacher ``cnn`` width 8 / hidden 128 (~105k parameters, 10 epochs),
@@ -31,6 +32,11 @@ from kdcore import (METHOD_INFO, DataConfig, LossConfig, ModelConfig, OptimConfi
 from kdcore.data import load_data  # noqa: E402
 
 METHODS = ["kd", "dkd", "logit_std", "fitnets", "at", "sp", "rkd", "adversarial", "multi_teacher"]
+# schedule variants, run only when named in --methods: (loss.name, loss.params, table title)
+VARIANTS = {
+    "dkd_warmup": ("dkd", {"warmup": 3}, "DKD with its linear warm-up over 3 epochs"),
+    "fitnets_2stage": ("fitnets", {"hint_epochs": 3}, "FitNets, two stages: 3 hint-only epochs first"),
+}
 
 
 def config(args, seed: int) -> RunConfig:
@@ -47,6 +53,9 @@ def config(args, seed: int) -> RunConfig:
 def method_config(base: RunConfig, method: str) -> RunConfig:
     if method == "multi_teacher":
         return replace(base, extra_teachers=(base.teacher,))
+    if method in VARIANTS:
+        name, params, _ = VARIANTS[method]
+        return replace(base, loss=replace(base.loss, name=name, params=params))
     return replace(base, loss=replace(base.loss, name=method))
 
 
@@ -115,9 +124,14 @@ def main(argv=None) -> int:
         if not rs:
             lines.append(f"| {method} | | failed | | |")
             continue
-        title = (METHOD_INFO[method].title if method in METHOD_INFO
-                 else f"multi-teacher: 2 x cnn, equal weights (ensemble {pm([r['ensemble'] for r in rs])})")
-        setting = method if method in METHOD_INFO else "kd + extra_teachers"
+        if method in VARIANTS:
+            name, params, title = VARIANTS[method]
+            setting = f"{name} {params}"
+        elif method in METHOD_INFO:
+            title, setting = METHOD_INFO[method].title, method
+        else:
+            title = f"multi-teacher: 2 x cnn, equal weights (ensemble {pm([r['ensemble'] for r in rs])})"
+            setting = "kd + extra_teachers"
         lines.append(f"| {title} | `{setting}` | {pm([r['distilled'] for r in rs])} | "
                      f"{pm([r['gain'] for r in rs])} | {statistics.mean(r['distill_seconds'] for r in rs):.1f} |")
     cmd = "python benchmarks/methods_fmnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
