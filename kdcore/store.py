@@ -3,7 +3,9 @@
 Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
 
     history.sqlite          runs, epochs, steps
-    <run_id>/<phase>.pt     trained weights (state_dict), loaded with weights_only=True
+    <run_id>/<phase>.pt     trained weights (state_dict), loaded with weights_only=True; the same
+                            weights saved again (a reused teacher or baseline in every sweep cell,
+                            a ``run:<id>`` teacher) become a hard link to the first file
     <run_id>/<name>.npz     artifacts: named numeric arrays (e.g. decision-boundary snapshots)
 
 Epoch rows are committed as each epoch ends and step rows with them, so a crash loses at most
@@ -12,6 +14,7 @@ thread and the page that reads it never share one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -56,6 +59,13 @@ CREATE TABLE IF NOT EXISTS steps (
     loss REAL, terms TEXT,
     PRIMARY KEY (run_id, phase, step)
 );
+CREATE TABLE IF NOT EXISTS weights (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    phase TEXT NOT NULL,           -- the file is <run_id>/<phase>.pt
+    sha TEXT NOT NULL,             -- of the tensors (names, dtypes, shapes, bytes): equal = same weights
+    PRIMARY KEY (run_id, phase)
+);
+CREATE INDEX IF NOT EXISTS weights_sha ON weights(sha);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     name TEXT NOT NULL,            -- e.g. boundaries; the file is <run_id>/<name>.npz
@@ -67,6 +77,16 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 
 _ARTIFACT_NAME = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def _state_sha(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's names, dtypes, shapes and raw bytes (not of its file)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def default_runs_dir() -> Path:
@@ -118,11 +138,27 @@ class RunStore:
         return self.root / str(int(run_id)) / f"{phase}.pt"
 
     def save_weights(self, run_id: int, phase: str, state_dict: dict) -> Path:
+        """Write one phase's state_dict; weights already on disk under another run are hard-linked."""
+        state = {k: v.detach().cpu() for k, v in state_dict.items()}
+        sha = _state_sha(state)
         path = self.weights_path(run_id, phase)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+        tmp.unlink(missing_ok=True)
+        with self._db() as db:
+            same = db.execute("SELECT run_id, phase FROM weights WHERE sha=? AND NOT (run_id=? AND phase=?)",
+                              (sha, run_id, phase)).fetchall()
+        for r in same:
+            try:
+                os.link(self.weights_path(r["run_id"], r["phase"]), tmp)
+                break
+            except OSError:  # deleted since, or a file system without hard links: try the next
+                continue
+        else:
+            torch.save(state, tmp)
         tmp.replace(path)  # atomic: a reader never sees half a file
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO weights (run_id, phase, sha) VALUES (?,?,?)", (run_id, phase, sha))
         return path
 
     def load_weights(self, run_id: int, phase: str) -> dict:

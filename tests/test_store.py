@@ -1,5 +1,6 @@
 """Run history in a real SQLite file: survives a restart, reuses teachers, exports, deletes."""
 import json
+import os
 import subprocess
 import sys
 
@@ -89,3 +90,35 @@ def test_list_filter_export_and_delete(store, tmp_path):
     assert store.epochs(a.run_id).empty and not store.weights_path(a.run_id, "teacher").exists()
     with pytest.raises(KeyError):
         store.get(a.run_id)
+
+
+def test_the_same_weights_saved_again_are_a_hard_link_that_survives_deleting_the_first(store):
+    a, b = store.create_run({"n": 1}), store.create_run({"n": 2})
+    state = {"w": torch.randn(4, 3), "n": torch.tensor(7), "h": torch.randn(2).half(),
+             "m": torch.tensor([True, False])}
+    first, again = store.save_weights(a, "teacher", state), store.save_weights(b, "teacher", state)
+    other = store.save_weights(b, "baseline", {**state, "w": state["w"] + 1e-3})  # one entry differs
+    assert os.stat(first).st_ino == os.stat(again).st_ino and os.stat(first).st_nlink == 2
+    assert os.stat(other).st_nlink == 1
+    store.delete(a)
+    got = store.load_weights(b, "teacher")
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+    # overwriting a linked file replaces only that run's entry
+    store.save_weights(b, "teacher", {"w": torch.zeros(1)})
+    c = store.create_run({"n": 3})
+    assert os.stat(store.save_weights(c, "teacher", state)).st_nlink == 1  # nothing left to link to
+
+
+def test_a_sweep_stores_its_reused_teacher_and_baseline_once(tmp_path):
+    from kdcore.sweep import SweepPlan, run_sweep
+
+    s = RunStore(tmp_path / "runs")
+    res = run_sweep(SweepPlan(replace(FAST, optim=replace(FAST.optim, epochs=2),
+                                      teacher_optim=replace(FAST.teacher_optim, epochs=2)),
+                              (0.5,), (1.0, 2.0, 4.0)), store=s)
+    assert res.status == "completed"
+    ids = [c["run_id"] for c in res.cells]
+    for phase in ("teacher", "baseline"):
+        inodes = {os.stat(s.weights_path(i, phase)).st_ino for i in ids}
+        assert len(inodes) == 1, phase  # three cells, one file
+    assert len({os.stat(s.weights_path(i, "distilled")).st_ino for i in ids}) == 3
