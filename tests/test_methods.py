@@ -546,10 +546,12 @@ def _params(module):
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
-def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_phases):
+@pytest.mark.parametrize("hint_in_stage2", [True, False])
+def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_phases, hint_in_stage2):
     reuse, data, _ = vec_phases
     _, student = build_models(VEC, data.in_shape, 4)  # fresh weights, not the trained baseline
-    d = make_distiller(LossConfig("fitnets", temperature=2.0, alpha=0.5, params={"hint_epochs": 2}),
+    d = make_distiller(LossConfig("fitnets", temperature=2.0, alpha=0.5,
+                                  params={"hint_epochs": 2, "hint_in_stage2": hint_in_stage2}),
                        student, reuse["teacher"], in_shape=data.in_shape)
     init = _params(student)
     snaps = []
@@ -574,6 +576,9 @@ def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_pha
         else:  # stage 2: the full loss trains every layer
             assert terms["ce"] > 0 and terms["kd"] > 0
             assert all(not torch.equal(p[k], init[k]) for k in init)
+            # with the paper's stage 2 (KD alone) the hint is 0 and the regressor stops
+            assert (terms["hint"] > 0) == hint_in_stage2
+            assert all(torch.equal(reg[k], reg0[k]) for k in reg) == (not hint_in_stage2)
     assert snaps[1][2]["hint"] < snaps[0][2]["hint"]
 
 

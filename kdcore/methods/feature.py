@@ -269,11 +269,14 @@ _FEATURE_NOTE = (" Added to vanilla KD (alpha * CE + (1 - alpha) * T^2 KL); the 
     "space. The regressor trains with the student and is thrown away afterwards. With "
     "hint_epochs = H > 0 the paper's two stages: epochs 1..H train only the hint (the student "
     "up to the tap, and the regressor; CE and KD are reported as 0 and the layers after the "
-    "tap stay as initialised), then the full loss, KD plus beta * hint, trains every layer "
-    "(the paper's stage 2 drops the hint). H = 0 trains the full loss from the start." + _FEATURE_NOTE,
+    "tap stay as initialised), then KD plus beta * hint trains every layer; with "
+    "hint_in_stage2 = false stage 2 is KD alone, as in the paper. H = 0 trains the full loss "
+    "from the start." + _FEATURE_NOTE,
     {"beta": Param(1.0, "weight of the hint term", 0.0, 1e6),
      "hint_epochs": Param(0, "stage 1: epochs that train only the hint, before the full loss; 0 = "
                              "one stage; must be less than the student's epochs", 0, 10000),
+     "hint_in_stage2": Param(True, "after a hint stage (hint_epochs > 0), keep the hint term in "
+                                   "the loss; false = KD alone, as in the paper's stage 2"),
      **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "hint")))
 class FitNets(FeatureDistiller):
@@ -309,6 +312,14 @@ class FitNets(FeatureDistiller):
             zero = logits.new_zeros(())
             return {"ce": zero, "kd": zero}
         return super().logit_terms(logits, t_logits, y)
+
+    def forward(self, x, y, teacher_logits=None):
+        logits, terms = super().forward(x, y, teacher_logits)
+        k = self.knobs
+        if k["hint_epochs"] > 0 and not k["hint_in_stage2"] and self.epoch is not None and not self.in_hint_stage():
+            # the paper's stage 2: KD alone; a constant zero leaves the regressor without a gradient
+            terms["hint"] = logits.new_zeros(())
+        return logits, terms
 
     def build(self, s_shape, t_shape):
         if len(s_shape) == 4 and len(t_shape) == 4:
