@@ -18,6 +18,6 @@ __all__ = [
     "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "from_json",
     "replace", "to_dict", "to_json", "ConfigError", "DataUnavailable", "EpochEnd", "PhaseEnd",
     "PhaseStart", "RunEnd", "StepEnd", "CompareResult", "RunResult", "compare", "run_experiment",
-    "verdict", "distillation_target", "results_table", "DATASETS", "LOSSES", "MODELS", "Registry", "RunStore", "METHOD_INFO",
-    "MULTI_TEACHER_INFO",
+    "verdict", "distillation_target", "results_table", "DATASETS", "LOSSES", "MODELS", "Registry",
+    "RunStore", "METHOD_INFO", "MULTI_TEACHER_INFO",
 ]

@@ -26,7 +26,7 @@ from .events import Callback, PhaseEnd, RunEnd
 from .metrics import classification_metrics, compression, teacher_agreement
 from .models import build_model, profile
 from .store import RunStore
-from .methods.ensemble import Ensemble
+from .methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
@@ -145,26 +145,24 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
     Returns:
         DataFrame with a ``model`` column, then ``architecture`` (with cfg), then RESULT_KEYS.
     """
-    target = "ensemble" if "ensemble" in metrics else "teacher"  # (metrics may come without cfg)
-    archs = {}
+    target = "ensemble" if "ensemble" in metrics else "teacher"  # read from metrics: cfg is optional
+    arch = None
     if cfg is not None:
-        archs = phase_architectures(cfg)
-        w = cfg.teacher_weights or (1.0,) * (1 + len(cfg.extra_teachers))
-        ens = f"weights {', '.join(f'{x / sum(w):.2f}' for x in w)}"
+        arch = {p: f"{mc.name} {json.dumps(mc.params)}" for p, mc in phase_architectures(cfg).items()}
+        weights = normalise_weights(cfg.teacher_weights, 1 + len(cfg.extra_teachers))
+        arch["ensemble"] = "weights " + ", ".join(f"{w:.2f}" for w in weights)
     rows = []
     for phase, m in metrics.items():
         if not m:
             continue
         row = {"model": phase}
-        if cfg is not None:
-            mc = archs.get(phase)
-            row["architecture"] = (ens if phase == "ensemble" else
-                                   f"{mc.name} {json.dumps(mc.params)}" if mc is not None else "")
+        if arch is not None:
+            row["architecture"] = arch.get(phase, "")
         row.update({k: m.get(k, float("nan")) for k in RESULT_KEYS})
         if phase == target:
             row["agreement"] = 1.0
         rows.append(row)
-    cols = ["model", *(["architecture"] if cfg is not None else []), *RESULT_KEYS]
+    cols = ["model", *(["architecture"] if arch is not None else []), *RESULT_KEYS]
     return pd.DataFrame(rows, columns=cols)
 
 

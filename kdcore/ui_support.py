@@ -343,7 +343,7 @@ def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch
         model = build_model(mcfg.name, in_shape=in_shape, num_classes=k, params=mcfg.params)
         model.load_state_dict(state, strict=True)
         models[phase] = model.eval()
-    members = ["teacher", *(f"teacher_{i + 2}" for i in range(len(cfg.extra_teachers)))]
+    members = [p for p in phase_architectures(cfg) if p.startswith("teacher")]
     if cfg.extra_teachers and all(m in models for m in members):
         models["ensemble"] = Ensemble([models[m] for m in members], cfg.teacher_weights).eval()
     return cfg, models

@@ -244,10 +244,12 @@ class FeatureDistiller(Distiller):
             t_logits = self.teacher(x)
         with capture(self.student, self.s_tap) as sf:
             logits = self.student(x)
-        terms = self.logit_terms(logits, t_logits, y)
-        for name, value in self.feature_terms(sf["f"], tf["f"]).items():
-            terms[name] = self.knobs[self.weights[name]] * value
-        return logits, terms
+        return logits, {**self.logit_terms(logits, t_logits, y), **self.weighted_feature_terms(sf["f"], tf["f"])}
+
+    def weighted_feature_terms(self, fs: torch.Tensor, ft: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The feature terms, each times its knob (``weights`` names which knob weighs which term)."""
+        return {name: self.knobs[self.weights[name]] * value
+                for name, value in self.feature_terms(fs, ft).items()}
 
     def logit_terms(self, logits: torch.Tensor, t_logits: torch.Tensor,
                     y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -313,13 +315,13 @@ class FitNets(FeatureDistiller):
             return {"ce": zero, "kd": zero}
         return super().logit_terms(logits, t_logits, y)
 
-    def forward(self, x, y, teacher_logits=None):
-        logits, terms = super().forward(x, y, teacher_logits)
+    def weighted_feature_terms(self, fs, ft):
         k = self.knobs
         if k["hint_epochs"] > 0 and not k["hint_in_stage2"] and self.epoch is not None and not self.in_hint_stage():
-            # the paper's stage 2: KD alone; a constant zero leaves the regressor without a gradient
-            terms["hint"] = logits.new_zeros(())
-        return logits, terms
+            # the paper's stage 2: KD alone. The hint is not computed; a constant zero keeps the
+            # term for the charts and leaves the regressor without a gradient
+            return {"hint": fs.new_zeros(())}
+        return super().weighted_feature_terms(fs, ft)
 
     def build(self, s_shape, t_shape):
         if len(s_shape) == 4 and len(t_shape) == 4:
