@@ -30,7 +30,8 @@ from .methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
-           "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table", "RESULT_KEYS"]
+           "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
+           "RESULT_KEYS"]
 
 MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
 

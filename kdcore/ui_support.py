@@ -29,7 +29,7 @@ __all__ = [
     "ROLE_DEFAULT_PARAMS", "default_params", "parse_params", "params_text", "models_for",
     "build_config", "profile_dict", "save_teacher_upload", "teacher_candidates",
     "results_table", "RESULT_COLUMNS", "loss_latex", "soft_targets", "entropy",
-    "class_similarity", "replay_command", "runs_json", "runs_csv", "comparison_table",
+    "class_similarity", "cli_prefix", "replay_command", "runs_json", "runs_csv", "comparison_table",
     "run_models", "config_summary",
 ]
 
@@ -264,12 +264,16 @@ def class_similarity(logits: torch.Tensor, labels: torch.Tensor, T: float, num_c
     return out
 
 
+def cli_prefix(runs_dir: str | os.PathLike | None = None) -> str:
+    """``python -m kdcore``, with ``--runs-dir`` when the history is not the CLI's default ./runs."""
+    if runs_dir is None or Path(runs_dir).resolve() == Path("runs").resolve():
+        return "python -m kdcore"
+    return f"python -m kdcore --runs-dir {shlex.quote(str(runs_dir))}"
+
+
 def replay_command(run_id: int, runs_dir: str | os.PathLike | None = None) -> str:
     """The shell command that replays a stored run headless through the same code path."""
-    flag = ""
-    if runs_dir is not None and Path(runs_dir).resolve() != Path("runs").resolve():
-        flag = f" --runs-dir {shlex.quote(str(runs_dir))}"
-    return (f"python -m kdcore{flag} runs config {int(run_id)} > run{int(run_id)}.json && "
+    return (f"{cli_prefix(runs_dir)} runs config {int(run_id)} > run{int(run_id)}.json && "
             f"python -m kdcore run run{int(run_id)}.json")
 
 

@@ -82,6 +82,26 @@ def load_run(rid: int):
     return cfg, models, data
 
 
+def pick_and_load_ui(runs: list[dict], *, empty: str, label: str = "Run",
+                     quick: tuple[str, str] | None = None):
+    """Pick one of ``runs`` (kept in the URL as ``?run=``) and load it.
+
+    Args:
+        runs: the runs to offer. empty: what to say when there is none. label: the picker's label.
+        quick: (key, caption) of :func:`quick_pair_ui`, offered when there is no run.
+    Returns:
+        (run id, cfg, models, data), or None after showing why there is nothing to show.
+    """
+    rid = run_pick_ui(runs, "run", label)
+    if rid is None:
+        st.info(empty, icon=":material/info:")
+        if quick is not None:
+            quick_pair_ui(*quick)
+        return None
+    loaded = load_run(rid)
+    return None if loaded is None else (rid, *loaded)
+
+
 @st.cache_resource(show_spinner="Computing logits…", max_entries=32)
 def run_logits(root: str, run_id: int, phase: str, split: str = "test") -> torch.Tensor:
     """Logits of one stored model on its run's test or validation split (shared, read-only)."""

@@ -100,17 +100,14 @@ def main() -> None:
     st.caption("On a 2-D set every model's decision can be drawn: where it puts each class, how "
                "sure it is, and how that changed while it trained.")
     store = sh.store()
-    runs = lab.finished_runs(store, _is_2d)
-    rid = lab.run_pick_ui(runs, "run", "Run on a 2-D set")
-    if rid is None:
-        st.info("No finished run on a 2-D set yet (two moons, circles, spirals or blobs). Train "
-                "one on the Train page, or here.", icon=":material/info:")
-        lab.quick_pair_ui("bd_quick", "Two moons, a 128-128 teacher and 8-unit students.")
-        return
-    loaded = lab.load_run(rid)
+    loaded = lab.pick_and_load_ui(
+        lab.finished_runs(store, _is_2d), label="Run on a 2-D set",
+        empty="No finished run on a 2-D set yet (two moons, circles, spirals or blobs). Train one "
+              "on the Train page, or here.",
+        quick=("bd_quick", "Two moons, a 128-128 teacher and 8-unit students."))
     if loaded is None:
         return
-    cfg, models, data = loaded
+    rid, cfg, models, data = loaded
     classes = list(data.classes)
     grid = tg.plane_grid(torch.cat([data.x_train, data.x_test]), 80)
     show = st.toggle("Show the test points", True, key="points", bind=URL)

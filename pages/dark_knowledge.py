@@ -75,16 +75,14 @@ def main() -> None:
     st.caption("What the teacher's soft targets say beyond the label: which classes look alike, "
                "and where the student still disagrees with its teacher.")
     store = sh.store()
-    rid = lab.run_pick_ui(lab.finished_runs(store), "run")
-    if rid is None:
-        st.info("No finished run with saved models yet. Train one on the Train page (Fashion-MNIST "
-                "shows the richest similarities), or a quick one here.", icon=":material/info:")
-        lab.quick_pair_ui("dk_quick", "Two moons: only two classes, so the matrix is small.")
-        return
-    loaded = lab.load_run(rid)
+    loaded = lab.pick_and_load_ui(
+        lab.finished_runs(store),
+        empty="No finished run with saved models yet. Train one on the Train page (Fashion-MNIST "
+              "shows the richest similarities), or a quick one here.",
+        quick=("dk_quick", "Two moons: only two classes, so the matrix is small."))
     if loaded is None:
         return
-    cfg, _, data = loaded
+    rid, cfg, _, data = loaded
     c1, c2, c3 = st.columns([2, 1, 1])
     T = c1.slider("Temperature T", 0.5, 20.0, float(min(max(cfg.loss.temperature, 0.5), 20.0)), 0.5,
                   key="T", bind=URL)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pickle
 import shlex
-from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
@@ -176,10 +175,8 @@ def stored_phases(store, rid: int) -> list[str]:
 
 def compress_command(job: CompressJob, runs_dir: str) -> str:
     """The CLI line that prints the same table headless."""
-    default = Path(runs_dir).resolve() == Path("runs").resolve()  # the rule of ui.replay_command
-    flag = "" if default else f" --runs-dir {shlex.quote(runs_dir)}"
     prune = shlex.quote(",".join(f"{a:g}" for a in job.prune))
-    return (f"python -m kdcore{flag} compress {job.run_id} --phase {job.phase} --prune {prune} "
+    return (f"{ui.cli_prefix(runs_dir)} compress {job.run_id} --phase {job.phase} --prune {prune} "
             f"--scope {job.scope}" + ("" if job.quantize else " --no-quantize"))
 
 

@@ -1,51 +1,16 @@
 """Soft targets: what the teacher and the student say about single test samples, at several T."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-
 import streamlit as st
 import torch
 
 import kdcore
-from kdcore import ConfigError, DataUnavailable
 from kdcore import ui_support as ui
-from kdcore.trainer import predict_logits
 from pages import _charts as charts
+from pages import _lab as lab
 from pages import _shared as sh
 
 TEMPS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
-
-
-@st.cache_resource(show_spinner="Computing test-set logits…", max_entries=16)
-def test_logits(root: str, run_id: int, phase: str) -> torch.Tensor:
-    """Logits of one stored model over its run's test set (read-only, shared)."""
-    cfg, models = sh.run_models(root, run_id)
-    data = sh.load_data(json.dumps(asdict(cfg.data), sort_keys=True))
-    return predict_logits(models[phase], data.x_test)
-
-
-def run_pick_ui(store, holder) -> int | None:
-    runs = [r for r in store.list(status="completed") if store.weights_path(r["id"], "teacher").exists()]
-    if not runs:
-        st.info("No finished run with saved models yet. Train one on the Train page, then come back.")
-        return None
-    by_id = {r["id"]: r for r in runs}
-    ids = list(by_id)
-    mine = holder.current_run_id()
-    want = st.query_params.get("run")
-    pick = mine if mine in by_id else ids[0]
-    if want and want.isdigit() and int(want) in by_id:  # a shared link names the run
-        pick = int(want)
-
-    def label(i: int) -> str:
-        c = by_id[i]["config"]
-        return (f"run {i}: {c['data']['name']} · {c['teacher']['name']} → {c['student']['name']} · "
-                f"{c['loss']['name']} T={c['loss']['temperature']:g} α={c['loss']['alpha']:g}")
-
-    rid = st.selectbox("Run", ids, index=ids.index(pick), format_func=label, key="soft_run")
-    st.query_params["run"] = str(rid)
-    return rid
 
 
 def pick_samples_ui(t_logits: torch.Tensor) -> list[int]:
@@ -75,16 +40,12 @@ def main() -> None:
     st.title("Soft targets")
     st.caption("What the teacher and the student output for single test samples, at several "
                "temperatures. The student learns from the teacher's bars.")
-    store, holder = sh.store(), sh.session_runs()
-    rid = run_pick_ui(store, holder)
-    if rid is None:
+    loaded = lab.pick_and_load_ui(
+        lab.finished_runs(sh.store()),
+        empty="No finished run with saved models yet. Train one on the Train page, then come back.")
+    if loaded is None:
         return
-    try:
-        cfg, models = sh.run_models(sh.runs_dir(), rid)
-        data = sh.load_data(json.dumps(asdict(cfg.data), sort_keys=True))
-    except (ConfigError, DataUnavailable, KeyError, RuntimeError) as e:
-        st.error(f"Run {rid} cannot be loaded: {e}")
-        return
+    rid, cfg, models, data = loaded
     students = [p for p in ("distilled", "baseline") if p in models]
     c1, c2, c3 = st.columns([1, 1, 2])
     who = c1.radio("Student", students, key="soft_student", horizontal=True)
@@ -92,12 +53,11 @@ def main() -> None:
     temps = c3.multiselect("Also at T =", TEMPS, default=[1.0, 16.0], key="soft_temps")
     temps = sorted({*temps, T})
 
-    root = sh.runs_dir()
     target = kdcore.distillation_target(cfg)  # several teachers: their ensemble taught the students
     if target == "ensemble":
         st.caption(f"This run had {1 + len(cfg.extra_teachers)} teachers: \"teacher\" below is their "
                    "weighted ensemble, whose soft targets the students learned from.")
-    t_log, s_log = test_logits(root, rid, target), test_logits(root, rid, who)
+    t_log, s_log = lab.logits(rid, target), lab.logits(rid, who)
     picked = pick_samples_ui(t_log)
     classes = list(data.classes)
 

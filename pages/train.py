@@ -17,6 +17,7 @@ import kdcore
 from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
 from kdcore import ui_support as ui
 from kdcore.live import RunLimitReached
+from kdcore.methods.ensemble import normalise_weights
 from pages import _charts as charts
 from pages import _shared as sh
 
@@ -170,10 +171,10 @@ def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: s
                     profile_ui("teacher", name, params, dataset, batch)
                     extra.append({"model": name, "params": params, "source": "train"})
                 weights.append(st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key=f"tw{k}", bind=URL))
-        total = sum(weights)
-        if total > 0:
+        if sum(weights) > 0:  # all zero is refused when the config is built
             st.caption("The student learns from the ensemble's logits "
-                       + " + ".join(f"{w / total:.2f}·z{j + 1}" for j, w in enumerate(weights))
+                       + " + ".join(f"{w:.2f}·z{j + 1}"
+                                    for j, w in enumerate(normalise_weights(weights, n + 1)))
                        + "; the results table shows each teacher's test accuracy and the ensemble's.")
         return {"extra_teachers": extra, "teacher_weights": weights, "_ready": ready}
 

@@ -244,7 +244,8 @@ class FeatureDistiller(Distiller):
             t_logits = self.teacher(x)
         with capture(self.student, self.s_tap) as sf:
             logits = self.student(x)
-        return logits, {**self.logit_terms(logits, t_logits, y), **self.weighted_feature_terms(sf["f"], tf["f"])}
+        terms = self.logit_terms(logits, t_logits, y)
+        return logits, {**terms, **self.weighted_feature_terms(sf["f"], tf["f"])}
 
     def weighted_feature_terms(self, fs: torch.Tensor, ft: torch.Tensor) -> dict[str, torch.Tensor]:
         """The feature terms, each times its knob (``weights`` names which knob weighs which term)."""
@@ -317,7 +318,8 @@ class FitNets(FeatureDistiller):
 
     def weighted_feature_terms(self, fs, ft):
         k = self.knobs
-        if k["hint_epochs"] > 0 and not k["hint_in_stage2"] and self.epoch is not None and not self.in_hint_stage():
+        stage2 = k["hint_epochs"] > 0 and self.epoch is not None and not self.in_hint_stage()
+        if stage2 and not k["hint_in_stage2"]:
             # the paper's stage 2: KD alone. The hint is not computed; a constant zero keeps the
             # term for the charts and leaves the regressor without a gradient
             return {"hint": fs.new_zeros(())}
