@@ -11,10 +11,10 @@ import textwrap
 import threading
 from pathlib import Path
 
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 
 from .config import RunConfig, from_dict, to_dict, to_json
-from .errors import ConfigError, DataUnavailable
+from .errors import ConfigError, DataUnavailable, StoreUnavailable
 from .events import EpochEnd, PhaseEnd, PhaseStart, StepEnd
 from .registry import DATASETS, LOSSES, MODELS
 
@@ -39,33 +39,77 @@ Models: {models}. Datasets: {datasets}. Losses: {losses}
 
 def _set(d: dict, dotted: str, raw: str) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}=...: the key must be dotted field names like loss.temperature")
     cur = d
-    for k in keys[:-1]:
-        if not isinstance(cur.get(k), dict):
+    for i, k in enumerate(keys[:-1]):
+        if k not in cur or cur[k] is None:
             cur[k] = {}
+        if not isinstance(cur[k], dict):
+            raise ConfigError(f"--set {dotted}=...: {'.'.join(keys[:i + 1])} is "
+                              f"{type(cur[k]).__name__}, not an object with fields; set it whole, "
+                              f"e.g. --set {'.'.join(keys[:i + 1])}='[...]'")
         cur = cur[k]
     try:
         cur[keys[-1]] = json.loads(raw)
     except json.JSONDecodeError:
         cur[keys[-1]] = raw  # bare strings: --set data.name=mnist
+    except RecursionError:
+        raise ConfigError(f"--set {dotted}=...: the value nests too deep") from None
+
+
+def read_config_file(path: str) -> dict:
+    """The JSON object in ``path``; every way it can be unreadable is a ConfigError naming it."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder; pass a JSON file (python -m kdcore config > run.json)") from None
+    except OSError as e:
+        raise ConfigError(f"config {path} cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path} is {len(raw) // 1024} KB; a run config is at most "
+                          f"{MAX_CONFIG_BYTES // 1024} KB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text; pass a JSON file") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} nests too deep to be a run config") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config {path} must hold a JSON object, got {type(d).__name__}")
+    return d
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a run config is a few hundred bytes; this refuses mistakes, not users
 
 
 def load_config(path: str | None, overrides: list[str], args) -> RunConfig:
     """Config file (or defaults) + --set overrides + the data/device flags, validated."""
-    d = to_dict(RunConfig()) if path is None else json.loads(Path(path).read_text())
+    d = to_dict(RunConfig()) if path is None else read_config_file(path)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} must look like key.path=value, e.g. loss.temperature=4")
         k, v = item.split("=", 1)
         _set(d, k.strip(), v.strip())
     data = d.setdefault("data", {})
-    if getattr(args, "data_dir", None):
+    if not isinstance(data, dict):
+        raise ConfigError(f"data must be a JSON object, got {type(data).__name__}")
+    if getattr(args, "data_dir", None) is not None:
         data["data_dir"] = args.data_dir
     if getattr(args, "download", False):
         data["download"] = True
     if getattr(args, "device", None):
         d["device"] = args.device
-    return from_dict(d)
+    cfg = from_dict(d)
+    from .budget import preflight
+
+    preflight(cfg, getattr(args, "runs_dir", None))
+    return cfg
 
 
 class Progress:
@@ -142,16 +186,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .experiment import compare
+    from .experiment import compare, parse_seeds
 
     cfg = load_config(args.config, args.set, args)
-    try:
-        seeds = (list(range(int(args.seeds))) if args.seeds.isdigit()
-                 else [int(s) for s in args.seeds.split(",")])
-    except ValueError:
-        raise ConfigError(f"--seeds {args.seeds!r} must be a count (3) or a list (0,4,7)") from None
+    seeds = parse_seeds(args.seeds)
     out, report = _execute(args, cfg, lambda c, store, cbs, nproc: compare(
-        c, seeds=seeds, store=store, callbacks=cbs, nproc=nproc))
+        c, seeds=seeds, store=store, callbacks=cbs, nproc=nproc,
+        share_teacher=not args.teacher_per_seed))
     failed = [r for r in out.runs if r.status != "completed"]
     if not report:
         return 1 if failed else 0
@@ -159,13 +200,14 @@ def cmd_compare(args) -> int:
     show = pd.DataFrame({"model": t["model"], "seeds": t["seeds"]})
     for k in ("accuracy", "f1", "ece", "agreement"):
         if f"{k}_mean" in t:
-            show[k] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(t[f"{k}_mean"], t[f"{k}_std"])]
+            show[k] = [f"{m:.4f} ± {s:.4f}" if m == m else "" for m, s in zip(t[f"{k}_mean"], t[f"{k}_std"])]
     for k in ("params", "size_mb", "latency_ms"):
         show[k] = t[f"{k}_mean"].round(3)
     print(show.to_string(index=False))
-    if out.gain_mean is not None:
-        print(f"gain of distillation over the baseline: {out.gain_mean * 100:+.2f} ± "
-              f"{out.gain_std * 100:.2f} points over {len([r for r in out.runs if r.gain is not None])} seed(s)")
+    for r in out.runs:
+        if r.status == "completed":
+            print(f"seed {r.seed}" + (f" (run {r.run_id})" if r.run_id else "") + f": {r.message}")
+    print(out.summary())
     for r in failed:
         print(f"run {r.run_id}: {r.status}: {r.message}")
     return 1 if failed else 0
@@ -197,47 +239,121 @@ def cmd_methods(args) -> int:
     return 0
 
 
-def cmd_compress(args) -> int:
-    from .compress import compression_table, load_run_model
+def run_id_arg(text: str, what: str = "run id") -> int:
+    """A run id typed by a person: a positive integer, else a ConfigError naming it."""
+    t = str(text).strip()
+    if not t.isdigit() or not 0 < int(t) < 2**63:
+        raise ConfigError(f"{what} {text!r} is not a run id; ids are positive integers "
+                          "(python -m kdcore runs list shows them)")
+    return int(t)
 
+
+def cmd_compress(args) -> int:
+    from .compress import check_phase, compression_table, load_run_model
+
+    check_phase(args.phase)
     try:
         amounts = [float(a) for a in args.prune.split(",")] if args.prune else []
     except ValueError:
         raise ConfigError(f"--prune {args.prune!r} must be shares like 0.5,0.8") from None
-    model, data, _ = load_run_model(_store(args), args.id, args.phase)
+    if not all(0 < a < 1 for a in amounts):
+        raise ConfigError(f"--prune {args.prune!r}: each share must be in (0, 1), like 0.5,0.8")
+    run_id = run_id_arg(args.id)
+    model, data, _ = load_run_model(_store(args), run_id, args.phase)
     t = compression_table(model, data, prune_amounts=amounts, scope=args.scope, quantize=not args.no_quantize)
-    print(f"run {args.id}, {args.phase} model, test set of {len(data.y_test)}, CPU:")
+    print(f"run {run_id}, {args.phase} model, test set of {len(data.y_test)}, CPU:")
     print(t.drop(columns=["device"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import AGREEMENT_TARGET, export_run
+
+    from .compress import check_phase
+
+    check_phase(args.phase)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    res = export_run(_store(args), run_id_arg(args.id), args.phase, args.variant, formats=formats,
+                     verify=not args.no_verify)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in res.files.items():
+        (out / name).write_bytes(content)
+        print(f"wrote {out / name} ({len(content) / 1024:.1f} KiB)")
+    v = res.verification
+    if v:
+        print(f"onnxruntime vs PyTorch on the {v['n']} test samples: same prediction on "
+              f"{v['agreement']:.4%} (target >= {AGREEMENT_TARGET:.1%}), max logit difference "
+              f"{v['max_abs_logit_diff']:.3g}; accuracy {v['onnx_accuracy']:.4f} (onnx) vs "
+              f"{v['torch_accuracy']:.4f} (torch)")
+        print(f"CPU latency, batch of {v['latency_batch']}, {v['threads']} thread(s): onnxruntime "
+              f"{v['onnx_latency_ms']:.3f} ms, PyTorch {v['torch_latency_ms']:.3f} ms")
+        if not res.verified:
+            print("error: the ONNX file does not agree with PyTorch often enough", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_runs(args) -> int:
+    if args.action in ("show", "config", "delete") and not args.id:
+        raise ConfigError(f"runs {args.action} needs a run id, e.g. python -m kdcore runs {args.action} 3")
+    run_id = run_id_arg(args.id) if args.action in ("show", "config", "delete") else None
+    if args.action == "export" and args.ids is not None:
+        ids = [run_id_arg(i, "--ids entry") if i.strip().isdigit() else None for i in args.ids.split(",")]
+        if None in ids or not ids:
+            raise ConfigError(f"--ids {args.ids!r} must be run ids separated by commas, like 3,5,8")
     store = _store(args)
     if args.action == "list":
         t = store.table()
         print(t.to_string(index=False) if len(t) else "no runs yet")
     elif args.action == "show":
-        run = store.get(int(args.id))
+        run = store.get(run_id)
         print(json.dumps(run, indent=2, default=str))
         print(f"replay: python -m kdcore runs config {run['id']} > run.json && python -m kdcore run run.json")
     elif args.action == "config":
-        print(json.dumps(store.get(int(args.id))["config"], indent=2, sort_keys=True))
+        print(json.dumps(store.get(run_id)["config"], indent=2, sort_keys=True))
+    elif args.action == "export" and args.tensorboard:
+        from .tensorboard_export import export_tensorboard
+
+        for path in export_tensorboard(store, args.tensorboard, ids if args.ids is not None else None):
+            print(f"wrote {path}")
+        print(f"read them with: tensorboard --logdir {args.tensorboard}")
     elif args.action == "export":
-        ids = [int(i) for i in args.ids.split(",")] if args.ids else None
-        print(f"wrote {store.export_csv(args.out, ids)}")
+        print(f"wrote {store.export_csv(args.out, ids if args.ids is not None else None)}")
     elif args.action == "delete":
-        store.delete(int(args.id))
-        print(f"deleted run {args.id}")
+        store.delete(run_id)
+        print(f"deleted run {run_id}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (python -m kdcore{self.prog[len('python -m kdcore'):]} --help "
+                     "shows what is allowed)\n")
+
+
+def _positive(name: str, lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo}, {hi}]")
+        return v
+    parse.__name__ = name
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m kdcore", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=KD_HELP.format(models=", ".join(MODELS.names()), datasets=", ".join(DATASETS.names()),
                                    losses=", ".join(LOSSES.names())))
     p.add_argument("--runs-dir", default=None, help="run history folder (default ./runs or $KD_RUNS_DIR)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def common(sp):
         sp.add_argument("config", nargs="?", help="RunConfig JSON file (default: built-in defaults)")
@@ -247,10 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--download", action="store_true", help="let torchvision download the dataset")
         sp.add_argument("--device", help="cpu, cuda, cuda:1, mps")
         sp.add_argument("--no-save", action="store_true", help="do not write to the run history")
-        sp.add_argument("--log-every", type=int, default=0, metavar="N", help="print every N steps")
+        sp.add_argument("--log-every", type=_positive("--log-every", 0, 10**9), default=0, metavar="N", help="print every N steps")
 
     def nproc(sp, cmd):
-        sp.add_argument("--nproc", type=int, default=1, metavar="N",
+        sp.add_argument("--nproc", type=_positive("--nproc", 1, 64), default=1, metavar="N",
                         help="train with N local processes (DistributedDataParallel, gloo on CPU; "
                              f"or launch with: torchrun --nproc_per_node N -m kdcore {cmd} CONFIG)")
 
@@ -260,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="the same run over several seeds, mean ± std")
     common(c)
     nproc(c, "compare")
-    c.add_argument("--seeds", default="3", help="a count (3 → seeds 0,1,2) or a list like 0,4,7")
+    c.add_argument("--seeds", default="3", help="a count (3 → seeds 0,1,2) or a list like 3,7")
+    c.add_argument("--teacher-per-seed", action="store_true",
+                   help="train a teacher for every seed (default: train it once and distil every seed from it)")
     sub.add_parser("config", help="print the default RunConfig as JSON")
     m = sub.add_parser("methods", help="the distillation methods (loss.name) and their loss.params")
     m.add_argument("name", nargs="?", help="one method (default: all)")
@@ -275,10 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("id", nargs="?", help="run id (show, config, delete)")
     r.add_argument("--out", default="runs.csv", help="export: CSV path")
     r.add_argument("--ids", help="export: comma-separated run ids (default all)")
+    r.add_argument("--tensorboard", metavar="DIR", help="export: write each run's curves (every loss "
+                   "term, every phase) as TensorBoard event files under DIR instead of a CSV")
+    ex = sub.add_parser("export", help="a stored run's model as ONNX and .safetensors, checked with onnxruntime")
+    ex.add_argument("id", help="run id")
+    ex.add_argument("--phase", default="distilled", help="which model of the run (default distilled)")
+    ex.add_argument("--variant", default="float32",
+                    help="float32, int8, pruned:0.5 or pruned:0.5+int8 (as in the compression table)")
+    ex.add_argument("--format", default="onnx,safetensors", help="onnx, safetensors or both (default)")
+    ex.add_argument("--out", default="export", help="folder for the files (default ./export)")
+    ex.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check on the test split")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every mistake is one ``error:`` line on stderr and a non-zero exit.
+
+    ``KD_DEBUG=1`` lets an unexpected exception through with its traceback.
+    """
     import kdcore  # noqa: F401  (fills the registries)
 
     args = build_parser().parse_args(argv)
@@ -286,10 +418,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "config":
             print(to_json(RunConfig()))
             return 0
-        if args.cmd == "runs" and args.action in ("show", "config", "delete") and not args.id:
-            raise ConfigError(f"runs {args.action} needs a run id")
         return {"run": cmd_run, "compare": cmd_compare, "runs": cmd_runs, "methods": cmd_methods,
-                "compress": cmd_compress}[args.cmd](args)
-    except (ConfigError, DataUnavailable, KeyError, FileNotFoundError, json.JSONDecodeError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+                "compress": cmd_compress, "export": cmd_export}[args.cmd](args)
+    except (ConfigError, DataUnavailable, StoreUnavailable, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {_one_line(msg)}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out into a missing folder, a full disk, ...
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: still one line; KD_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("KD_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {_one_line(e)} (KD_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
