@@ -19,7 +19,7 @@ import warnings
 import zlib
 from typing import Iterable
 
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 from torch.nn.utils import prune

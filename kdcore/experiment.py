@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 

@@ -26,7 +26,6 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models as tvm
 
 from .errors import ConfigError
 from .registry import MODELS
@@ -269,6 +268,8 @@ def resnet18(*, in_shape, num_classes) -> nn.Module:
     Returns:
         The model, with ``tap = "layer4"`` (the last residual stage).
     """
+    from torchvision import models as tvm  # here, not at the top: it costs ~1 s of every start-up
+
     c, _, _ = _image("resnet18", in_shape, num_classes, min_hw=8)
     model = tvm.resnet18(weights=None, num_classes=num_classes)
     # ImageNet's 7x7/2 stem and max-pool would shrink a 28 px image to 7 px before layer1.
@@ -291,6 +292,8 @@ def mobilenet_v3_small(*, in_shape, num_classes, width_mult=1.0, dropout=0.2) ->
     Returns:
         The model, with ``tap = "features"`` (the last feature map before pooling).
     """
+    from torchvision import models as tvm  # here, not at the top: it costs ~1 s of every start-up
+
     c, _, _ = _image("mobilenet_v3_small", in_shape, num_classes, min_hw=16)
     wm = _pos_num("mobilenet_v3_small", "width_mult", width_mult)
     p = _prob("mobilenet_v3_small", "dropout", dropout)

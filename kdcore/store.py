@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 
 from .events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd

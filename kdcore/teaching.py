@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

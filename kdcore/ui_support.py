@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn.functional as F
 
