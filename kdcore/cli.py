@@ -319,7 +319,14 @@ def cmd_runs(args) -> int:
             print(f"wrote {path}")
         print(f"read them with: tensorboard --logdir {args.tensorboard}")
     elif args.action == "export":
-        print(f"wrote {store.export_csv(args.out, ids if args.ids is not None else None)}")
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise ConfigError(f"--out {args.out}: " + ("is a folder; name a file in it" if out.is_dir()
+                                                       else f"folder {out.parent} does not exist"))
+        try:
+            print(f"wrote {store.export_csv(out, ids if args.ids is not None else None)}")
+        except OSError as e:
+            raise ConfigError(f"--out {args.out}: cannot write it: {e.strerror or e}") from None
     elif args.action == "delete":
         store.delete(run_id)
         print(f"deleted run {run_id}")
@@ -353,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=KD_HELP.format(models=", ".join(MODELS.names()), datasets=", ".join(DATASETS.names()),
                                    losses=", ".join(LOSSES.names())))
     p.add_argument("--runs-dir", default=None, help="run history folder (default ./runs or $KD_RUNS_DIR)")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", metavar="command", required=True, parser_class=_Parser)
 
     def common(sp):
         sp.add_argument("config", nargs="?", help="RunConfig JSON file (default: built-in defaults)")

@@ -151,6 +151,16 @@ def compression_table(model: nn.Module, data, *, prune_amounts: Iterable[float] 
     return t
 
 
+def check_phase(phase: str, label: str = "--phase") -> str:
+    """A phase name typed by a person: a model name like distilled or teacher_2, never a path."""
+    from .store import PHASE_NAME
+
+    if not isinstance(phase, str) or not PHASE_NAME.fullmatch(phase):
+        raise ConfigError(f"{label} {phase!r} is not a model name; use distilled, baseline, teacher "
+                          "or teacher_2, teacher_3, ... (lowercase letters, digits and _)")
+    return phase
+
+
 def load_run_model(store, run_id: int, phase: str = "distilled"):
     """Rebuild one trained model of a stored run, with the run's config and data.
 
@@ -165,6 +175,7 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
     from .data import load_data
     from .models import build_model
 
+    check_phase(phase, "phase")
     try:
         cfg = from_dict(store.get(int(run_id))["config"])
         state = store.load_weights(int(run_id), phase)

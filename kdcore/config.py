@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
@@ -30,7 +31,22 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_source(v: Any) -> bool:
-    return isinstance(v, str) and (v == "train" or v.startswith(("run:", "file:")))
+    return _is_text(v, 4096) and (v == "train" or bool(re.fullmatch(r"run:[1-9][0-9]{0,17}", v))
+                                  or (v.startswith("file:") and len(v) > 5))
+
+
+def _is_text(v: Any, max_len: int) -> bool:
+    """A string a file name, a label or a path can be: UTF-8, no control characters, bounded."""
+    if not isinstance(v, str) or len(v) > max_len or any(ord(c) < 32 for c in v):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" in JSON
+        return False
+    return True
+
+
+MAX_SEED = 2**31 - 1  # numpy and every torch generator take it; compare adds seeds on top
 
 
 def _is_num(v: Any) -> bool:
@@ -50,15 +66,36 @@ class DataConfig:
     augment: bool = False  # images: random crop (+ flip on CIFAR); forces live teacher logits
     seed: int = 0  # data generation and split; independent of the training seed
     omit_class: int = -1  # >= 0: students never see this class in training (Hinton 2015, §3)
+    # few labels: the teacher trains on the whole training split; the students get the labels
+    # of only `labelled` of its samples (a seeded draw; validation and test never change)
+    labelled: int = 0  # 0 = students see every training label; N = a seeded N-sample labelled set
+    balanced: bool = False  # draw the labelled set with (nearly) equal samples per class
+    # Hinton 2015 §2 "transfer set": the distilled student also gets the teacher's soft targets on
+    # the rest of the training split, without its labels (the baseline never sees those samples)
+    transfer_set: bool = False
+    transfer_ratio: int = 7  # transfer-set samples per labelled sample in each step (FixMatch's mu)
+    # your own data (kdcore.userdata): image_folder and csv read data.path
+    path: str = ""  # image_folder: a folder of class subfolders; csv: the .csv file
+    image_size: int = 32  # image_folder: every image is resized to image_size x image_size
+    channels: int = 0  # image_folder: 1 (grey) or 3 (RGB); 0 = RGB if the images have colour
+    memory_mb: int = 1024  # image_folder: decoded sets up to this are held in memory, larger ones streamed
+    label_column: str = "label"  # csv: the column that holds each row's class
+    feature_columns: tuple[str, ...] = ()  # csv: the feature columns; () = every numeric column but the label
 
     def __post_init__(self) -> None:
         from .registry import DATASETS
+
+        self._check_own_data()
 
         if self.name not in DATASETS:
             raise ConfigError(f"data.name = {self.name!r} is not a known dataset; known: "
                               f"{', '.join(DATASETS.names())}")
         _check(_is_int(self.n_samples) and self.n_samples >= 20, "data.n_samples", self.n_samples,
                "an integer >= 20")
+        _check(self.data_dir is None or (_is_text(self.data_dir, 4096) and self.data_dir != ""),
+               "data.data_dir", self.data_dir, "null (the default folder) or a folder path")
+        _check(isinstance(self.download, bool), "data.download", self.download, "true or false")
+        _check(isinstance(self.augment, bool), "data.augment", self.augment, "true or false")
         _check(_is_num(self.noise) and 0 <= self.noise <= 5, "data.noise", self.noise, "in [0, 5]")
         _check(_is_int(self.n_classes) and 2 <= self.n_classes <= 10, "data.n_classes",
                self.n_classes, "an integer in [2, 10]")
@@ -66,10 +103,36 @@ class DataConfig:
                self.train_subset, "0 (all) or a positive integer")
         _check(_is_num(self.val_fraction) and 0 < self.val_fraction < 0.5, "data.val_fraction",
                self.val_fraction, "in (0, 0.5)")
-        _check(_is_int(self.seed) and self.seed >= 0, "data.seed", self.seed, "an integer >= 0")
+        _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "data.seed", self.seed,
+               f"an integer in [0, {MAX_SEED}]")
         n_cls = DATASETS.get(self.name).num_classes(self)
+        _check(_is_int(self.labelled) and self.labelled >= 0, "data.labelled", self.labelled,
+               "0 (every training label) or a positive number of labelled samples")
+        _check(isinstance(self.balanced, bool), "data.balanced", self.balanced, "true or false")
+        _check(not self.balanced or self.labelled >= n_cls, "data.balanced", self.balanced,
+               f"false unless data.labelled >= the {n_cls} classes (one label per class at least)")
+        _check(isinstance(self.transfer_set, bool), "data.transfer_set", self.transfer_set, "true or false")
+        _check(not self.transfer_set or self.labelled > 0, "data.transfer_set", self.transfer_set,
+               "false unless data.labelled > 0 (the transfer set is the unlabelled rest of the training split)")
+        _check(_is_int(self.transfer_ratio) and 1 <= self.transfer_ratio <= 64, "data.transfer_ratio",
+               self.transfer_ratio, "an integer in [1, 64]")
         _check(_is_int(self.omit_class) and -1 <= self.omit_class < n_cls, "data.omit_class",
                self.omit_class, f"-1 (keep all) or a class index in [0, {n_cls - 1}]")
+
+    def _check_own_data(self) -> None:
+        _check(_is_text(self.path, 4096), "data.path", self.path, "a folder or file path (text)")
+        _check(_is_int(self.image_size) and 8 <= self.image_size <= 512, "data.image_size",
+               self.image_size, "an integer in [8, 512]")
+        _check(self.channels in (0, 1, 3) and _is_int(self.channels), "data.channels", self.channels,
+               "0 (from the images), 1 (grey) or 3 (RGB)")
+        _check(_is_int(self.memory_mb) and 0 <= self.memory_mb <= 1 << 20, "data.memory_mb",
+               self.memory_mb, "an integer number of MiB >= 0 (0 = always stream)")
+        _check(_is_text(self.label_column, 200) and self.label_column != "", "data.label_column",
+               self.label_column, "a column name")
+        cols = self.feature_columns
+        _check(isinstance(cols, (list, tuple)) and all(_is_text(c, 200) and c for c in cols),
+               "data.feature_columns", cols, "a list of column names ([] = every numeric column)")
+        object.__setattr__(self, "feature_columns", tuple(cols))  # JSON gives a list
 
 
 @dataclass(frozen=True)
@@ -120,6 +183,9 @@ class OptimConfig:
     optimizer: str = "adam"  # adam | sgd (momentum 0.9, nesterov)
     weight_decay: float = 0.0  # L2 penalty
     schedule: str = "constant"  # constant | cosine (per step, to zero)
+    # fp32 | bf16 | fp16: autocast mixed precision, a GPU speed knob (fp16 adds a gradient scaler)
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile the model for training: pays a compile once per phase
 
     def __post_init__(self) -> None:
         _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
@@ -128,15 +194,24 @@ class OptimConfig:
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536, "batch_size",
                self.batch_size, "an integer in [1, 65536]")
         _check(self.optimizer in ("adam", "sgd"), "optimizer", self.optimizer, "'adam' or 'sgd'")
-        _check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
-               self.weight_decay, "a number >= 0")
+        _check(_is_num(self.weight_decay) and 0 <= self.weight_decay <= 1, "weight_decay",
+               self.weight_decay, "a number in [0, 1]")
         _check(self.schedule in ("constant", "cosine"), "schedule", self.schedule,
                "'constant' or 'cosine'")
+        _check(self.precision in ("fp32", "bf16", "fp16"), "precision", self.precision,
+               "'fp32', 'bf16' or 'fp16'")
+        _check(isinstance(self.compile, bool), "compile", self.compile, "true or false")
+
+
+def _default_data() -> DataConfig:
+    # the run a newcomer starts: two moons, the teacher on all 1,440 training points, the students
+    # with 16 labels and the rest as a transfer set — a setting where distillation visibly helps
+    return DataConfig(labelled=16, balanced=True, transfer_set=True)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)  # what to learn
+    data: DataConfig = field(default_factory=_default_data)  # what to learn
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [128, 128]}))
     student: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [8]}))
     loss: LossConfig = field(default_factory=LossConfig)  # how the distilled student learns
@@ -150,13 +225,31 @@ class RunConfig:
     extra_teachers: tuple[ModelConfig, ...] = ()
     extra_teacher_sources: tuple[str, ...] = ()  # one per extra teacher, as teacher_source; () = train all
     teacher_weights: tuple[float, ...] = ()  # one per teacher, first teacher first; () = equal weights
+    # a third student arm: trained alone on the labelled samples plus the teacher's argmax labels on
+    # the transfer set; against it the distilled student shows what soft targets add to the answer
+    pseudo_arm: bool = False
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed", self.seed,
+               f"an integer in [0, {MAX_SEED}]")
+        _check(_is_text(self.name, 200), "name", self.name if isinstance(self.name, str) and len(self.name) < 80
+               else f"{type(self.name).__name__} of length {len(self.name) if isinstance(self.name, str) else '-'}",
+               "text of at most 200 characters (UTF-8, no control characters)")
         _check(_is_source(self.teacher_source), "teacher_source", self.teacher_source,
                "one of " + ", ".join(TEACHER_SOURCES))
         self._check_teachers()
-        _check(isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+        _check(isinstance(self.pseudo_arm, bool), "pseudo_arm", self.pseudo_arm, "true or false")
+        _check(not self.pseudo_arm or self.data.transfer_set, "pseudo_arm", self.pseudo_arm,
+               "false unless data.transfer_set is true (the hard labels are the teacher's on the transfer set)")
+        if self.data.transfer_set:
+            from .methods.spec import METHOD_INFO
+
+            info = METHOD_INFO.get(self.loss.name)
+            _check(info is None or info.labels_only_in_ce, "data.transfer_set", True,
+                   f"false with loss {self.loss.name!r}, which uses the labels beyond the CE term; "
+                   "transfer-set samples have no label (use kd, soft_ce, mse_logits, logit_std or a "
+                   "feature method)")
+        _check(isinstance(self.device, str) and bool(re.fullmatch(r"cpu|mps|cuda(:[0-9]{1,2})?", self.device)),
                "device", self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
         self._check_models_fit()
         # a method whose loss follows the schedule (FitNets' hint stage) checks it fits the epochs
@@ -256,9 +349,14 @@ def _build(cls, d: Any, where: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}; allowed: "
+        raise ConfigError(f"unknown field(s) in {where}: {', '.join(map(str, unknown))}; allowed: "
                           f"{', '.join(sorted(known))}")
-    return cls(**d)
+    try:
+        return cls(**d)
+    except ConfigError as e:  # name the section: "optim: epochs = 0 ..." vs "teacher_optim: ..."
+        msg = str(e)
+        raise (e if msg.startswith((where, f"{where}.")) or where == "config"
+               else ConfigError(f"{where}: {msg}")) from None
 
 
 def from_dict(d: dict) -> RunConfig:

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataUnavailable(RuntimeError):
     """A dataset is not on disk and could not be downloaded; the message says how to get it."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The run history folder cannot be used (a file, read-only, full); the message says what to do."""

@@ -36,7 +36,7 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and name in self._items  # a list or dict is no name, not a crash
 
     def __len__(self) -> int:
         return len(self._items)

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 
 _ARTIFACT_NAME = re.compile(r"[a-z0-9_]{1,40}")
+PHASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a phase names a file: never a path
 
 
 def _state_sha(state: dict[str, torch.Tensor]) -> str:
@@ -135,6 +136,8 @@ class RunStore:
         return Recorder(self, run_id)
 
     def weights_path(self, run_id: int, phase: str) -> Path:
+        if not isinstance(phase, str) or not PHASE_NAME.fullmatch(phase):
+            raise ValueError(f"phase {phase!r} must be lowercase letters, digits and _ (a model name)")
         return self.root / str(int(run_id)) / f"{phase}.pt"
 
     def save_weights(self, run_id: int, phase: str, state_dict: dict) -> Path:
