@@ -53,8 +53,8 @@ def finished_runs(store: kdcore.RunStore, where: Callable[[dict], bool] | None =
     return out
 
 
-def run_pick_ui(runs: list[dict], key: str, label: str = "Run") -> int | None:
-    """A select box of ``runs``; the pick is kept in the URL (``?<key>=<id>``) so a link shows it.
+def run_pick_ui(runs: list[dict], scope: sh.Scope, label: str = "Run") -> int | None:
+    """A select box of ``runs``; the pick is kept in the URL (``?<prefix>run=<id>``) so a link shows it.
 
     Defaults to this session's latest run when it is in the list.
     """
@@ -62,10 +62,11 @@ def run_pick_ui(runs: list[dict], key: str, label: str = "Run") -> int | None:
         return None
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)
+    key, pick_key = scope("run"), scope("run_pick")
     want = st.query_params.get(key, "")
     mine = sh.session_runs().current_run_id()
     pick = int(want) if want.isdigit() and int(want) in by_id else (mine if mine in by_id else ids[0])
-    rid = st.selectbox(label, ids, index=ids.index(pick), key=f"{key}_pick",
+    rid = st.selectbox(label, ids, index=ids.index(pick), key=pick_key,
                        format_func=lambda i: run_label(by_id[i]))
     st.query_params[key] = str(rid)  # not widget-bound: the options change as runs finish
     return rid
@@ -82,17 +83,18 @@ def load_run(rid: int):
     return cfg, models, data
 
 
-def pick_and_load_ui(runs: list[dict], *, empty: str, label: str = "Run",
+def pick_and_load_ui(scope: sh.Scope, runs: list[dict], *, empty: str, label: str = "Run",
                      quick: tuple[str, str] | None = None):
-    """Pick one of ``runs`` (kept in the URL as ``?run=``) and load it.
+    """Pick one of ``runs`` (kept in the page's URL as ``?<prefix>run=``) and load it.
 
     Args:
-        runs: the runs to offer. empty: what to say when there is none. label: the picker's label.
+        scope: the page's keys. runs: the runs to offer. empty: what to say when there is none.
+        label: the picker's label.
         quick: (key, caption) of :func:`quick_pair_ui`, offered when there is no run.
     Returns:
         (run id, cfg, models, data), or None after showing why there is nothing to show.
     """
-    rid = run_pick_ui(runs, "run", label)
+    rid = run_pick_ui(runs, scope, label)
     if rid is None:
         st.info(empty, icon=":material/info:")
         if quick is not None:
@@ -478,7 +480,12 @@ class Link:
     label: str
     page: str  # the page file, for st.page_link
     path: str  # its URL path ("" = the app's root, where the Train page is)
-    params: dict  # query parameters
+    params: dict  # the page's settings by name (unset ones stay at their defaults)
+
+    @property
+    def query(self) -> dict:
+        """The link's URL parameters: the settings under the page's keys, plus the link marker."""
+        return sh.SCOPES[self.page.removeprefix("pages/").removesuffix(".py")].link(self.params)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,75 @@ def session_runs() -> SessionRuns:
     return SessionRuns()
 
 
+# --------------------------------------------------------------------------------------------
+# Each page's settings: widget keys and URL parameters
+
+
+LINK = "link"  # a one-shot URL parameter on a link that sets a page up (see Scope.adopt_link)
+URL = "query-params"  # the `bind` value that keeps a widget in the address
+
+
+class Scope:
+    """One page's namespace for widget keys and the URL parameters bound to them.
+
+    A page creates every key through its scope, ``K = sh.SCOPES["temperature_lab"]`` then
+    ``st.slider(..., key=K("T"), bind=sh.URL)``, which puts ``?temp_T=`` in the address. Prefixes
+    differ from page to page, so no widget reads another page's value (Streamlit keeps URL-bound
+    values in the session across pages). The Train page is the app's root and keeps bare names.
+    """
+
+    def __init__(self, page: str, prefix: str) -> None:
+        self.page = page  # the page file's stem, pages/<page>.py
+        self.prefix = prefix
+        self.names: set[str] = set()  # every name this page has keyed, for adopt_link
+
+    def __call__(self, name: str) -> str:
+        self.names.add(name)
+        return self.prefix + name
+
+    def link(self, values: dict) -> dict:
+        """URL parameters of a link that sets this page up: ``values`` by name, the rest at defaults."""
+        return {**{self.prefix + k: v for k, v in values.items()}, LINK: "1"}
+
+    def adopt_link(self) -> None:
+        """On a link made by :meth:`link`: forget this page's remembered settings first.
+
+        Streamlit seeds a URL-bound widget from the address only the first time it is drawn in a
+        session; later its remembered value wins and an absent parameter leaves it as it was. A
+        link must set every field of its setup, in a fresh session and in a used one, so each of
+        this page's values is forgotten and read again from the address (absent = default).
+        """
+        if LINK not in st.query_params:
+            return
+        del st.query_params[LINK]
+        for name in self.names:
+            st.session_state.pop(self.prefix + name, None)
+
+
+SCOPES = {s.page: s for s in (
+    Scope("train", ""), Scope("soft_targets", "soft_"), Scope("runs", "runs_"),
+    Scope("guide", "guide_"), Scope("presets", "presets_"), Scope("temperature_lab", "temp_"),
+    Scope("boundaries", "bound_"), Scope("dark_knowledge", "dark_"), Scope("omitted_class", "omit_"),
+    Scope("sweep", "sweep_"))}
+
+
+def open_page(page: str) -> Scope:
+    """Called first by every page: the app's navigation around it, a link's setup adopted.
+
+    A folder named ``pages/`` beside app.py makes Streamlit start in its legacy mode: until app.py
+    has run once, a deep link runs the page alone, with an automatic sidebar that lists the helper
+    modules too. That first run is turned into a rerun of app.py, which owns navigation.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:  # what st.navigation sets, set before app.py could run
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    scope = SCOPES[page]
+    scope.adopt_link()
+    return scope
+
+
 def runs_dir() -> str:
     return str(default_runs_dir())
 
@@ -153,5 +222,5 @@ def _sidebar_run(holder: SessionRuns) -> None:
     line()
 
 
-__all__ = ["SessionRuns", "session_runs", "store", "runs_dir", "model_profile", "models_for",
-           "load_data", "run_models", "fmt_seconds", "sidebar_status", "RunLimitReached", "POLL_S"]
+__all__ = ["Scope", "SCOPES", "open_page", "LINK", "URL", "SessionRuns", "session_runs", "store",
+           "runs_dir", "model_profile", "models_for", "load_data", "run_models", "fmt_seconds", "sidebar_status", "RunLimitReached", "POLL_S"]

@@ -12,7 +12,8 @@ from kdcore import teaching as tg
 from pages import _lab as lab
 from pages import _shared as sh
 
-URL = "query-params"
+K = sh.SCOPES["boundaries"]  # this page's keys and URL parameters
+URL = sh.URL
 PHASE_TITLES = {"teacher": "teacher", "baseline": "baseline student (alone)",
                 "distilled": "distilled student"}
 
@@ -42,10 +43,10 @@ def final_ui(models: dict, grid: tg.Grid, points, classes: list[str], metrics: d
 def surface_ui(teacher, grid: tg.Grid, points, classes: list[str], run_T: float) -> None:
     st.subheader("The teacher's soft targets")
     c1, c2 = st.columns([2, 2])
-    T = c1.slider("Temperature T", 0.5, 20.0, float(min(max(run_T, 0.5), 20.0)), 0.5, key="T", bind=URL,
+    T = c1.slider("Temperature T", 0.5, 20.0, float(min(max(run_T, 0.5), 20.0)), 0.5, key=K("T"), bind=URL,
                   help="The surface the distilled student was asked to match is at the run's T.")
     view = c2.selectbox("Show", ["top probability", *[f"probability of {c}" for c in classes]],
-                        key="view", bind=URL)
+                        key=K("view"), bind=URL)
     _, probs = tg.grid_surface(teacher, grid, T)
     if view == "top probability":
         surface = probs.max(-1)
@@ -71,7 +72,7 @@ def replay_ui(store, rid: int, points, classes: list[str]) -> None:
                 "or the CLI now record them; train it again to replay it.", icon=":material/info:")
         return
     epochs = sorted({int(e) for eps in b.epochs.values() for e in eps})
-    epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key="epoch",
+    epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key=K("epoch"),
                              help="Snapshots recorded while the students trained (at most 40 per "
                                   "student).") if len(epochs) > 1 else epochs[0]
     log = store.epochs(rid)
@@ -96,12 +97,13 @@ def replay_ui(store, rid: int, points, classes: list[str]) -> None:
 
 
 def main() -> None:
+    sh.open_page("boundaries")
     st.title("Decision boundaries")
     st.caption("On a 2-D set every model's decision can be drawn: where it puts each class, how "
                "sure it is, and how that changed while it trained.")
     store = sh.store()
     loaded = lab.pick_and_load_ui(
-        lab.finished_runs(store, _is_2d), label="Run on a 2-D set",
+        K, lab.finished_runs(store, _is_2d), label="Run on a 2-D set",
         empty="No finished run on a 2-D set yet (two moons, circles, spirals or blobs). Train one "
               "on the Train page, or here.",
         quick=("bd_quick", "Two moons, a 128-128 teacher and 8-unit students."))
@@ -110,7 +112,7 @@ def main() -> None:
     rid, cfg, models, data = loaded
     classes = list(data.classes)
     grid = tg.plane_grid(torch.cat([data.x_train, data.x_test]), 80)
-    show = st.toggle("Show the test points", True, key="points", bind=URL)
+    show = st.toggle("Show the test points", True, key=K("points"), bind=URL)
     points = (data.x_test.numpy(), data.y_test.numpy()) if show else None
     metrics = store.get(rid)["metrics"] or {}
     final_ui(models, grid, points, classes, metrics)

@@ -10,7 +10,8 @@ from pages import _charts as charts
 from pages import _lab as lab
 from pages import _shared as sh
 
-URL = "query-params"
+K = sh.SCOPES["dark_knowledge"]  # this page's keys and URL parameters
+URL = sh.URL
 
 
 def similarity_ui(t_log, data, T: float) -> None:
@@ -22,7 +23,7 @@ def similarity_ui(t_log, data, T: float) -> None:
     with right:
         st.markdown("**Most confusable classes**")
         k = (st.slider("Classes per row", 1, min(4, len(classes) - 1), min(2, len(classes) - 1),
-                       key="top_k") if len(classes) > 2 else 1)
+                       key=K("top_k")) if len(classes) > 2 else 1)
         table = tg.top_confusable(sim, classes, k)
         st.dataframe(table, hide_index=True, key="dk_table", column_config={
             **{f"p #{j}": st.column_config.NumberColumn(format="%.3f") for j in range(1, k + 1)},
@@ -71,12 +72,13 @@ def gallery_ui(t_log, s_log, data, student: str, n: int) -> None:
 
 
 def main() -> None:
+    sh.open_page("dark_knowledge")
     st.title("Dark knowledge")
     st.caption("What the teacher's soft targets say beyond the label: which classes look alike, "
                "and where the student still disagrees with its teacher.")
     store = sh.store()
     loaded = lab.pick_and_load_ui(
-        lab.finished_runs(store),
+        K, lab.finished_runs(store),
         empty="No finished run with saved models yet. Train one on the Train page (Fashion-MNIST "
               "shows the richest similarities), or a quick one here.",
         quick=("dk_quick", "Two moons: only two classes, so the matrix is small."))
@@ -85,9 +87,9 @@ def main() -> None:
     rid, cfg, _, data = loaded
     c1, c2, c3 = st.columns([2, 1, 1])
     T = c1.slider("Temperature T", 0.5, 20.0, float(min(max(cfg.loss.temperature, 0.5), 20.0)), 0.5,
-                  key="T", bind=URL)
-    student = c2.radio("Student", ["distilled", "baseline"], key="student", bind=URL, horizontal=True)
-    n = c3.number_input("Samples in the gallery", 6, 48, 12, 6, key="n", bind=URL)
+                  key=K("T"), bind=URL)
+    student = c2.radio("Student", ["distilled", "baseline"], key=K("student"), bind=URL, horizontal=True)
+    n = c3.number_input("Samples in the gallery", 6, 48, 12, 6, key=K("n"), bind=URL)
     t_log = lab.logits(rid, kdcore.distillation_target(cfg))  # the ensemble, with several teachers
     st.subheader("Which classes the teacher finds alike")
     similarity_ui(t_log, data, T)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import _shared as sh
+
 GUIDE = r"""
 ## What knowledge distillation is
 
@@ -100,6 +102,7 @@ command that replays one headless.
 
 
 def main() -> None:
+    sh.open_page("guide")
     st.title("Guide")
     st.markdown(GUIDE)
 

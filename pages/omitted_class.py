@@ -9,7 +9,8 @@ from kdcore import teaching as tg
 from pages import _lab as lab
 from pages import _shared as sh
 
-URL = "query-params"
+K = sh.SCOPES["omitted_class"]  # this page's keys and URL parameters
+URL = sh.URL
 SETS = ["fashion_mnist", "mnist", "cifar10", "blobs", "spirals"]  # at least three classes
 PAPER = ("Hinton et al. (MNIST, digit 3 omitted, 800-800 student): **206** test errors, **133** of "
          "them on the 1010 threes; after raising the 3's bias by **3.5**: **109** errors, **14** on "
@@ -19,22 +20,22 @@ PAPER = ("Hinton et al. (MNIST, digit 3 omitted, 800-800 student): **206** test 
 def setup_ui() -> tuple[object | None, bool]:
     """The experiment's controls; returns (RunConfig or None, data available)."""
     c1, c2, c3, c4 = st.columns(4)
-    name = c1.selectbox("Dataset", SETS, key="dataset", bind=URL, format_func=lambda n: DATASETS.get(n).title)
+    name = c1.selectbox("Dataset", SETS, key=K("dataset"), bind=URL, format_func=lambda n: DATASETS.get(n).title)
     spec = DATASETS.get(name)
     dcfg = DataConfig(name=name)
     classes = spec.class_names(dcfg)
     default = 3 if len(classes) > 3 else len(classes) - 1
-    omit = c2.selectbox("Class to omit", list(range(len(classes))), index=default, key="omit", bind=URL,
+    omit = c2.selectbox("Class to omit", list(range(len(classes))), index=default, key=K("omit"), bind=URL,
                         format_func=lambda i: f"{i}: {classes[i]}")
     image = spec.kind == "image"
     subset = c3.number_input("Training subset (0 = all)", 0, 100_000, 0, 1000,
-                             key="subset", bind=URL)
-    student = c4.text_input("Student hidden widths", "512, 512" if image else "16", key="student", bind=URL)
+                             key=K("subset"), bind=URL)
+    student = c4.text_input("Student hidden widths", "512, 512" if image else "16", key=K("student"), bind=URL)
     c1, c2, c3, c4 = st.columns(4)
-    t_epochs = c1.number_input("Teacher epochs", 1, 200, 5 if image else 20, key="teacher_epochs", bind=URL)
-    epochs = c2.number_input("Student epochs", 1, 200, 8 if image else 20, key="epochs", bind=URL)
-    T = c3.slider("Temperature T", 1.0, 20.0, 8.0, 0.5, key="T", bind=URL)
-    alpha = c4.slider("α (hard-label weight)", 0.0, 1.0, 0.1, 0.05, key="alpha", bind=URL,
+    t_epochs = c1.number_input("Teacher epochs", 1, 200, 5 if image else 20, key=K("teacher_epochs"), bind=URL)
+    epochs = c2.number_input("Student epochs", 1, 200, 8 if image else 20, key=K("epochs"), bind=URL)
+    T = c3.slider("Temperature T", 1.0, 20.0, 8.0, 0.5, key=K("T"), bind=URL)
+    alpha = c4.slider("α (hard-label weight)", 0.0, 1.0, 0.1, 0.05, key=K("alpha"), bind=URL,
                       help="Low α: the students learn mostly from the teacher, as in the paper.")
     ok, msg = spec.available(dcfg)
     if not ok:
@@ -84,7 +85,7 @@ def results_ui(rid: int) -> None:
 
     st.subheader(f"Raise the {name!r} output's bias")
     val_best = s["val_best"]["delta"]
-    delta = st.slider(f"Bias added to the {name!r} logit", -2.0, 15.0, 0.0, 0.25, key="bias", bind=URL,
+    delta = st.slider(f"Bias added to the {name!r} logit", -2.0, 15.0, 0.0, 0.25, key=K("bias"), bind=URL,
                       help=f"On the validation split (which holds the class) the best is {val_best:+g}.")
     now = tg.bias_sweep(test["distilled"], data.y_test, cls, [delta]).iloc[0]
     c1, c2, c3 = st.columns(3)
@@ -116,12 +117,13 @@ def results_ui(rid: int) -> None:
 
 
 def main() -> None:
+    sh.open_page("omitted_class")
     st.title("The omitted class")
     st.caption("Distil a student on a transfer set that lacks one class entirely, then see how "
                "much of that class it still recognises (Hinton, Vinyals & Dean 2015, §3).")
     store = sh.store()
     runs = lab.finished_runs(store, lambda r: r["config"]["data"].get("omit_class", -1) >= 0)
-    linked = any(k in st.query_params for k in ("dataset", "omit", "subset", "epochs"))
+    linked = any(K(k) in st.query_params for k in ("dataset", "omit", "subset", "epochs"))
     with st.expander("Run the experiment", expanded=linked or not runs):
         cfg, ok = setup_ui()
         busy = sh.session_runs().running
@@ -132,7 +134,7 @@ def main() -> None:
                    "session's worker, so the Train page shows its live curves.")
     lab.session_run_ui("oc_run", "Omitted-class run")
 
-    rid = lab.run_pick_ui(runs, "run", "Omitted-class run")
+    rid = lab.run_pick_ui(runs, K, "Omitted-class run")
     if rid is None:
         st.info("No finished omitted-class run yet: open **Run the experiment** above and press "
                 "Start.", icon=":material/info:")

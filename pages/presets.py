@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import _lab as lab
+from pages import _shared as sh
 
 
 def preset_ui(p: lab.Preset) -> None:
@@ -13,9 +14,9 @@ def preset_ui(p: lab.Preset) -> None:
         st.markdown(p.text)
         for link in p.links:
             c1, c2 = st.columns([2, 3], vertical_alignment="center")
-            c1.page_link(link.page, label=link.label, query_params=link.params,
+            c1.page_link(link.page, label=link.label, query_params=link.query,
                          icon=":material/arrow_forward:")
-            c2.code(lab.page_url(link.path, link.params), language=None, wrap_lines=True)
+            c2.code(lab.page_url(link.path, link.query), language=None, wrap_lines=True)
 
 
 def tour_ui() -> None:
@@ -28,6 +29,7 @@ def tour_ui() -> None:
 
 
 def main() -> None:
+    sh.open_page("presets")
     st.title("Presets and a guided tour")
     st.caption("Each preset opens a page with every control already set; nothing runs until you "
                "press Start. The address beside each link is the same setup, to share.")

@@ -282,6 +282,7 @@ def compress_ui(store, table: pd.DataFrame) -> None:
 
 
 def main() -> None:
+    sh.open_page("runs")
     st.title("Runs")
     store = sh.store()
     st.caption(f"Every run started here or with the CLI, from `{store.path}`.")

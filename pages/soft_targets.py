@@ -10,6 +10,8 @@ from pages import _charts as charts
 from pages import _lab as lab
 from pages import _shared as sh
 
+K = sh.SCOPES["soft_targets"]  # this page's keys and URL parameters
+
 TEMPS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 
 
@@ -18,7 +20,7 @@ def pick_samples_ui(t_logits: torch.Tensor) -> list[int]:
     h = ui.entropy(ui.soft_targets(t_logits, 1.0))
     order = torch.argsort(h, descending=True).tolist()
     default = order[:2] + order[-1:]  # the two the teacher is least sure of, and its surest one
-    text = st.text_input("Test samples (numbers, comma separated)", "", key="soft_samples",
+    text = st.text_input("Test samples (numbers, comma separated)", "", key=K("samples"),
                          placeholder=f"default: {', '.join(map(str, default))} — the teacher's two "
                                      "least certain samples and its most certain one",
                          help=f"0 to {n - 1}.")
@@ -37,20 +39,21 @@ def pick_samples_ui(t_logits: torch.Tensor) -> list[int]:
 
 
 def main() -> None:
+    sh.open_page("soft_targets")
     st.title("Soft targets")
     st.caption("What the teacher and the student output for single test samples, at several "
                "temperatures. The student learns from the teacher's bars.")
     loaded = lab.pick_and_load_ui(
-        lab.finished_runs(sh.store()),
+        K, lab.finished_runs(sh.store()),
         empty="No finished run with saved models yet. Train one on the Train page, then come back.")
     if loaded is None:
         return
     rid, cfg, models, data = loaded
     students = [p for p in ("distilled", "baseline") if p in models]
     c1, c2, c3 = st.columns([1, 1, 2])
-    who = c1.radio("Student", students, key="soft_student", horizontal=True)
-    T = c2.slider("Chosen T", 0.5, 32.0, float(cfg.loss.temperature), 0.5, key="soft_T")
-    temps = c3.multiselect("Also at T =", TEMPS, default=[1.0, 16.0], key="soft_temps")
+    who = c1.radio("Student", students, key=K("student"), horizontal=True)
+    T = c2.slider("Chosen T", 0.5, 32.0, float(cfg.loss.temperature), 0.5, key=K("T"))
+    temps = c3.multiselect("Also at T =", TEMPS, default=[1.0, 16.0], key=K("temps"))
     temps = sorted({*temps, T})
 
     target = kdcore.distillation_target(cfg)  # several teachers: their ensemble taught the students

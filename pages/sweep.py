@@ -12,7 +12,8 @@ from kdcore.sweep import PRESET, SweepPlan, SweepRun
 from pages import _lab as lab
 from pages import _shared as sh
 
-URL = "query-params"
+K = sh.SCOPES["sweep"]  # this page's keys and URL parameters
+URL = sh.URL
 ALPHAS = [0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0]
 TEMPS = [1.0, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 10.0, 16.0, 20.0]
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
@@ -28,7 +29,7 @@ PRESET_VALUES = {
 
 def _load_preset() -> None:
     for k, v in PRESET_VALUES.items():
-        st.session_state[k] = v
+        st.session_state[K(k)] = v
 
 
 def setup_ui() -> tuple[SweepPlan | None, bool]:
@@ -36,28 +37,28 @@ def setup_ui() -> tuple[SweepPlan | None, bool]:
     P = PRESET_VALUES
     names = DATASETS.names()
     c1, c2, c3, c4 = st.columns(4)
-    dataset = c1.selectbox("Dataset", names, index=names.index(P["dataset"]), key="dataset", bind=URL,
+    dataset = c1.selectbox("Dataset", names, index=names.index(P["dataset"]), key=K("dataset"), bind=URL,
                            format_func=lambda n: DATASETS.get(n).title)
-    subset = c2.number_input("Training subset (0 = all)", 0, 1_000_000, P["subset"], 1000, key="subset",
+    subset = c2.number_input("Training subset (0 = all)", 0, 1_000_000, P["subset"], 1000, key=K("subset"),
                              bind=URL)
-    lr = c3.select_slider("Learning rate", LRS, P["lr"], key="lr", bind=URL)
-    seed = c4.number_input("Seed", 0, 2**31 - 1, P["seed"], key="seed", bind=URL)
+    lr = c3.select_slider("Learning rate", LRS, P["lr"], key=K("lr"), bind=URL)
+    seed = c4.number_input("Seed", 0, 2**31 - 1, P["seed"], key=K("seed"), bind=URL)
     models = sh.models_for(dataset)
     c1, c2, c3, c4 = st.columns(4)
     teacher = c1.selectbox("Teacher", models, index=models.index(P["teacher"]) if P["teacher"] in models else 0,
-                           key="teacher", bind=URL)
-    t_params = c2.text_input("Teacher params", P["teacher_params"], key="teacher_params", bind=URL,
+                           key=K("teacher"), bind=URL)
+    t_params = c2.text_input("Teacher params", P["teacher_params"], key=K("teacher_params"), bind=URL,
                              placeholder="default")
     student = c3.selectbox("Student", models, index=models.index(P["student"]) if P["student"] in models else 0,
-                           key="student", bind=URL)
-    s_params = c4.text_input("Student params", P["student_params"], key="student_params", bind=URL,
+                           key=K("student"), bind=URL)
+    s_params = c4.text_input("Student params", P["student_params"], key=K("student_params"), bind=URL,
                              help="For mlp, the hidden widths, e.g. 32 or 30, 30.")
     c1, c2, c3, c4 = st.columns([1, 1, 2, 3])
-    t_epochs = c1.number_input("Teacher epochs", 1, 500, P["teacher_epochs"], key="teacher_epochs", bind=URL)
-    epochs = c2.number_input("Student epochs", 1, 500, P["epochs"], key="epochs", bind=URL)
-    alphas = c3.multiselect("α values (rows)", ALPHAS, default=P["alphas"], key="alphas", bind=URL,
+    t_epochs = c1.number_input("Teacher epochs", 1, 500, P["teacher_epochs"], key=K("teacher_epochs"), bind=URL)
+    epochs = c2.number_input("Student epochs", 1, 500, P["epochs"], key=K("epochs"), bind=URL)
+    alphas = c3.multiselect("α values (rows)", ALPHAS, default=P["alphas"], key=K("alphas"), bind=URL,
                             help="α weighs the hard-label CE; 1 - α the teacher's soft term.")
-    temps = c4.multiselect("T values (columns)", TEMPS, default=P["temps"], key="temps", bind=URL)
+    temps = c4.multiselect("T values (columns)", TEMPS, default=P["temps"], key=K("temps"), bind=URL)
     ok, msg = DATASETS.get(dataset).available(DataConfig(name=dataset))
     if not ok:
         st.warning(msg, icon=":material/download:")
@@ -154,7 +155,7 @@ def history_ui(store) -> None:
     if not groups:
         return
     st.subheader("Earlier sweeps")
-    group = st.selectbox("Sweep", groups, key="sweep_group")
+    group = st.selectbox("Sweep", groups, key=K("group"))
     cells = tg.sweep_cells_from_store(store, group)
     frame = tg.sweep_frame(cells)
     heatmaps_ui(cells, sorted(frame["alpha"].dropna().unique()), sorted(frame["T"].dropna().unique()),
@@ -162,6 +163,7 @@ def history_ui(store) -> None:
 
 
 def main() -> None:
+    sh.open_page("sweep")
     st.title("α × T sweep")
     st.caption("Which mix of hard labels and soft targets, at which temperature, helps the student "
                "most? Each cell trains one distilled student; the teacher and the baseline are "

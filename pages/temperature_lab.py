@@ -12,7 +12,8 @@ from kdcore import teaching as tg
 from pages import _lab as lab
 from pages import _shared as sh
 
-URL = "query-params"
+K = sh.SCOPES["temperature_lab"]  # this page's keys and URL parameters
+URL = sh.URL
 DEFAULT_LOGITS = "5, 2.5, 1, 0, -1"
 TEMPS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 SOURCES = ["typed logits", "a trained teacher"]
@@ -25,12 +26,12 @@ def _text_to_sliders() -> None:
 
 
 def _slider_to_text(n: int) -> None:
-    st.session_state["logits"] = ", ".join(f"{st.session_state[f'drag_{i}']:g}" for i in range(n))
+    st.session_state[K("logits")] = ", ".join(f"{st.session_state[K(f'drag_{i}')]:g}" for i in range(n))
 
 
 def typed_logits_ui() -> list[float]:
     """Logits from the text box, which the drag sliders below edit too."""
-    text = st.text_input("Logits, one per class (type, or drag below)", DEFAULT_LOGITS, key="logits",
+    text = st.text_input("Logits, one per class (type, or drag below)", DEFAULT_LOGITS, key=K("logits"),
                          bind=URL, on_change=_text_to_sliders,
                          help="Any real numbers: the softmax only cares about their differences.")
     try:
@@ -41,8 +42,8 @@ def typed_logits_ui() -> list[float]:
     with st.expander("Drag the logits", expanded=False):
         cols = st.columns(min(len(values), 5))
         for i, v in enumerate(values):
-            st.session_state[f"drag_{i}"] = float(min(max(v, -DRAG), DRAG))  # follow the text
-            cols[i % len(cols)].slider(f"z{i + 1}", -DRAG, DRAG, step=0.1, key=f"drag_{i}",
+            st.session_state[K(f"drag_{i}")] = float(min(max(v, -DRAG), DRAG))  # follow the text
+            cols[i % len(cols)].slider(f"z{i + 1}", -DRAG, DRAG, step=0.1, key=K(f"drag_{i}"),
                                        on_change=_slider_to_text, args=(len(values),))
     return values
 
@@ -50,9 +51,9 @@ def typed_logits_ui() -> list[float]:
 def sample_ui(n: int, t_logits: torch.Tensor) -> int:
     h = tg.entropy(tg.soft_targets(t_logits, 1.0))
     unsure = torch.argsort(h, descending=True)[:3].tolist()
-    if st.session_state.get("sample", 0) > n - 1:  # a run with a smaller test set was picked
-        st.session_state["sample"] = n - 1
-    return int(st.number_input("Test sample", 0, n - 1, unsure[0], key="sample", bind=URL,
+    if st.session_state.get(K("sample"), 0) > n - 1:  # a run with a smaller test set was picked
+        st.session_state[K("sample")] = n - 1
+    return int(st.number_input("Test sample", 0, n - 1, unsure[0], key=K("sample"), bind=URL,
                                help=f"0 to {n - 1}. The teacher is least sure about samples "
                                     f"{', '.join(map(str, unsure))}; a sure sample shows T's effect "
                                     "only at high T."))
@@ -75,9 +76,9 @@ def show_sample(data, i: int, t_logits: torch.Tensor) -> None:
 
 def temperature_ui(z: torch.Tensor, classes: list[str]) -> float:
     c1, c2 = st.columns([2, 3])
-    T = c1.slider("Temperature T", 0.1, 30.0, 4.0, 0.1, key="T", bind=URL,
+    T = c1.slider("Temperature T", 0.1, 30.0, 4.0, 0.1, key=K("T"), bind=URL,
                   help="softmax(z/T): T = 1 is the ordinary softmax; higher T is softer.")
-    temps = c2.multiselect("Overlay also T =", TEMPS, default=[1.0, 8.0], key="temps", bind=URL)
+    temps = c2.multiselect("Overlay also T =", TEMPS, default=[1.0, 8.0], key=K("temps"), bind=URL)
     shown = sorted({*temps, T})
     p = tg.soft_targets(z, T)
     h = float(tg.entropy(p))
@@ -128,15 +129,16 @@ def gradient_ui(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tens
 
 
 def main() -> None:
+    sh.open_page("temperature_lab")
     st.title("Temperature lab")
     st.caption("What the temperature T does to a softmax, on logits you type or drag and on a "
                "real teacher's outputs.")
     store = sh.store()
     runs = lab.finished_runs(store)
     c1, c2 = st.columns([1, 2])
-    source = c1.radio("Logits from", SOURCES, key="source", bind=URL, horizontal=True)
+    source = c1.radio("Logits from", SOURCES, key=K("source"), bind=URL, horizontal=True)
     with c2:
-        rid = lab.run_pick_ui(runs, "run", "Trained pair from the run history")
+        rid = lab.run_pick_ui(runs, K, "Trained pair from the run history")
         if rid is None:
             st.info("No finished run with saved models yet: train one on the Train page, or here.")
             lab.quick_pair_ui("temp_quick", "Trains a 128-128 teacher and two 8-unit students "

@@ -23,12 +23,13 @@ from pages import _shared as sh
 
 D = RunConfig()  # the defaults every unset control falls back to (and the CLI uses)
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
-BATCHES = [16, 32, 64, 128, 256, 512, 1024]
+BATCHES = [8, 16, 32, 64, 128, 256, 512, 1024]
 SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
 EXTRA_FROM = {"train new": "train", "from history": "run"}  # extra teachers (uploads: CLI, file:<path>)
 MAX_EXTRA_TEACHERS = 3
-URL = "query-params"
+K = sh.SCOPES["train"]  # this page's keys and URL parameters (bare names: the app's root page)
+URL = sh.URL
 # While a run trains, two fragments poll. Each chart redraw remounts Plotly in the browser, and a
 # poll that is running when the user changes a widget delays that rerun; on a 2-core machine
 # these cadences keep both the curves live and the page quick to answer.
@@ -44,22 +45,22 @@ FIRST_POINT_WAIT_S = 0.5  # the Start rerun waits this long at most for the run'
 
 def dataset_ui() -> dict:
     names = DATASETS.names()
-    name = st.selectbox("Dataset", names, index=names.index(D.data.name), key="dataset", bind=URL,
+    name = st.selectbox("Dataset", names, index=names.index(D.data.name), key=K("dataset"), bind=URL,
                         format_func=lambda n: DATASETS.get(n).title,
                         help="2-D sets train in seconds; image sets need their files on disk.")
     spec = DATASETS.get(name)
     v = {"dataset": name}
     if spec.kind == "2d":
-        v["noise"] = st.slider("Noise (class overlap)", 0.0, 1.0, D.data.noise, 0.05, key="noise", bind=URL)
-        v["samples"] = st.select_slider("Points", SAMPLES, D.data.n_samples, key="samples", bind=URL,
+        v["noise"] = st.slider("Noise (class overlap)", 0.0, 1.0, D.data.noise, 0.05, key=K("noise"), bind=URL)
+        v["samples"] = st.select_slider("Points", SAMPLES, D.data.n_samples, key=K("samples"), bind=URL,
                                         help="Total points; 20 % are the test set, 10 % of the rest "
                                              "validation.")
         if not spec.fixed_classes:
-            v["classes"] = st.slider("Classes", 2, 10, D.data.n_classes, key="classes", bind=URL)
+            v["classes"] = st.slider("Classes", 2, 10, D.data.n_classes, key=K("classes"), bind=URL)
     else:
-        v["download"] = st.checkbox("Download if missing (needs internet)", False, key="download", bind=URL)
+        v["download"] = st.checkbox("Download if missing (needs internet)", False, key=K("download"), bind=URL)
     v["subset"] = st.number_input("Training subset (0 = all)", 0, 1_000_000, D.data.train_subset, 500,
-                                  key="subset", bind=URL,
+                                  key=K("subset"), bind=URL,
                                   help="Train on a seeded random subset for a quicker run.")
     ok, msg = spec.available(DataConfig(name=name, download=v.get("download", False)))
     if ok:
@@ -72,7 +73,7 @@ def dataset_ui() -> dict:
 
 def params_ui(role: str, model: str, key: str | None = None, label: str | None = None) -> str:
     default = ui.params_text(ui.default_params(role, model)) if ui.default_params(role, model) else "{}"
-    return st.text_input(f"{(label or role).capitalize()} params", "", key=key or f"{role}_params", bind=URL,
+    return st.text_input(f"{(label or role).capitalize()} params", "", key=K(key or f"{role}_params"), bind=URL,
                          placeholder=f"default: {default}",
                          help="JSON of the model's own knobs, e.g. {\"hidden\": [64, 64]}; for mlp "
                               "just the widths, e.g. 64, 64. Empty = the default shown.")
@@ -80,7 +81,7 @@ def params_ui(role: str, model: str, key: str | None = None, label: str | None =
 
 def teacher_ui(dataset: str, store: kdcore.RunStore, base: dict) -> dict:
     """Teacher source and architecture. Returns teacher, teacher_params, teacher_source, _ready."""
-    choice = st.radio("Teacher", list(TEACHER_FROM), key="teacher_from", bind=URL, horizontal=True)
+    choice = st.radio("Teacher", list(TEACHER_FROM), key=K("teacher_from"), bind=URL, horizontal=True)
     src = TEACHER_FROM[choice]
     models = sh.models_for(dataset)
     v: dict = {"teacher_source": "train", "_ready": True}
@@ -90,14 +91,14 @@ def teacher_ui(dataset: str, store: kdcore.RunStore, base: dict) -> dict:
             return {**v, "teacher": D.teacher.name, "teacher_params": "", "_ready": False}
         return {**v, "teacher": c["teacher"]["name"], "teacher_params": json.dumps(c["teacher"]["params"]),
                 "teacher_source": f"run:{c['id']}"}
-    st.query_params.pop("teacher_run", None)
-    name = st.selectbox("Teacher model", models, index=_index(models, D.teacher.name), key="teacher",
+    st.query_params.pop(K("teacher_run"), None)
+    name = st.selectbox("Teacher model", models, index=_index(models, D.teacher.name), key=K("teacher"),
                         bind=URL)
     v.update(teacher=name, teacher_params=params_ui("teacher", name))
     if src == "file":
         v.update(_upload_ui(dataset, base, v))
     else:
-        st.query_params.pop("teacher_file", None)
+        st.query_params.pop(K("teacher_file"), None)
     return v
 
 
@@ -112,12 +113,12 @@ def history_teacher_ui(dataset: str, store: kdcore.RunStore, base: dict, param: 
         st.info("No finished run on this dataset has saved teacher weights yet. Train one first.")
         return None
     ids = [c["id"] for c in cands]
-    want = st.query_params.get(param)
+    want = st.query_params.get(K(param))
     index = ids.index(int(want)) if want and want.isdigit() and int(want) in ids else 0
     by_id = {c["id"]: c for c in cands}
-    rid = st.selectbox("Run whose teacher to reuse", ids, index=index, key=f"{param}_pick",
+    rid = st.selectbox("Run whose teacher to reuse", ids, index=index, key=K(f"{param}_pick"),
                        format_func=lambda i: by_id[i]["label"])
-    st.query_params[param] = str(rid)
+    st.query_params[K(param)] = str(rid)
     c = by_id[rid]
     if c["data"] != {**c["data"], **_data_fields(base)}:
         st.warning("That teacher was trained with other data settings (points, noise, seed or "
@@ -130,23 +131,23 @@ def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: s
 
     Returns extra_teachers ([{model, params, source}]), teacher_weights and _ready.
     """
-    shown = st.session_state.get("extra_teachers", st.query_params.get("extra_teachers", "0"))
+    shown = st.session_state.get(K("extra_teachers"), st.query_params.get(K("extra_teachers"), "0"))
     n_now = int(shown) if str(shown).isdigit() else 0  # before the widget exists (a shared link)
     with st.expander("Multi-teacher KD: add more teachers"
                      + (f" ({n_now} added)" if n_now else ""), expanded=n_now > 0,
                      icon=":material/groups:"):
         st.caption(MULTI_TEACHER_INFO.text.split(" Set these on")[0])
-        n = int(st.number_input("Extra teachers", 0, MAX_EXTRA_TEACHERS, 0, key="extra_teachers", bind=URL,
+        n = int(st.number_input("Extra teachers", 0, MAX_EXTRA_TEACHERS, 0, key=K("extra_teachers"), bind=URL,
                                 help="0 = one teacher (vanilla). Each extra teacher is trained with "
                                      "its own seed, or reused from the run history."))
         for k in range(n + 2, MAX_EXTRA_TEACHERS + 2):  # a shared link keeps only what is in use
-            st.query_params.pop(f"t{k}_run", None)
+            st.query_params.pop(K(f"t{k}_run"), None)
         if n == 0:
             return {"extra_teachers": [], "teacher_weights": [], "_ready": True}
         cols = st.columns(n + 1, gap="medium")
         with cols[0]:
             st.markdown(f"**Teacher 1** · {first} (set above)")
-            weights = [st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key="tw1", bind=URL,
+            weights = [st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key=K("tw1"), bind=URL,
                                        help="Weights are normalised to sum to 1; equal = average.")]
         extra, ready = [], True
         models = sh.models_for(dataset)
@@ -154,7 +155,7 @@ def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: s
             k = i + 2
             with cols[i + 1]:
                 st.markdown(f"**Teacher {k}**")
-                src = EXTRA_FROM[st.radio(f"Teacher {k} from", list(EXTRA_FROM), key=f"t{k}_from",
+                src = EXTRA_FROM[st.radio(f"Teacher {k} from", list(EXTRA_FROM), key=K(f"t{k}_from"),
                                           bind=URL, horizontal=True, label_visibility="collapsed")]
                 if src == "run":
                     c = history_teacher_ui(dataset, store, base, f"t{k}_run")
@@ -164,13 +165,13 @@ def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: s
                         extra.append({"model": c["teacher"]["name"], "source": f"run:{c['id']}",
                                       "params": json.dumps(c["teacher"]["params"])})
                 else:
-                    st.query_params.pop(f"t{k}_run", None)
+                    st.query_params.pop(K(f"t{k}_run"), None)
                     name = st.selectbox(f"Teacher {k} model", models, index=_index(models, D.teacher.name),
-                                        key=f"t{k}_model", bind=URL)
+                                        key=K(f"t{k}_model"), bind=URL)
                     params = params_ui("teacher", name, key=f"t{k}_params", label=f"teacher {k}")
                     profile_ui("teacher", name, params, dataset, batch)
                     extra.append({"model": name, "params": params, "source": "train"})
-                weights.append(st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key=f"tw{k}", bind=URL))
+                weights.append(st.number_input("Weight", 0.0, 100.0, 1.0, 0.5, key=K(f"tw{k}"), bind=URL))
         if sum(weights) > 0:  # all zero is refused when the config is built
             st.caption("The student learns from the ensemble's logits "
                        + " + ".join(f"{w:.2f}·z{j + 1}"
@@ -192,14 +193,14 @@ def _data_fields(base: dict) -> dict:
 def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
     """File uploader for teacher weights, checked at once against the chosen architecture."""
     up = st.file_uploader("Teacher weights (a state_dict saved with torch.save)", type=["pt", "pth"],
-                          key="teacher_upload", max_upload_size=200)
+                          key=K("teacher_upload"), max_upload_size=200)
     try:
         probe = ui.build_config({**base, **teacher, "teacher_source": "train"})
     except ConfigError as e:
         st.error(str(e))
         return {"_ready": False}
     if up is None:
-        sha = st.query_params.get("teacher_file", "")
+        sha = st.query_params.get(K("teacher_file"), "")
         path = sh.store().root / "uploads" / f"{sha}.pt"
         if sha.isalnum() and path.is_file():
             try:  # a shared link names an upload this server already holds
@@ -222,13 +223,13 @@ def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
         st.error(value)
         return {"_ready": False}
     st.success(f"{up.name} fits the {probe.teacher.name} teacher.", icon=":material/check:")
-    st.query_params["teacher_file"] = value.rsplit("/", 1)[-1].removesuffix(".pt")
+    st.query_params[K("teacher_file")] = value.rsplit("/", 1)[-1].removesuffix(".pt")
     return {"teacher_source": value}
 
 
 def student_ui(dataset: str) -> dict:
     models = sh.models_for(dataset)
-    name = st.selectbox("Student model", models, index=_index(models, D.student.name), key="student",
+    name = st.selectbox("Student model", models, index=_index(models, D.student.name), key=K("student"),
                         bind=URL)
     return {"student": name, "student_params": params_ui("student", name)}
 
@@ -255,17 +256,17 @@ def profile_ui(role: str, name: str, params: str, dataset: str, batch: int,
 
 def loss_ui() -> dict:
     names = LOSSES.names()
-    loss = st.selectbox("Method", names, index=_index(names, D.loss.name), key="loss", bind=URL,
+    loss = st.selectbox("Method", names, index=_index(names, D.loss.name), key=K("loss"), bind=URL,
                         help="kd is Hinton's; the others are described under the box.")
     info = METHOD_INFO.get(loss)
     if info is not None:
         st.caption(f"**{info.title}.** {info.text}")
     c1, c2, c3 = st.columns([2, 2, 1])
-    T = c1.slider("Temperature T", 0.5, 20.0, float(D.loss.temperature), 0.5, key="T", bind=URL,
+    T = c1.slider("Temperature T", 0.5, 20.0, float(D.loss.temperature), 0.5, key=K("T"), bind=URL,
                   disabled=loss == "mse_logits", help="Higher T softens both distributions.")
-    alpha = c2.slider("α (weight of the hard-label CE)", 0.0, 1.0, float(D.loss.alpha), 0.05, key="alpha",
+    alpha = c2.slider("α (weight of the hard-label CE)", 0.0, 1.0, float(D.loss.alpha), 0.05, key=K("alpha"),
                       bind=URL, help="α = 1: the student alone. α = 0: teacher's soft targets only.")
-    t2 = c3.checkbox("× T²", D.loss.t2, key="t2", bind=URL,
+    t2 = c3.checkbox("× T²", D.loss.t2, key=K("t2"), bind=URL,
                      help="Keep the soft term's gradients the same size as T changes (Hinton 2015).")
     knobs = method_knobs_ui(loss, info)
     general, numbers = ui.loss_latex(loss, alpha, T, t2)
@@ -284,7 +285,7 @@ def method_knobs_ui(loss: str, info) -> dict:
     out = {}
     cols = st.columns(min(len(info.params), 4))
     for i, (knob, p) in enumerate(info.params.items()):
-        col, key = cols[i % len(cols)], f"{loss}_{knob}"
+        col, key = cols[i % len(cols)], K(f"{loss}_{knob}")
         if isinstance(p.default, bool):
             v = col.checkbox(knob, p.default, key=key, bind=URL, help=p.help)
         elif isinstance(p.default, str) and p.choices:
@@ -307,23 +308,23 @@ def method_knobs_ui(loss: str, info) -> dict:
 def training_ui(teacher_trains: bool) -> dict:
     c1, c2, c3, c4 = st.columns(4)
     v = {
-        "epochs": c1.number_input("Epochs (students)", 1, 1000, D.optim.epochs, key="epochs", bind=URL),
-        "lr": c2.select_slider("Learning rate", LRS, D.optim.lr, key="lr", bind=URL),
-        "batch": c3.select_slider("Batch size", BATCHES, D.optim.batch_size, key="batch", bind=URL),
-        "seed": c4.number_input("Seed", 0, 2**31 - 1, D.seed, key="seed", bind=URL,
+        "epochs": c1.number_input("Epochs (students)", 1, 1000, D.optim.epochs, key=K("epochs"), bind=URL),
+        "lr": c2.select_slider("Learning rate", LRS, D.optim.lr, key=K("lr"), bind=URL),
+        "batch": c3.select_slider("Batch size", BATCHES, D.optim.batch_size, key=K("batch"), bind=URL),
+        "seed": c4.number_input("Seed", 0, 2**31 - 1, D.seed, key=K("seed"), bind=URL,
                                 help="Init and data order; baseline and distilled share it."),
     }
     with st.expander("More options"):
         c1, c2, c3, c4 = st.columns(4)
         v["teacher_epochs"] = c1.number_input("Teacher epochs", 1, 1000, D.teacher_optim.epochs,
-                                              key="teacher_epochs", bind=URL, disabled=not teacher_trains)
+                                              key=K("teacher_epochs"), bind=URL, disabled=not teacher_trains)
         v["teacher_lr"] = c2.select_slider("Teacher learning rate", LRS, D.teacher_optim.lr,
-                                           key="teacher_lr", bind=URL, disabled=not teacher_trains)
-        v["optimizer"] = c3.selectbox("Optimizer", ["adam", "sgd"], key="optimizer", bind=URL)
-        v["schedule"] = c4.selectbox("Schedule", ["constant", "cosine"], key="schedule", bind=URL)
-        v["data_seed"] = c1.number_input("Data seed", 0, 2**31 - 1, D.data.seed, key="data_seed", bind=URL,
+                                           key=K("teacher_lr"), bind=URL, disabled=not teacher_trains)
+        v["optimizer"] = c3.selectbox("Optimizer", ["adam", "sgd"], key=K("optimizer"), bind=URL)
+        v["schedule"] = c4.selectbox("Schedule", ["constant", "cosine"], key=K("schedule"), bind=URL)
+        v["data_seed"] = c1.number_input("Data seed", 0, 2**31 - 1, D.data.seed, key=K("data_seed"), bind=URL,
                                          help="Generates the 2-D points and draws the splits.")
-        v["name"] = c2.text_input("Run name", "", key="name", bind=URL, max_chars=80)
+        v["name"] = c2.text_input("Run name", "", key=K("name"), bind=URL, max_chars=80)
     return v
 
 
@@ -343,7 +344,7 @@ def _start(cfg: RunConfig) -> None:
 def start_ui(cfg: RunConfig | None, ready: bool, holder: sh.SessionRuns) -> None:
     running = holder.running
     c1, c2 = st.columns([1, 5])
-    c1.button("Start", type="primary", icon=":material/play_arrow:", key="start",
+    c1.button("Start", type="primary", icon=":material/play_arrow:", key=K("start"),
               disabled=cfg is None or not ready or running, on_click=_start, args=(cfg,),
               width="stretch")
     if cfg is not None:
@@ -385,7 +386,7 @@ def live_ui(holder: sh.SessionRuns) -> None:
         if snap.running:
             # Streamlit remounts a Plotly chart whenever its data changes, which resets zoom;
             # a frozen chart keeps its data, so it can be zoomed while the run goes on.
-            if st.toggle("Freeze charts (to zoom in while it trains)", key="freeze"):
+            if st.toggle("Freeze charts (to zoom in while it trains)", key=K("freeze")):
                 shown = st.session_state.setdefault("_frozen_snapshot", snap)
             else:
                 st.session_state.pop("_frozen_snapshot", None)
@@ -446,7 +447,7 @@ def _status_ui(snap, live) -> None:
                 f"about {sh.fmt_seconds(snap.eta_s)} left")
         c1, c2 = st.columns([6, 1])
         c1.progress(snap.progress, text=text)
-        c2.button("Stop", icon=":material/stop:", key="stop", on_click=live.stop,
+        c2.button("Stop", icon=":material/stop:", key=K("stop"), on_click=live.stop,
                   disabled=live.stop_event.is_set(), width="stretch")
         return
     took = f" in {snap.elapsed_s:.1f} s"
@@ -518,7 +519,7 @@ def setup_ui(holder: sh.SessionRuns) -> None:
     with col_student:  # before the teacher: the teacher's profile line compares with it
         st.subheader("Student")
         student = student_ui(data["dataset"])
-    batch = st.session_state.get("batch", D.optim.batch_size)
+    batch = st.session_state.get(K("batch"), D.optim.batch_size)
     with col_teacher:
         st.subheader("Teacher")
         teacher = teacher_ui(data["dataset"], store, {**base, **student})
@@ -553,6 +554,7 @@ def setup_ui(holder: sh.SessionRuns) -> None:
 
 
 def main() -> None:
+    sh.open_page("train")
     st.title("Train")
     st.caption("Pick a dataset, a teacher and a student, set the distillation loss, press Start.")
     holder = sh.session_runs()

@@ -47,11 +47,20 @@ def history(tmp_path_factory):
 
 
 def page(name: str, params: dict | None = None, **more) -> AppTest:
+    """Open ``pages/<name>.py`` in a fresh session; ``more`` are its settings by name, ``params``
+    ready-made URL parameters (a link's)."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.switch_page(f"pages/{name}.py")
-    for k, v in {**(params or {}), **more}.items():
+    for k, v in {**(params or {}), **{key(name, k): v for k, v in more.items()}}.items():
         at.query_params[k] = v
     return at.run()
+
+
+def key(page_name: str, name: str) -> str:
+    """A page's widget key / URL parameter for one of its settings (pages/_shared.py's Scope)."""
+    from pages import _shared as sh
+
+    return sh.SCOPES[page_name].prefix + name
 
 
 def ok(at: AppTest) -> AppTest:
@@ -70,19 +79,19 @@ def metric(at: AppTest, label_start: str) -> str:
 def test_temperature_lab_typed_logits_drag_and_teacher(history):
     _, ids = history
     at = ok(page("temperature_lab"))
-    at.slider(key="T").set_value(1.0)
-    at.text_input(key="logits").set_value(f"{math.log(2)}, 0").run()
+    at.slider(key=key("temperature_lab", "T")).set_value(1.0)
+    at.text_input(key=key("temperature_lab", "logits")).set_value(f"{math.log(2)}, 0").run()
     ok(at)
     # (ln 2, 0) at T = 1 is (2/3, 1/3): entropy ln 3 - 2/3 ln 2
     assert metric(at, "Entropy") == f"{math.log(3) - 2 / 3 * math.log(2):.3f} nats"
     assert metric(at, "Top probability") == "66.7%"
-    at.slider(key="drag_1").set_value(0.693).run()  # drag the second logit up to the first
-    assert at.text_input(key="logits").value == "0.693147, 0.693"
+    at.slider(key=key("temperature_lab", "drag_1")).set_value(0.693).run()  # drag the second logit up to the first
+    assert at.text_input(key=key("temperature_lab", "logits")).value == "0.693147, 0.693"
     assert metric(at, "Effective classes").startswith("2.00")
-    at.text_input(key="logits").set_value("1, oops").run()
+    at.text_input(key=key("temperature_lab", "logits")).set_value("1, oops").run()
     assert ok(at).error and "is not a number" in at.error[0].value
     # the trained pair: KL and T² charts from the run's teacher and student
-    at.radio(key="source").set_value("a trained teacher").run()
+    at.radio(key=key("temperature_lab", "source")).set_value("a trained teacher").run()
     ok(at)
     names = [t.get("name", "") for f in figures(at) for t in f["data"]]
     assert "distilled student" in names and "T² · KL (what KD uses)" in names
@@ -93,12 +102,12 @@ def test_boundaries_scrubber_replays_recorded_epochs(history):
     _, ids = history
     at = ok(page("boundaries", run=str(ids["plain"])))
     assert len(figures(at)) == 3  # final maps, teacher's surface, replay
-    scrub = at.select_slider(key="epoch")
+    scrub = at.select_slider(key=key("boundaries", "epoch"))
     assert list(scrub.options) == ["1", "2", "3"] and scrub.value == 3
     scrub.set_value(1).run()
     titles = [a["text"] for a in figures(ok(at))[2]["layout"]["annotations"]]
     assert any("epoch 1" in t for t in titles)
-    at.slider(key="T").set_value(10.0).run()
+    at.slider(key=key("boundaries", "T")).set_value(10.0).run()
     assert "T = 10" in figures(ok(at))[1]["layout"]["title"]["text"]
 
 
@@ -106,10 +115,10 @@ def test_dark_knowledge_matrix_table_and_gallery(history):
     _, ids = history
     at = ok(page("dark_knowledge", run=str(ids["plain"])))
     assert "T = 4" in figures(at)[0]["layout"]["title"]["text"]
-    at.slider(key="T").set_value(2.0).run()
+    at.slider(key=key("dark_knowledge", "T")).set_value(2.0).run()
     assert "T = 2" in figures(ok(at))[0]["layout"]["title"]["text"]
     assert len(at.dataframe) == 2  # confusable classes, gallery
-    at.radio(key="student").set_value("baseline").run()
+    at.radio(key=key("dark_knowledge", "student")).set_value("baseline").run()
     assert any("baseline student pick different classes" in m.value for m in ok(at).markdown)
 
 
@@ -118,10 +127,10 @@ def test_omitted_class_bias_slider_recovers_the_class(history):
     at = ok(page("omitted_class", run=str(ids["omitted"])))
     _, _, total = metric(at, "baseline: errors on").split()
     assert int(total) == int((load_data(BASE.data).y_test == 2).sum())  # "k of <test images of class 2>"
-    at.slider(key="bias").set_value(15.0).run()  # a huge bias: everything is called the omitted class
+    at.slider(key=key("omitted_class", "bias")).set_value(15.0).run()  # a huge bias: everything is called the omitted class
     assert metric(ok(at), "distilled: accuracy on") == "100.0%"
     assert int(metric(at, "other images now called")) > 0
-    at.text_input(key="student").set_value("x, 3").run()
+    at.text_input(key=key("omitted_class", "student")).set_value("x, 3").run()
     assert any("hidden widths" in e.value for e in ok(at).error)
     assert at.button(key="oc_start").disabled
 
@@ -130,15 +139,15 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
     store, ids = history
     at = ok(page("sweep"))
     assert len(figures(at)) == 2  # the stored sweep's heatmaps
-    at.selectbox(key="dataset").set_value("blobs")
+    at.selectbox(key=key("sweep", "dataset")).set_value("blobs")
     at.run()
-    at.number_input(key="subset").set_value(0)
-    at.text_input(key="teacher_params").set_value("16")
-    at.text_input(key="student_params").set_value("4")
-    at.number_input(key="teacher_epochs").set_value(2)
-    at.number_input(key="epochs").set_value(2)
-    at.multiselect(key="alphas").set_value([0.5])
-    at.multiselect(key="temps").set_value([1.0, 4.0])
+    at.number_input(key=key("sweep", "subset")).set_value(0)
+    at.text_input(key=key("sweep", "teacher_params")).set_value("16")
+    at.text_input(key=key("sweep", "student_params")).set_value("4")
+    at.number_input(key=key("sweep", "teacher_epochs")).set_value(2)
+    at.number_input(key=key("sweep", "epochs")).set_value(2)
+    at.multiselect(key=key("sweep", "alphas")).set_value([0.5])
+    at.multiselect(key=key("sweep", "temps")).set_value([1.0, 4.0])
     at.run()
     start = ok(at).button(key="sweep_start")
     assert start.label == "Start the sweep (2 cells)" and not start.disabled
@@ -157,7 +166,7 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
     assert acc["text"][0][0] not in ("·", "training…") and acc["text"][0][1] not in ("·", "training…")
     assert sum(v.startswith("★") for v in acc["text"][0]) == 1  # the best cell is marked
     assert len(figures(at)) == 4  # two heatmaps of this sweep, two of the earlier one
-    assert list(at.selectbox(key="sweep_group").options) == [ids["sweep"]]  # not listed twice
+    assert list(at.selectbox(key=key("sweep", "group")).options) == [ids["sweep"]]  # not listed twice
 
 
 def test_presets_links_set_up_exactly_their_runs(history):
@@ -170,19 +179,19 @@ def test_presets_links_set_up_exactly_their_runs(history):
         train_links = [link for link in p.links if link.page == "pages/train.py"]
         assert len(train_links) == len(p.configs)
         for link, cfg in zip(train_links, p.configs):
-            train = ok(page("train", link.params))
+            train = ok(page("train", link.query))
             assert train.session_state["kd_pending_config"] == to_dict(cfg), (p.key, link.label)
     sweep_link = next(link for link in presets[2].links if link.page == "pages/sweep.py")
-    sw = ok(page("sweep", sweep_link.params))
-    assert sw.multiselect(key="temps").value == [1.0, 2.5, 4.0, 8.0, 16.0]
-    assert sw.text_input(key="student_params").value == "30, 30"
+    sw = ok(page("sweep", sweep_link.query))
+    assert sw.multiselect(key=key("sweep", "temps")).value == [1.0, 2.5, 4.0, 8.0, 16.0]
+    assert sw.text_input(key=key("sweep", "student_params")).value == "30, 30"
     assert sw.button(key="sweep_start").label == "Start the sweep (10 cells)"
     # the shareable address: lists become repeated parameters, as Streamlit's multiselect reads them
     assert lab.page_url("sweep", {"temps": ["1.0", "4.0"], "student_params": "30, 30"}) == \
         "/sweep?temps=1.0&temps=4.0&student_params=30%2C+30"
     oc_link = presets[3].links[1]
-    oc = ok(page("omitted_class", oc_link.params))
-    assert oc.selectbox(key="omit").value == 3 and oc.number_input(key="subset").value == 10000
+    oc = ok(page("omitted_class", oc_link.query))
+    assert oc.selectbox(key=key("omitted_class", "omit")).value == 3 and oc.number_input(key=key("omitted_class", "subset")).value == 10000
 
 
 def test_pages_without_history_say_what_to_do(tmp_path, monkeypatch):
