@@ -215,7 +215,8 @@ class RunConfig:
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [128, 128]}))
     student: ModelConfig = field(default_factory=lambda: ModelConfig("mlp", {"hidden": [8]}))
     loss: LossConfig = field(default_factory=LossConfig)  # how the distilled student learns
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20, lr=1e-2))  # students
+    # students: 16 labels make one 8-sample batch two steps, so many short epochs
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=200, lr=1e-2, batch_size=8))
     teacher_optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20, lr=1e-2))
     teacher_source: str = "train"  # train | run:<id> (reuse from history) | file:<path> (.pt)
     seed: int = 0  # init and data order; baseline and distilled share it

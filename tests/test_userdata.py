@@ -1,0 +1,299 @@
+"""Your own data: image folders (in memory and streamed), zips (hostile ones refused), CSV tables."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdcore import ConfigError, DataConfig, from_dict, run_experiment
+from kdcore.data import load_data
+from kdcore.userdata import (data_root_choices, extract_zip, resolve_in_data_root,
+                             scan_image_folder)
+
+CLASSES = ("circle", "cross", "square")
+
+
+def _shape_image(kind: str, rng: np.random.Generator, size=(20, 24), colour=True) -> Image.Image:
+    """A noisy drawing of one of three shapes: learnable, so a run has something to find."""
+    h, w = size
+    a = rng.integers(0, 60, (h, w), dtype=np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = h / 2 + rng.normal(0, 1), w / 2 + rng.normal(0, 1)
+    if kind == "circle":
+        m = np.abs(np.hypot(yy - cy, xx - cx) - 6) < 1.5
+    elif kind == "cross":
+        m = (np.abs(yy - cy) < 1.5) | (np.abs(xx - cx) < 1.5)
+    else:
+        m = (np.abs(yy - cy) < 6) & (np.abs(xx - cx) < 6) & ~((np.abs(yy - cy) < 4) & (np.abs(xx - cx) < 4))
+    a[m] = 255
+    if not colour:
+        return Image.fromarray(a, "L")
+    rgb = np.stack([a, a // 2, 255 - a], -1).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def make_folder(root, n_per_class=20, colour=True, classes=CLASSES, seed=0, ext="png"):
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    for c in classes:
+        os.makedirs(os.path.join(root, c), exist_ok=True)
+        for i in range(n_per_class):
+            _shape_image(c, rng, colour=colour).save(os.path.join(root, c, f"{i:03d}.{ext}"))
+    return str(root)
+
+
+def zip_bytes(entries: list[tuple[str, bytes]], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in entries:
+            z.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(info, target)
+    return buf.getvalue()
+
+
+def folder_zip(root) -> bytes:
+    entries = []
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            entries.append(("shapes/" + os.path.relpath(p, root), open(p, "rb").read()))
+    return zip_bytes(entries)
+
+
+# --- image folders ------------------------------------------------------------------------------
+
+def test_image_folder_in_memory(tmp_path):
+    path = make_folder(tmp_path / "shapes", n_per_class=20)
+    cfg = DataConfig(name="image_folder", path=path, image_size=16)
+    b = load_data(cfg)
+    assert b.classes == list(CLASSES) and b.in_shape == (3, 16, 16)
+    assert isinstance(b.x_train, torch.Tensor) and b.x_train.shape[1:] == (3, 16, 16)
+    assert len(b.y_test) == 12 and len(b.y_train) + len(b.y_val) == 48  # 20 % test of 60
+    # normalised with the training split's own statistics: mean 0, std 1 per channel there
+    assert b.x_train.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    assert (b.x_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+    assert "held in memory" in b.source
+    grey = make_folder(tmp_path / "grey", n_per_class=10, colour=False)
+    assert load_data(DataConfig(name="image_folder", path=grey, image_size=12)).in_shape == (1, 12, 12)
+    assert load_data(DataConfig(name="image_folder", path=grey, image_size=12, channels=3)).in_shape == (3, 12, 12)
+
+
+def test_train_test_layout_uses_the_official_test_set(tmp_path):
+    make_folder(tmp_path / "d" / "train", n_per_class=10)
+    make_folder(tmp_path / "d" / "test", n_per_class=4, seed=1)
+    b = load_data(DataConfig(name="image_folder", path=str(tmp_path / "d"), image_size=8))
+    assert len(b.y_test) == 12 and len(b.y_train) + len(b.y_val) == 30
+    assert sorted(b.y_test.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_streamed_run_equals_in_memory_run(tmp_path):
+    """Past the memory budget the images stream from disk; the run must not change at all."""
+    path = make_folder(tmp_path / "shapes", n_per_class=24)
+    base = {"data": {"name": "image_folder", "path": path, "image_size": 16},
+            "teacher": {"name": "cnn", "params": {"width": 4, "hidden": 16}},
+            "student": {"name": "mlp", "params": {"hidden": [16]}},
+            "optim": {"epochs": 3, "batch_size": 16}, "teacher_optim": {"epochs": 2, "batch_size": 16}}
+    mem = run_experiment(from_dict(base))
+    streamed_cfg = from_dict({**base, "data": {**base["data"], "memory_mb": 0}})
+    b = load_data(streamed_cfg.data)
+    assert "streamed" in b.source and not isinstance(b.x_train, torch.Tensor)
+    streamed = run_experiment(streamed_cfg)
+    assert mem.status == streamed.status == "completed", (mem.message, streamed.message)
+    for phase in ("teacher", "baseline", "distilled"):
+        assert streamed.metrics[phase]["accuracy"] == mem.metrics[phase]["accuracy"]
+        assert streamed.metrics[phase]["nll"] == pytest.approx(mem.metrics[phase]["nll"], rel=1e-5)
+    assert mem.metrics["baseline"]["accuracy"] > 0.6  # the shapes are learnable: chance is 1/3
+
+
+def test_image_folder_run_exports_to_onnx(tmp_path, store):
+    from kdcore.export import export_run
+
+    path = make_folder(tmp_path / "shapes", n_per_class=16)
+    cfg = from_dict({"data": {"name": "image_folder", "path": path, "image_size": 16},
+                     "teacher": {"name": "mlp", "params": {"hidden": [32]}},
+                     "student": {"name": "cnn", "params": {"width": 4, "hidden": 16}},
+                     "optim": {"epochs": 1}, "teacher_optim": {"epochs": 1}})
+    res = run_experiment(cfg, store=store)
+    assert res.status == "completed", res.message
+    out = export_run(store, res.run_id, "distilled", "float32")
+    assert out.verified and out.verification["n"] == 9
+    assert out.verification["max_abs_logit_diff"] < 1e-4
+
+
+def test_bad_image_folders_are_named(tmp_path):
+    path = make_folder(tmp_path / "d", n_per_class=10)
+    (tmp_path / "d" / "cross" / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ConfigError, match=r"broken\.png.*cannot be read"):
+        load_data(DataConfig(name="image_folder", path=path, image_size=8))
+    with pytest.raises(ConfigError, match=r"broken\.png.*cannot be read"):
+        load_data(DataConfig(name="image_folder", path=path, image_size=8, memory_mb=0))
+    one = make_folder(tmp_path / "one", n_per_class=5, classes=("only",))
+    with pytest.raises(ConfigError, match="1 class folder.*at least 2"):
+        DataConfig(name="image_folder", path=one)
+    make_folder(tmp_path / "gap", n_per_class=5)
+    os.makedirs(tmp_path / "gap" / "empty")
+    with pytest.raises(ConfigError, match="'empty'.*hold no images"):
+        DataConfig(name="image_folder", path=str(tmp_path / "gap"))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        DataConfig(name="image_folder", path=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="data.image_size"):
+        DataConfig(name="image_folder", path=path, image_size=4)
+    # without a path the config is still valid (a form not filled in yet) but loading says why not
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        load_data(DataConfig(name="image_folder"))
+
+
+# --- zips -------------------------------------------------------------------------------------------
+
+def test_zip_of_a_folder_unpacks_and_loads(tmp_path):
+    src = make_folder(tmp_path / "src", n_per_class=10)
+    raw = folder_zip(src)
+    dest = tmp_path / "uploads"
+    folder = extract_zip(raw, dest)
+    assert folder.parent == dest and scan_image_folder(str(folder)).classes == CLASSES
+    assert extract_zip(raw, dest) == folder  # the same zip again: the same folder, not a copy
+    b = load_data(DataConfig(name="image_folder", path=str(folder), image_size=8))
+    assert len(b.y_train) + len(b.y_val) + len(b.y_test) == 30
+
+
+@pytest.mark.parametrize("entries, links, limits, message", [
+    ([("../evil.png", b"x")], None, {}, r"'\.\./evil\.png'.*'\.\.'"),
+    ([("a/../../evil.png", b"x")], None, {}, r"'\.\.'"),
+    ([("/etc/evil.png", b"x")], None, {}, "absolute paths"),
+    ([("C:/evil.png", b"x")], None, {}, "absolute paths"),
+    ([("a\\..\\evil.png", b"x")], None, {}, "backslashes"),
+    ([("a/ok.png", b"x")], {"a/link.png": "/etc/passwd"}, {}, "links are not allowed"),
+    ([(f"a/{i}.png", b"x") for i in range(11)], None, {"max_files": 10}, "11 files; at most 10"),
+    ([("a/big.png", b"0" * 5000)], None, {"max_bytes": 4000}, "unpacks to"),
+])
+def test_hostile_zips_are_refused_and_leave_nothing(tmp_path, entries, links, limits, message):
+    dest = tmp_path / "uploads"
+    earlier = extract_zip(zip_bytes([("x/a/1.png", b"1"), ("x/b/1.png", b"2")]), dest)
+    before = sorted(os.listdir(dest))
+    with pytest.raises(ConfigError, match=message):
+        extract_zip(zip_bytes(entries, links), dest, **limits)
+    assert sorted(os.listdir(dest)) == before  # nothing new, not even a temporary folder
+    assert (earlier / "x" / "a" / "1.png").read_bytes() == b"1"  # an earlier upload is untouched
+    assert not (tmp_path / "evil.png").exists()
+
+
+def test_zip_that_lies_about_its_size_is_stopped_while_copying(tmp_path):
+    raw = bytearray(zip_bytes([("a/big.png", b"0" * 100_000)]))
+    # shrink the declared sizes in the central directory so the header check passes
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 24:cd + 28] = (10).to_bytes(4, "little")
+    with pytest.raises(ConfigError, match="cannot be unpacked|more than"):
+        extract_zip(bytes(raw), tmp_path / "up", max_bytes=50_000)
+    assert os.listdir(tmp_path / "up") == []
+
+
+def test_not_a_zip(tmp_path):
+    with pytest.raises(ConfigError, match="not a zip file"):
+        extract_zip(b"hello", tmp_path / "up")
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+def _write_csv(path, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x1 = y * 3.0 + rng.normal(0, 0.5, n) + 100  # far from 0: standardising matters
+    x2 = rng.normal(0, 1, n) * 1000
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    lines = ["id,width,height,note,species"] + [f"{i},{a:.4f},{b:.4f},n{i},{s}"
+                                                 for i, (a, b, s) in enumerate(zip(x1, x2, names))]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_csv_table(tmp_path):
+    path = _write_csv(tmp_path / "t.csv")
+    cfg = DataConfig(name="csv", path=path, label_column="species", feature_columns=["width", "height"])
+    b = load_data(cfg)
+    assert b.classes == ["setosa", "versicolor", "virginica"] and b.in_shape == (2,)
+    assert len(b.y_test) == 40
+    # standardised with the training split only: exactly 0/1 there, not on test
+    assert b.x_train.mean(0).abs().max() < 1e-5 and (b.x_train.std(0) - 1).abs().max() < 1e-5
+    assert b.x_test.mean(0).abs().max() > 1e-4
+    assert b.mean[0] == pytest.approx(float(np.mean(np.loadtxt(path, delimiter=",", skiprows=1,
+                                                                  usecols=1)[_train_rows(b, path)])), rel=1e-5)
+    # every numeric column but the label when none are named: id, width, height (note is text)
+    assert load_data(DataConfig(name="csv", path=path, label_column="species")).in_shape == (3,)
+    res = run_experiment(from_dict({"data": {"name": "csv", "path": path, "label_column": "species",
+                                             "feature_columns": ["width", "height"]},
+                                    "optim": {"epochs": 5}, "teacher_optim": {"epochs": 5}}))
+    assert res.status == "completed" and res.metrics["teacher"]["accuracy"] > 0.9
+
+
+def _train_rows(b, path):
+    from kdcore.userdata import _test_split
+    from kdcore.data import _split_pool
+
+    n = sum(1 for _ in open(path)) - 1
+    pool, _ = _test_split(n, 0)
+    tr, _ = _split_pool(len(pool), DataConfig())
+    return pool[tr].numpy()
+
+
+def test_bad_csvs_are_named(tmp_path):
+    path = _write_csv(tmp_path / "t.csv")
+    with pytest.raises(ConfigError, match="no label column 'label'.*species"):
+        DataConfig(name="csv", path=path)
+    with pytest.raises(ConfigError, match="'note'.*not numeric"):
+        DataConfig(name="csv", path=path, label_column="species", feature_columns=["note"])
+    gap = tmp_path / "gap.csv"
+    gap.write_text("a,b,label\n1,2,x\n3,4,\n5,6,y\n")
+    with pytest.raises(ConfigError, match=r"gap\.csv.*no label.*line\(s\) 3"):
+        DataConfig(name="csv", path=str(gap))
+    one = tmp_path / "one.csv"
+    one.write_text("a,label\n1,x\n2,x\n")
+    with pytest.raises(ConfigError, match="one class only"):
+        DataConfig(name="csv", path=str(one))
+    nan = tmp_path / "nan.csv"
+    nan.write_text("a,b,label\n1,2,x\n3,,y\n")
+    with pytest.raises(ConfigError, match="missing feature value.*column 'b' on line 3"):
+        DataConfig(name="csv", path=str(nan))
+    with pytest.raises(ConfigError, match="is not a file"):
+        DataConfig(name="csv", path=str(tmp_path / "none.csv"))
+
+
+# --- the dashboard's data root and the CLI ---------------------------------------------------------
+
+def test_data_root_offers_only_its_own_entries(tmp_path):
+    root = tmp_path / "root"
+    make_folder(root / "shapes", n_per_class=3)
+    _write_csv(root / "iris.csv", n=20)
+    (root / "notes.txt").write_text("x")
+    make_folder(tmp_path / "outside", n_per_class=3)
+    os.symlink(tmp_path / "outside", root / "link")
+    assert data_root_choices(str(root)) == {"iris.csv": "csv", "shapes": "image_folder"}
+    assert resolve_in_data_root("shapes", str(root)) == str((root / "shapes").resolve())
+    for name in ("../outside", "link", "/etc", "notes.txt", str(tmp_path / "outside")):
+        with pytest.raises(ConfigError, match="not a dataset in the data root"):
+            resolve_in_data_root(name, str(root))
+    with pytest.raises(ConfigError, match="KD_DATA_ROOT"):
+        resolve_in_data_root("shapes", "")
+
+
+def test_cli_runs_an_image_folder(tmp_path, capsys):
+    from kdcore.cli import main
+
+    path = make_folder(tmp_path / "shapes", n_per_class=10)
+    rc = main(["--runs-dir", str(tmp_path / "runs"), "run", "--set", "data.name=image_folder",
+               "--set", f"data.path={path}", "--set", "data.image_size=12",
+               "--set", "teacher_optim.epochs=1", "--set", "optim.epochs=1"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err + out.out
+    assert "[distilled] test accuracy" in out.out
+    rc = main(["run", "--no-save", "--set", "data.name=image_folder", "--set", f"data.path={tmp_path}/none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not a folder" in err and "Traceback" not in err
