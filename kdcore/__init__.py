@@ -5,6 +5,7 @@ Importing the package fills the registries (models, datasets, losses). It never 
 from . import data as _data, losses as _losses, models as _models  # noqa: F401  (fill registries)
 from . import methods as _methods  # noqa: F401  (registers dkd, logit_std, fitnets, at, sp, rkd, adversarial)
 from . import userdata as _userdata  # noqa: F401  (registers image_folder and csv: your own data)
+from . import pretrained as _pretrained  # noqa: F401  (registers torchvision: any torchvision classifier)
 from .config import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, from_dict,
                      from_json, replace, to_dict, to_json)
 from .errors import ConfigError, DataUnavailable

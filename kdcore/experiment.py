@@ -20,10 +20,12 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig, phase_architectures, replace, to_dict
-from .data import load_data
+from .data import load_data, student_views
 from .errors import ConfigError
+from .losses import UNLABELLED
 from .events import Callback, PhaseEnd, RunEnd
 from .metrics import classification_metrics, compression, teacher_agreement
+from .stats import paired_comparison, seed_interval, verdict_word
 from .models import build_model, profile
 from .store import RunStore
 from .methods.ensemble import Ensemble, normalise_weights
@@ -31,7 +33,30 @@ from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
-           "RESULT_KEYS"]
+           "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise"]
+
+STUDENT_ARMS = ("baseline", "distilled", "pseudo")  # students of one run; all start from one init
+
+
+def arm_descriptions(cfg: RunConfig) -> dict[str, str]:
+    """What each model of a run saw in training, in plain words (the UI and the CLI say it)."""
+    d = cfg.data
+    labels = f"{d.labelled:,} labelled samples" if d.labelled else "every training label"
+    if d.omit_class >= 0:
+        labels += f" (class {d.omit_class} left out)"
+    out = {"teacher": "every label of the training split" if cfg.teacher_source == "train"
+           else f"weights from {cfg.teacher_source} (not trained here)",
+           "baseline": f"{labels}, nothing from the teacher"}
+    if d.transfer_set:
+        out["distilled"] = (f"{labels}, plus the teacher's soft targets on them and on the transfer "
+                            "set (the rest of the training split, its labels hidden)")
+    else:
+        out["distilled"] = f"{labels} and the teacher's soft targets on the same samples"
+    if cfg.pseudo_arm:
+        out["pseudo"] = (f"{labels}, plus the teacher's hard (argmax) labels on the transfer set; "
+                         "no soft targets")
+    return out
+
 
 MAX_WEIGHTS_BYTES = 200 * 2**20  # refuse larger teacher files: no model here needs more
 
@@ -45,6 +70,8 @@ class RunResult:
     models: dict[str, nn.Module] = field(default_factory=dict)  # phase -> trained module
     run_id: int | None = None
     seconds: float = 0.0
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # phase -> test-set classes
+    seed: int | None = None  # the training seed of the run
 
     @property
     def gain(self) -> float | None:
@@ -65,9 +92,9 @@ def build_models(cfg: RunConfig, in_shape, num_classes) -> tuple[nn.Module, nn.M
 
 
 def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None = None) -> nn.Module:
-    """Load ``run:<id>`` (from the history) or ``file:<path>`` (an untrusted .pt) into ``model``.
+    """Load ``run:<id>`` (from the history) or ``file:<path>`` (an untrusted .pt or .safetensors).
 
-    The file is read with ``torch.load(weights_only=True)`` — never unpickled — and loaded
+    The file is read with ``torch.load(weights_only=True)`` or safetensors — never unpickled — and loaded
     strictly, so a file for another architecture is refused with the keys that differ.
 
     Raises:
@@ -89,12 +116,9 @@ def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None =
         if size > MAX_WEIGHTS_BYTES:
             raise ConfigError(f"teacher weights file is {size / 2**20:.0f} MB; the limit is "
                               f"{MAX_WEIGHTS_BYTES // 2**20} MB")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a pickle with code, a zip bomb, random bytes...
-            raise ConfigError("teacher weights file is not a plain PyTorch state_dict saved with "
-                              f"torch.save(model.state_dict(), ...); loading it safely failed: "
-                              f"{str(e).splitlines()[0][:300]}") from None
+        from .weights import read_state_dict
+
+        state = read_state_dict(path)  # .pt with weights_only=True, or .safetensors: never unpickled
     else:
         raise ConfigError(f"teacher_source {source!r} is not a source of weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -117,20 +141,39 @@ def _evaluate(model, data, device, batch_size, teacher_test_logits=None) -> tupl
     return m, logits
 
 
+def _interval_text(gain: float, low: float, high: float) -> str:
+    return f"{gain * 100:+.2f} points, 95 % CI {low * 100:+.2f} to {high * 100:+.2f}"
+
+
 def verdict(metrics: dict) -> str:
-    """A one-line, honest reading of baseline vs distilled test accuracy."""
+    """A one-line, honest reading of baseline vs distilled test accuracy, with its uncertainty.
+
+    The words follow the paired bootstrap interval of the gain: "helped" when all of it is above
+    0, "hurt" when all of it is below, else "no clear difference".
+    """
     b, d = metrics.get("baseline"), metrics.get("distilled")
     if not b or not d:
         return "No verdict: the baseline and the distilled student did not both finish."
-    gain = (d["accuracy"] - b["accuracy"]) * 100
-    word = "helped" if gain > 0 else ("made no difference" if gain == 0 else "did not help")
-    return (f"Distillation {word}: {gain:+.2f} points of test accuracy "
-            f"({d['accuracy'] * 100:.2f}% distilled vs {b['accuracy'] * 100:.2f}% alone, one seed; "
-            f"run compare over several seeds to see the spread).")
+    accs = f"{d['accuracy'] * 100:.2f}% distilled vs {b['accuracy'] * 100:.2f}% alone"
+    if "gain_ci_low" not in d:  # a run stored before verdicts carried an interval
+        gain = (d["accuracy"] - b["accuracy"]) * 100
+        return f"Distillation: {gain:+.2f} points of test accuracy ({accs}, one seed, no interval stored)."
+    word = verdict_word(d["gain_ci_low"], d["gain_ci_high"])
+    head = {"helped": "Distillation helped", "hurt": "Distillation hurt",
+            "no clear difference": "Distillation made no clear difference"}[word]
+    n = d["gain_won"] + d["gain_lost"]
+    text = (f"{head}: {_interval_text(d['gain'], d['gain_ci_low'], d['gain_ci_high'])} ({accs}; "
+            f"{d['gain_won']} of {n} test samples they disagree on go to the distilled student, "
+            f"McNemar p = {d['gain_p']:.2g}; one seed).")
+    if "vs_pseudo" in d:
+        text += (" Soft targets against the teacher's hard labels: "
+                 f"{_interval_text(d['vs_pseudo'], d['vs_pseudo_ci_low'], d['vs_pseudo_ci_high'])}"
+                 f" ({verdict_word(d['vs_pseudo_ci_low'], d['vs_pseudo_ci_high'])}).")
+    return text
 
 
 RESULT_KEYS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
-               "latency_ms", "compression", "speedup")  # the test metrics a run reports per model
+               "latency_ms", "compression", "speedup", "gain", "gain_ci_low", "gain_ci_high", "gain_p")  # the test metrics a run reports per model
 
 
 def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.DataFrame:
@@ -191,7 +234,7 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
         for cb in cbs:
             cb(ev)
 
-    res = RunResult("completed", "", {}, run_id=run_id)
+    res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
     try:
         data = data if data is not None else load_data(cfg.data)  # inside: a missing set fails the run
         if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
@@ -232,8 +275,12 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
     device = torch.device(cfg.device)
     # the teacher learns from every class; students may be denied one (the omitted-class experiment)
     student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
+    # few labels: the baseline sees only the labelled samples; the distilled student also the
+    # transfer set (the rest of the training split, unlabelled) when there is one
+    labelled, transfer = student_views(student_data, cfg.data)
     t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))
     baseline = copy.deepcopy(student)  # the same initial weights as the distilled student
+    pseudo = copy.deepcopy(student) if cfg.pseudo_arm else None  # ... and as the hard-label arm
     bs = cfg.optim.batch_size
 
     def train(name, distiller, optim, phase_data, teacher_logits=None, seed=cfg.seed) -> bool:
@@ -249,9 +296,12 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
         model.eval()
         res.models[name] = model
         m, logits = _evaluate(model, data, device, bs, teacher_test)
-        if name in ("baseline", "distilled"):
+        if name in STUDENT_ARMS:
             m.update(compression(m, res.metrics["teacher"]))
+        if name in STUDENT_ARMS and name != "baseline":  # paired with the baseline on the test set
+            m.update(paired_comparison(res.predictions["baseline"], logits.argmax(1), data.y_test).as_metrics())
         res.metrics[name] = m
+        res.predictions[name] = logits.argmax(1)
         if store and save:
             store.save_weights(res.run_id, name, model.state_dict())
         emit(PhaseEnd(name, "completed", m, "", res.run_id))
@@ -303,16 +353,27 @@ def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None
     # 2. baseline and 3. distilled share init, data order and schedule (all from cfg.seed)
     if "baseline" in reuse:
         baseline = reuse["baseline"]
-    elif not train("baseline", Alone(baseline), cfg.optim, student_data):
+    elif not train("baseline", Alone(baseline), cfg.optim, labelled):
         return
     finish("baseline", baseline, t_test)
     distiller = make_distiller(cfg.loss, student, t_model, in_shape=tuple(data.in_shape))
+    distil_data = transfer if transfer is not None else labelled
     cache = None
-    if student_data.augment is None and distiller.uses_teacher_logits_only:
-        cache = predict_logits(t_model, student_data.x_train, device=device)
-    if not train("distilled", distiller, cfg.optim, student_data, cache):
+    if distil_data.augment is None and (distiller.uses_teacher_logits_only or pseudo is not None):
+        cache = predict_logits(t_model, distil_data.x_train, device=device)
+    if not train("distilled", distiller, cfg.optim, distil_data,
+                 cache if distiller.uses_teacher_logits_only else None):
         return
     finish("distilled", distiller.student, t_test)
+    if pseudo is not None:  # 4. the same student on the teacher's argmax over the transfer set
+        hard = cache if cache is not None else predict_logits(t_model, distil_data.x_train, device=device)
+        y = torch.where(distil_data.y_train == UNLABELLED, hard.argmax(1), distil_data.y_train)
+        if not train("pseudo", Alone(pseudo), cfg.optim, dataclasses.replace(distil_data, y_train=y)):
+            return
+        finish("pseudo", pseudo, t_test)
+        # what soft targets add to the teacher's answer: distilled against the hard-label arm
+        res.metrics["distilled"].update(paired_comparison(
+            res.predictions["pseudo"], res.predictions["distilled"], data.y_test).as_metrics("vs_pseudo"))
 
 
 @dataclass
@@ -322,15 +383,54 @@ class CompareResult:
     gain_mean: float | None  # distilled - baseline accuracy, mean over completed seeds
     gain_std: float | None
     group: str = ""
+    gains: list[float] = field(default_factory=list)  # one per completed seed
+    gain_ci: tuple[float, float] | None = None  # t-based 95 % interval of the mean gain (>= 2 seeds)
+
+    def summary(self) -> str:
+        """The verdict over seeds, one line, e.g. for the CLI and the Train page."""
+        if not self.gains:
+            return "No verdict: no seed finished both the baseline and the distilled student."
+        k = len(self.gains)
+        each = ", ".join(f"{g * 100:+.2f}" for g in self.gains)
+        if self.gain_ci is None:
+            return (f"Gain of distillation over the baseline: {self.gain_mean * 100:+.2f} points over "
+                    "1 seed (run more seeds for an interval over seeds).")
+        lo, hi = self.gain_ci
+        word = {"helped": "helped", "hurt": "hurt",
+                "no clear difference": "made no clear difference"}[verdict_word(lo, hi)]
+        return (f"Over {k} seeds distillation {word}: {self.gain_mean * 100:+.2f} ± "
+                f"{self.gain_std * 100:.2f} points (mean ± std), 95 % CI {lo * 100:+.2f} to "
+                f"{hi * 100:+.2f}; per seed {each}.")
 
 
 COMPARE_METRICS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
-                   "latency_ms")
+                   "latency_ms", "gain", "gain_ci_low", "gain_ci_high")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a count ("3" -> 0, 1, 2) or a comma-separated list ("3,7").
+
+    Raises:
+        ConfigError: 0, a negative or non-integer seed, a repeat, or more than 100 seeds.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--seeds {text!r} must be a count (3 = seeds 0, 1, 2) or a list of seeds "
+                          ">= 0 (3,7)")
+    if len(parts) == 1:
+        n = int(parts[0])
+        if not 1 <= n <= 100:
+            raise ConfigError(f"--seeds {text!r}: the count must be in [1, 100]")
+        return list(range(n))
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds) or len(seeds) > 100:
+        raise ConfigError(f"--seeds {text!r}: the seeds must be different, at most 100 of them")
+    return seeds
 
 
 def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore | None = None,
             callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
-            nproc: int = 1) -> CompareResult:
+            nproc: int = 1, share_teacher: bool = True) -> CompareResult:
     """Run teacher, baseline and distilled student once per seed and summarise mean ± std.
 
     Args:
@@ -338,44 +438,66 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         seeds: training seeds. store, callbacks, stop: as in :func:`run_experiment`.
         nproc: above 1, each seed trains on that many local processes
             (:func:`kdcore.distributed.run_distributed`; ``stop`` is then not checked).
+        share_teacher: train the teacher(s) once, with the first seed, and distil every seed from
+            it, so the spread is the students'; with a store, later seeds record it as
+            ``teacher_source = run:<first run>``. False trains a teacher per seed.
     Returns:
         CompareResult with a pandas table (rows teacher/baseline/distilled, plus teacher_2, ...
-        and ensemble for multi-teacher runs) and the gain.
+        and ensemble for multi-teacher runs, and pseudo), each seed's gain and their interval.
     """
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("compare needs at least one seed")
     group = f"compare-{uuid.uuid4().hex[:8]}"
     if nproc > 1:
         from .distributed import run_distributed
 
-        def one(c):
+        def one(c, reuse):
             return run_distributed(c, nproc, runs_dir=None if store is None else store.root,
                                    callbacks=callbacks, kind="compare", group=group).result
     else:
         data = load_data(cfg.data)
 
-        def one(c):
+        def one(c, reuse):
             return run_experiment(c, store=store, callbacks=callbacks, stop=stop, data=data,
-                                  kind="compare", group=group)
-    runs = []
+                                  kind="compare", group=group, reuse=reuse)
+    runs: list[RunResult] = []
+    reuse: dict[str, nn.Module] = {}
     for s in seeds:
-        r = one(replace(cfg, seed=s))
+        c = replace(cfg, seed=s)
+        if runs and share_teacher and cfg.teacher_source == "train" and runs[0].status == "completed":
+            if runs[0].run_id is not None:  # the stored config says where the teacher came from
+                c = replace(c, teacher_source=f"run:{runs[0].run_id}")
+            if nproc == 1:
+                reuse = {p: m for p, m in runs[0].models.items() if p == "teacher" or p.startswith("teacher_")}
+        r = one(c, reuse)
         runs.append(r)
         if r.status == "stopped":
             break
+    return summarise(runs, group)
+
+
+def summarise(runs: list[RunResult], group: str = "") -> CompareResult:
+    """Mean ± std of every model's metrics over runs, and the gain's interval over seeds."""
     rows = []
-    # teacher, [teacher_2, ..., ensemble,] baseline, distilled: the order the runs report them
+    # teacher, [teacher_2, ..., ensemble,] baseline, distilled, [pseudo]: the order runs report them
     phases = list(dict.fromkeys(p for r in runs for p in r.metrics))
+    target = "ensemble" if "ensemble" in phases else "teacher"
     for phase in phases:
         vals = pd.DataFrame([r.metrics[phase] for r in runs if phase in r.metrics])
         if vals.empty:
             continue
+        if phase == target:
+            vals["agreement"] = 1.0  # the model the students learned from agrees with itself
         row = {"model": phase, "seeds": len(vals)}
         for k in COMPARE_METRICS:
             if k in vals:
                 row[f"{k}_mean"] = vals[k].mean()
                 row[f"{k}_std"] = vals[k].std(ddof=1) if len(vals) > 1 else 0.0
         rows.append(row)
-    gains = pd.Series([r.gain for r in runs if r.gain is not None], dtype=float)
-    return CompareResult(pd.DataFrame(rows), runs,
-                         gains.mean() if len(gains) else None,
-                         (gains.std(ddof=1) if len(gains) > 1 else 0.0) if len(gains) else None,
-                         group)
+    gains = [r.gain for r in runs if r.gain is not None]
+    if not gains:
+        return CompareResult(pd.DataFrame(rows), runs, None, None, group)
+    iv = seed_interval(gains)
+    ci = (iv["ci_low"], iv["ci_high"]) if len(gains) > 1 else None
+    return CompareResult(pd.DataFrame(rows), runs, iv["mean"], iv["std"], group, gains, ci)

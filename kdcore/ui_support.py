@@ -161,9 +161,9 @@ def profile_dict(name: str, params: dict, in_shape: tuple[int, ...], num_classes
 
 
 def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathLike | None = None) -> str:
-    """Store an uploaded teacher ``.pt`` and check it loads into ``cfg``'s teacher architecture.
+    """Store an uploaded teacher ``.pt`` or ``.safetensors`` and check it loads into ``cfg``'s teacher.
 
-    The bytes go to ``<runs_dir>/uploads/<sha256>.pt`` and are read back with
+    The bytes go to ``<runs_dir>/uploads/<sha256>.pt`` (or ``.safetensors``) and are read back with
     :func:`kdcore.experiment.load_teacher_weights` (``weights_only=True``, strict, size limit).
     A file that fails the check is removed again.
 
@@ -179,7 +179,10 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
         raise ConfigError("the uploaded teacher weights file is empty")
     folder = Path(runs_dir if runs_dir is not None else default_runs_dir()) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(content).hexdigest()[:32]}.pt"
+    from .weights import is_safetensors
+
+    suffix = ".safetensors" if is_safetensors(content[:9]) else ".pt"  # the bytes say which, not the name
+    path = folder / f"{hashlib.sha256(content).hexdigest()[:32]}{suffix}"
     if not path.exists():
         tmp = path.with_suffix(".part")
         tmp.write_bytes(content)

@@ -64,9 +64,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # a pickle with code, a zip bomb, random bytes...
-            raise ConfigError(f"weights file {p.name!r} is neither a .safetensors file nor a plain "
-                              "PyTorch state_dict saved with torch.save(model.state_dict(), ...); "
-                              f"loading it safely failed: {str(e).splitlines()[0][:300]}") from None
+            raise ConfigError(f"weights file {p.name!r} is not a plain PyTorch state_dict saved with "
+                              "torch.save(model.state_dict(), ...) nor a .safetensors file; loading it "
+                              f"safely failed: {str(e).splitlines()[0][:300]}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"weights file {p.name!r} must hold a state_dict: a dict of parameter "
                           "name -> tensor")

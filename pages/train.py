@@ -192,7 +192,8 @@ def _data_fields(base: dict) -> dict:
 
 def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
     """File uploader for teacher weights, checked at once against the chosen architecture."""
-    up = st.file_uploader("Teacher weights (a state_dict saved with torch.save)", type=["pt", "pth"],
+    up = st.file_uploader("Teacher weights (a state_dict: .pt saved with torch.save, or .safetensors)",
+                          type=["pt", "pth", "safetensors"],
                           key=K("teacher_upload"), max_upload_size=200)
     try:
         probe = ui.build_config({**base, **teacher, "teacher_source": "train"})
@@ -201,14 +202,16 @@ def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
         return {"_ready": False}
     if up is None:
         sha = st.query_params.get(K("teacher_file"), "")
-        path = sh.store().root / "uploads" / f"{sha}.pt"
+        uploads = sh.store().root / "uploads"
+        path = next((p for p in (uploads / f"{sha}.pt", uploads / f"{sha}.safetensors") if p.is_file()),
+                    uploads / f"{sha}.pt")
         if sha.isalnum() and path.is_file():
             try:  # a shared link names an upload this server already holds
                 return {"teacher_source": ui.save_teacher_upload(path.read_bytes(), probe, sh.runs_dir())}
             except ConfigError as e:
                 st.error(str(e))
                 return {"_ready": False}
-        st.info("Upload a .pt file to use it as the teacher.")
+        st.info("Upload a .pt or .safetensors file to use it as the teacher.")
         return {"_ready": False}
     content = up.getvalue()
     memo = (hashlib.sha256(content).hexdigest(), repr(probe.teacher), repr(probe.data))
@@ -223,7 +226,7 @@ def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
         st.error(value)
         return {"_ready": False}
     st.success(f"{up.name} fits the {probe.teacher.name} teacher.", icon=":material/check:")
-    st.query_params[K("teacher_file")] = value.rsplit("/", 1)[-1].removesuffix(".pt")
+    st.query_params[K("teacher_file")] = value.rsplit("/", 1)[-1].removesuffix(".pt").removesuffix(".safetensors")
     return {"teacher_source": value}
 
 
