@@ -98,7 +98,11 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     data = DataConfig(name=v["dataset"], n_samples=int(v.get("samples", 2000)),
                       noise=float(v.get("noise", 0.2)), n_classes=int(v.get("classes", 3)),
                       train_subset=int(v.get("subset", 0)), seed=int(v.get("data_seed", 0)),
-                      download=bool(v.get("download", False)))
+                      download=bool(v.get("download", False)),
+                      # your own data: a path the page resolved from a data-root entry or an upload
+                      path=str(v.get("data_path", "")), image_size=int(v.get("image_size", 32)),
+                      label_column=str(v.get("label_column") or "label"),
+                      feature_columns=tuple(v.get("feature_columns") or ()))
     teacher = ModelConfig(v["teacher"], parse_params(v.get("teacher_params", ""), "teacher", v["teacher"]))
     student = ModelConfig(v["student"], parse_params(v.get("student_params", ""), "student", v["student"]))
     loss = LossConfig(name=v.get("loss", "kd"), temperature=float(v.get("T", 4.0)),

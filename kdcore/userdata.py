@@ -31,6 +31,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import shutil
 import stat
 import threading
@@ -48,7 +49,8 @@ from .registry import DATASETS
 
 __all__ = ["ImageFolderSpec", "CsvSpec", "StreamedImages", "extract_zip", "data_root_choices",
            "resolve_in_data_root", "DATA_ROOT_ENV", "IMAGE_EXTENSIONS", "TEST_FRACTION",
-           "MAX_ZIP_FILES", "MAX_ZIP_BYTES", "scan_image_folder"]
+           "MAX_ZIP_FILES", "MAX_ZIP_BYTES", "scan_image_folder", "uploads_dir", "save_csv_upload",
+           "save_zip_upload", "resolve_source", "MAX_CSV_BYTES"]
 
 DATA_ROOT_ENV = "KD_DATA_ROOT"  # the only server folder whose data the dashboard offers
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -697,3 +699,62 @@ def extract_zip(source: bytes | str | os.PathLike, dest_parent: str | os.PathLik
             raise
     return final
 
+
+
+# --------------------------------------------------------------------------------------------
+# Where the dashboard's data comes from: a source string that can only name safe places
+
+UPLOADS = "userdata"  # folder under the run history that holds unpacked zips and uploaded CSVs
+MAX_CSV_BYTES = 64 * 2**20  # an uploaded CSV table
+_DIGEST = re.compile(r"[0-9a-f]{24}(\.csv)?")
+
+
+def uploads_dir(runs_dir: str | os.PathLike) -> Path:
+    """The folder holding this server's unpacked zips and uploaded CSVs."""
+    return Path(runs_dir) / UPLOADS
+
+
+def save_csv_upload(content: bytes, runs_dir: str | os.PathLike) -> str:
+    """Store an uploaded CSV as ``<uploads>/<sha256>.csv``; returns its source, ``upload:<name>``.
+
+    Raises:
+        ConfigError: empty or larger than MAX_CSV_BYTES.
+    """
+    if not content:
+        raise ConfigError("the uploaded CSV file is empty")
+    if len(content) > MAX_CSV_BYTES:
+        raise ConfigError(f"the CSV file is {len(content) / 2**20:.0f} MiB; at most "
+                          f"{MAX_CSV_BYTES // 2**20} MiB are accepted")
+    folder = uploads_dir(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{hashlib.sha256(content).hexdigest()[:24]}.csv"
+    path = folder / name
+    if not path.is_file():
+        tmp = folder / f".{name}.{os.getpid()}.part"
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    return f"upload:{name}"
+
+
+def save_zip_upload(content: bytes, runs_dir: str | os.PathLike) -> str:
+    """Unpack an uploaded zip safely (:func:`extract_zip`); returns its source, ``upload:<digest>``."""
+    return f"upload:{extract_zip(content, uploads_dir(runs_dir)).name}"
+
+
+def resolve_source(source: str, runs_dir: str | os.PathLike, data_root: str | None = None) -> str:
+    """The path a dashboard source names: ``root:<entry>`` of the data root or ``upload:<digest>``.
+
+    A source is all a browser (or a shared link) can send, so no typed path ever reaches the disk.
+
+    Raises:
+        ConfigError: an unknown form, an entry not in the data root, or an upload this server lacks.
+    """
+    kind, _, name = str(source).partition(":")
+    if kind == "root":
+        return resolve_in_data_root(name, data_root)
+    if kind == "upload" and _DIGEST.fullmatch(name):
+        path = uploads_dir(runs_dir) / name
+        if path.exists():
+            return str(path.resolve())
+        raise ConfigError(f"upload {name!r} is not on this server (any more); upload the file again")
+    raise ConfigError(f"data source {source!r} is not allowed; choose a folder of the data root or upload one")

@@ -281,6 +281,108 @@ def compress_ui(store, table: pd.DataFrame) -> None:
     st.caption("The CLI runs the same measurement headless and prints the same table.")
 
 
+# --- Ship a student: ONNX + safetensors, verified with onnxruntime -------------------------------
+
+SHIP_VARIANTS = {"float32": "float32 (as trained)", "int8": "int8 (dynamic, Linear/MatMul layers)",
+                 "pruned:0.5": "pruned 50 %", "pruned:0.8": "pruned 80 %",
+                 "pruned:0.5+int8": "pruned 50 % + int8"}
+
+
+class ShipJob(NamedTuple):
+    """What one Export click makes; also the key of its result in the session."""
+    run_id: int
+    phase: str
+    variant: str
+
+
+def ship_choice_ui(store, table: pd.DataFrame) -> ShipJob | None:
+    """Run, model and variant to export; None when no finished run has saved weights."""
+    busy = active_run_ids()
+    done = table[(table["status"] != "running") & ~table["id"].isin(busy)]
+    phases = {int(r): stored_phases(store, int(r)) for r in done["id"]}
+    ids = [r for r, ph in phases.items() if ph]
+    if not ids:
+        st.info("No finished run with saved weights yet; train one on the Train page.")
+        return None
+    label = {int(r.id): f"#{r.id} · {r.student} on {r.dataset}" + (f" · {r.name}" if _named(r.name) else "")
+             for r in done.itertuples()}
+    c1, c2, c3 = st.columns(3)
+    rid = c1.selectbox("Run", ids, format_func=label.get, key="ship_run")
+    phase = c2.selectbox("Model", phases[rid], key="ship_phase")
+    variant = c3.selectbox("Variant", list(SHIP_VARIANTS), format_func=SHIP_VARIANTS.get, key="ship_variant",
+                           help="As in the compression table above. int8 is onnxruntime's dynamic "
+                                "quantization of the ONNX graph, checked against PyTorch's int8 model; "
+                                "its .safetensors is not offered (int8 layers keep packed parameters).")
+    return ShipJob(rid, phase, variant)
+
+
+def _ask_ship(job: ShipJob) -> None:
+    st.session_state["ship_request"] = job
+
+
+def ship_command(job: ShipJob, runs_dir: str) -> str:
+    """The CLI line that writes and verifies the same files headless."""
+    fmt = " --format onnx" if "int8" in job.variant else ""
+    return (f"{ui.cli_prefix(runs_dir)} export {job.run_id} --phase {job.phase} "
+            f"--variant {shlex.quote(job.variant)}{fmt} --out export")
+
+
+def ship_result_ui(res) -> None:
+    from kdcore.export import AGREEMENT_TARGET
+
+    v = res.verification
+    if v:
+        ok = res.verified
+        (st.success if ok else st.error)(
+            f"onnxruntime and PyTorch pick the same class on **{v['agreement']:.3%}** of the {v['n']} "
+            f"test samples (target ≥ {AGREEMENT_TARGET:.1%}); largest logit difference "
+            f"**{v['max_abs_logit_diff']:.2g}**.", icon=":material/verified:" if ok else ":material/error:")
+        st.dataframe(pd.DataFrame({
+            "runtime": ["onnxruntime", "PyTorch"],
+            "test accuracy": [v["onnx_accuracy"] * 100, v["torch_accuracy"] * 100],
+            "CPU latency": [v["onnx_latency_ms"], v["torch_latency_ms"]]}), hide_index=True, key="ship_table",
+            column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f %%"),
+                           "CPU latency": st.column_config.NumberColumn(
+                               format="%.3f ms", help=f"one batch of {v['latency_batch']}, "
+                                                      f"{v['threads']} thread(s), median of 20")})
+    cols = st.columns(max(len(res.files), 1))
+    for col, (name, content) in zip(cols, res.files.items()):
+        kind = "ONNX" if name.endswith(".onnx") else "safetensors + config"
+        col.download_button(f"{kind}: {name} ({len(content) / 1024:.1f} KiB)", content, file_name=name,
+                            mime="application/octet-stream", icon=":material/download:",
+                            key=f"ship_dl_{name.rsplit('.', 1)[1]}")
+
+
+def ship_ui(store, table: pd.DataFrame) -> None:
+    job = ship_choice_ui(store, table)
+    if job is None:
+        return
+    st.button("Export and verify", key="ship_go", type="primary", on_click=_ask_ship, args=(job,),
+              icon=":material/deployed_code:")
+    results = st.session_state.setdefault("ship_results", {})
+    asked = st.session_state.pop("ship_request", None)
+    if asked is not None and asked not in results:
+        from kdcore.export import export_run
+
+        what = f"run {asked.run_id}'s {asked.phase} model"
+        try:
+            with st.spinner(f"Exporting {what} and checking it with onnxruntime on the test split…"):
+                formats = ("onnx",) if "int8" in asked.variant else ("onnx", "safetensors")
+                results[asked] = export_run(store, asked.run_id, asked.phase, asked.variant, formats=formats)
+            while len(results) > 8:  # files are kept for their download buttons; drop the oldest
+                results.pop(next(iter(results)))
+        except (ConfigError, DataUnavailable, KeyError) as e:
+            st.error(f"Could not export {what}: {e.args[0] if isinstance(e, KeyError) else e}")
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:
+            st.error(f"Could not export {what}: {e}")
+    if job in results:
+        ship_result_ui(results[job])
+    st.code(ship_command(job, sh.runs_dir()), language="bash")
+    st.caption("The CLI writes the same files and prints the same check. The .safetensors file carries "
+               "the model's config, classes and input normalisation in its metadata; "
+               "`kdcore.export.load_safetensors_model(path)` rebuilds the model from it.")
+
+
 def main() -> None:
     sh.open_page("runs")
     st.title("Runs")
@@ -311,6 +413,10 @@ def main() -> None:
     st.caption("Int8 quantization and magnitude pruning of a trained model: size, CPU latency and "
                "test accuracy before and after.")
     compress_ui(store, shown)
+    st.subheader("Ship a student")
+    st.caption("A trained model as ONNX (checked with onnxruntime on the run's test split) and as a "
+               ".safetensors state_dict with its config, to download.")
+    ship_ui(store, shown)
     st.subheader("Delete")
     delete_ui([int(i) for i in shown["id"]])
 

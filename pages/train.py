@@ -28,6 +28,10 @@ SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
 EXTRA_FROM = {"train new": "train", "from history": "run"}  # extra teachers (uploads: CLI, file:<path>)
 MAX_EXTRA_TEACHERS = 3
+OWN_DATA = ("image_folder", "csv")  # datasets read from a data-root entry or an upload (kdcore.userdata)
+IMAGE_SIZES = [8, 16, 24, 28, 32, 48, 64, 96, 128, 224]
+ZIP_UPLOAD_MB = 200  # an uploaded zip of images; unpacked with kdcore.userdata's own limits too
+CSV_UPLOAD_MB = 64
 K = sh.SCOPES["train"]  # this page's keys and URL parameters (bare names: the app's root page)
 URL = sh.URL
 # While a run trains, two fragments poll. Each chart redraw remounts Plotly in the browser, and a
@@ -57,17 +61,108 @@ def dataset_ui() -> dict:
                                              "validation.")
         if not spec.fixed_classes:
             v["classes"] = st.slider("Classes", 2, 10, D.data.n_classes, key=K("classes"), bind=URL)
+    elif name in OWN_DATA:
+        v.update(own_data_ui(name))
     else:
         v["download"] = st.checkbox("Download if missing (needs internet)", False, key=K("download"), bind=URL)
     v["subset"] = st.number_input("Training subset (0 = all)", 0, 1_000_000, D.data.train_subset, 500,
                                   key=K("subset"), bind=URL,
                                   help="Train on a seeded random subset for a quicker run.")
-    ok, msg = spec.available(DataConfig(name=name, download=v.get("download", False)))
+    try:
+        ok, msg = spec.available(_data_config(name, v))
+    except ConfigError as e:  # own data whose file cannot be used: the message names it
+        ok, msg = False, str(e)
     if ok:
         st.caption(msg)
     else:
         st.warning(msg, icon=":material/download:")
     v["_available"] = ok
+    return v
+
+
+def _data_config(name: str, v: dict) -> DataConfig:
+    """The DataConfig of the data picked so far; own data's is kept for the model profiles."""
+    if name not in OWN_DATA:
+        return DataConfig(name=name, download=v.get("download", False))
+    st.session_state.pop("_own_data_cfg", None)
+    cfg = DataConfig(name=name, path=v.get("data_path", ""), image_size=v.get("image_size", 32),
+                     label_column=v.get("label_column") or "label",
+                     feature_columns=tuple(v.get("feature_columns") or ()))
+    st.session_state["_own_data_cfg"] = cfg
+    return cfg
+
+
+def own_data_ui(name: str) -> dict:
+    """Your own images or table: an entry of the server's data root, or an upload.
+
+    Never a typed path: the URL holds ``root:<entry>`` or an upload's digest, and
+    :func:`kdcore.userdata.resolve_source` maps it to a folder only inside those two places.
+    Returns data_path ("" until chosen), and image_size or label_column / feature_columns.
+    """
+    from kdcore import userdata
+
+    choices = [n for n, k in userdata.data_root_choices().items() if k == name]
+    how = st.radio("Source", (["data root"] if choices else []) + ["upload"], key=K("data_from"),
+                   bind=URL, horizontal=True,
+                   help=f"Folders and CSV files in the server's data root (${userdata.DATA_ROOT_ENV}), "
+                        "or a file from your computer.")
+    src = None
+    if how == "data root":
+        entry = st.selectbox("Folder" if name == "image_folder" else "CSV file", choices, key=K("data_entry"),
+                             bind=URL)
+        src = f"root:{entry}"
+        st.query_params.pop(K("data_upload"), None)
+    else:
+        if name == "image_folder":
+            up = st.file_uploader("Zip of a folder with one subfolder of images per class", type=["zip"],
+                                  key=K("data_zip"), max_upload_size=ZIP_UPLOAD_MB)
+        else:
+            up = st.file_uploader("CSV table (a header row; numeric features and a label column)",
+                                  type=["csv"], key=K("data_csv"), max_upload_size=CSV_UPLOAD_MB)
+        if up is not None:
+            content = up.getvalue()
+            memo = st.session_state.setdefault("_data_uploads", {})
+            key = (name, hashlib.sha256(content).hexdigest())
+            if key not in memo:
+                try:
+                    with st.spinner(f"Unpacking and checking {up.name}…"):
+                        save = userdata.save_zip_upload if name == "image_folder" else userdata.save_csv_upload
+                        memo[key] = ("ok", save(content, sh.runs_dir()))
+                except ConfigError as e:
+                    memo[key] = ("error", f"{up.name}: {e}")
+            kind, value = memo[key]
+            if kind == "error":
+                st.error(value)
+            else:
+                src = value
+                st.query_params[K("data_upload")] = value.split(":", 1)[1]
+        elif st.query_params.get(K("data_upload")):  # a shared link names an upload this server holds
+            src = "upload:" + st.query_params[K("data_upload")]
+    v: dict = {"data_path": ""}
+    if src is not None:
+        try:
+            v["data_path"] = userdata.resolve_source(src, sh.runs_dir())
+        except ConfigError as e:
+            st.error(str(e))
+    if name == "image_folder":
+        v["image_size"] = st.select_slider("Image size (pixels, square)", IMAGE_SIZES, 32, key=K("image_size"),
+                                           bind=URL, help="Every image is resized to this; small is fast.")
+        return v
+    cols: list[str] = []
+    if v["data_path"]:
+        import pandas as pd
+
+        try:
+            cols = [str(c) for c in pd.read_csv(v["data_path"], nrows=0).columns]
+        except (OSError, ValueError) as e:
+            st.error(f"The CSV file cannot be read: {e}")
+    v["label_column"] = st.selectbox("Label column", cols, index=cols.index("label") if "label" in cols
+                                     else max(len(cols) - 1, 0), key=K("label_column"),
+                                     help="The column that holds each row's class.")
+    v["feature_columns"] = st.multiselect("Feature columns", [c for c in cols if c != v["label_column"]],
+                                          key=K("feature_columns"), placeholder="every numeric column",
+                                          help="Empty: every numeric column but the label. Standardised "
+                                               "with the training split's mean and std.")
     return v
 
 
@@ -243,7 +338,8 @@ def profile_ui(role: str, name: str, params: str, dataset: str, batch: int,
     try:
         p = ui.parse_params(params, role, name)
         spec = DATASETS.get(dataset)
-        dcfg = DataConfig(name=dataset)
+        dcfg = st.session_state.get("_own_data_cfg") if dataset in OWN_DATA else None
+        dcfg = dcfg if dcfg is not None and dcfg.name == dataset else DataConfig(name=dataset)
         prof = sh.model_profile(name, json.dumps(p, sort_keys=True), tuple(spec.in_shape(dcfg)),
                                 spec.num_classes(dcfg), batch)
     except ConfigError as e:

@@ -124,3 +124,33 @@ def test_tensorboard_export_every_term_and_phase(trained, tmp_path, capsys):
     assert {"epoch/term/ce", "epoch/term/kd", "step/term/kd"} <= set(acc.Tags()["scalars"])
     test_acc = store.get(rid)["metrics"]["distilled"]["accuracy"]
     assert acc.Scalars("test/accuracy")[0].value == pytest.approx(test_acc)
+
+
+def test_runs_page_exports_and_offers_downloads(tmp_path, monkeypatch):
+    """The Runs page's "Ship a student": export, the onnxruntime check, download buttons."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from kdcore import RunStore
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("KD_RUNS_DIR", str(runs))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    n_threads = torch.get_num_threads()
+    try:
+        res = run_experiment(from_dict({"data": {"name": "moons", "n_samples": 300}, "optim": {"epochs": 1},
+                                        "teacher_optim": {"epochs": 1}}), store=RunStore(runs))
+        at = AppTest.from_file(str(__import__("pathlib").Path(__file__).parents[1] / "app.py"),
+                               default_timeout=60).run()
+        at.switch_page("pages/runs.py").run()
+        at.button(key="ship_go").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any("same class on **100.000%** of the 60 test samples" in s.value for s in at.success)
+        labels = [b.label for b in at.get("download_button")]
+        assert f"ONNX: run{res.run_id}_distilled_float32.onnx" in " ".join(labels)
+        assert any(label.startswith("safetensors + config") for label in labels)
+        assert any(f"export {res.run_id} --phase distilled --variant float32" in c.value for c in at.code)
+    finally:
+        st.cache_resource.clear()
+        torch.set_num_threads(n_threads)

@@ -297,3 +297,40 @@ def test_cli_runs_an_image_folder(tmp_path, capsys):
     rc = main(["run", "--no-save", "--set", "data.name=image_folder", "--set", f"data.path={tmp_path}/none"])
     err = capsys.readouterr().err
     assert rc == 2 and "is not a folder" in err and "Traceback" not in err
+
+
+def test_train_page_offers_the_data_root_never_a_typed_path(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "root"
+    make_folder(root / "shapes", n_per_class=10)
+    _write_csv(root / "iris.csv")
+    monkeypatch.setenv("KD_DATA_ROOT", str(root))
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    n_threads = torch.get_num_threads()
+    app = str(__import__("pathlib").Path(__file__).parents[1] / "app.py")
+    try:
+        at = AppTest.from_file(app, default_timeout=60).run()
+        at.selectbox(key="dataset").set_value("image_folder").run()
+        assert not at.exception and not at.error
+        assert any("30 images in 3 classes" in c.value for c in at.caption)
+        data = at.session_state["kd_pending_config"]["data"]
+        assert data["path"] == str((root / "shapes").resolve()) and data["image_size"] == 32
+        at.selectbox(key="dataset").set_value("csv").run()
+        at.selectbox(key="label_column").set_value("species").run()
+        assert at.session_state["kd_pending_config"]["data"]["label_column"] == "species"
+        assert any("200 rows, 3 features, 3 classes" in c.value for c in at.caption)
+        # a link that names a path outside the root, or an upload this server lacks, reaches no file
+        at = AppTest.from_file(app, default_timeout=60)
+        at.query_params.update({"data_from": "upload", "data_upload": "../../etc"})
+        at.run()
+        at.selectbox(key="dataset").set_value("image_folder").run()
+        assert "kd_pending_config" not in at.session_state or \
+            at.session_state["kd_pending_config"]["data"]["path"] == ""
+        assert any("not allowed" in e.value for e in at.error)
+    finally:
+        st.cache_resource.clear()
+        torch.set_num_threads(n_threads)
