@@ -11,6 +11,11 @@ Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
 Epoch rows are committed as each epoch ends and step rows with them, so a crash loses at most
 the epoch in progress. Every method opens its own short-lived connection, so a training worker
 thread and the page that reads it never share one.
+
+A run records who trains it (pid, host) and a heartbeat that a daemon thread of that process
+renews every ``HEARTBEAT_S`` seconds while the run is open. Opening or listing the history
+marks ``running`` runs whose process is gone (same host, pid dead) or whose heartbeat is older
+than ``STALE_S`` as ``interrupted``; their finished epochs stay.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +36,7 @@ import numpy as np
 from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 
+from .errors import ConfigError, StoreUnavailable
 from .events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd
 
 __all__ = ["RunStore", "default_runs_dir"]
@@ -40,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     grp TEXT,                      -- shared by the runs of one compare/sweep
     name TEXT,
     config TEXT NOT NULL,          -- JSON of the RunConfig
-    status TEXT NOT NULL,          -- running | completed | stopped | diverged | failed
+    status TEXT NOT NULL,          -- running | completed | stopped | diverged | failed | interrupted
     message TEXT DEFAULT '',
     created REAL NOT NULL,
     finished REAL,
@@ -66,6 +74,7 @@ CREATE TABLE IF NOT EXISTS weights (
     PRIMARY KEY (run_id, phase)
 );
 CREATE INDEX IF NOT EXISTS weights_sha ON weights(sha);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     name TEXT NOT NULL,            -- e.g. boundaries; the file is <run_id>/<name>.npz
@@ -90,6 +99,68 @@ def _state_sha(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+# columns added after the first release: (name, SQL type); added to older history files on open
+_RUN_COLUMNS = (("pid", "INTEGER"), ("host", "TEXT"), ("heartbeat", "REAL"), ("owner", "TEXT"))
+HEARTBEAT_S = 15.0  # how often a process renews the heartbeat of the runs it trains
+STALE_S = 120.0  # a running run whose heartbeat is older than this has lost its process
+HOST = socket.gethostname()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone for us
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class _Heartbeat:
+    """One daemon thread per process renewing the heartbeat of every run this process trains."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, int], "RunStore"] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, store: "RunStore", run_id: int) -> None:
+        with self._lock:
+            self._runs[(store.key, run_id)] = store
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="kd-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, store: "RunStore", run_id: int) -> None:
+        with self._lock:
+            self._runs.pop((store.key, run_id), None)
+
+    def active(self, store: "RunStore") -> set[int]:
+        with self._lock:
+            return {rid for (key, rid) in self._runs if key == store.key}
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            with self._lock:
+                items = list(self._runs.items())
+            for (_, rid), store in items:
+                try:
+                    with store._db() as db:
+                        db.execute("UPDATE runs SET heartbeat=? WHERE id=? AND status='running'",
+                                   (time.time(), rid))
+                except Exception:  # a full disk now is a missed beat, not a dead thread
+                    pass
+
+
+_BEAT = _Heartbeat()
+
+
 def default_runs_dir() -> Path:
     return Path(os.environ.get("KD_RUNS_DIR", "runs"))
 
@@ -97,36 +168,119 @@ def default_runs_dir() -> Path:
 class RunStore:
     """The run history in ``root/history.sqlite``."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, owner: str | None = None):
+        """Open (or create) the history in ``root``.
+
+        Args:
+            owner: who files the runs made through this object (a browser session's id); the
+                runs it creates carry it and :meth:`delete` can be limited to it.
+        Raises:
+            StoreUnavailable: the folder is a file, read-only or full; the message says what to do.
+        """
         self.root = Path(root) if root is not None else default_runs_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.owner = owner
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreUnavailable(f"the run history folder {self.root} is (inside) a file, not a folder; "
+                                   "point KD_RUNS_DIR or --runs-dir at a folder") from None
+        except OSError as e:
+            raise StoreUnavailable(f"cannot create the run history folder {self.root}: {e.strerror}; "
+                                   "point KD_RUNS_DIR or --runs-dir at a writable folder") from None
         self.path = self.root / "history.sqlite"
+        self.key = str(self.path.resolve())  # one history, however its folder was named
         with self._db() as db:
             db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+            for col, typ in _RUN_COLUMNS:
+                if col not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {col} {typ}")
+        self.reap()
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL")
         try:
+            db = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as e:
+            raise self._unavailable(e) from None
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_mode = WAL")
             with db:  # commits on success, rolls back on error
                 yield db
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as e:
+            if isinstance(e, sqlite3.IntegrityError):
+                raise
+            raise self._unavailable(e) from None
         finally:
             db.close()
+
+    def _unavailable(self, e: Exception) -> StoreUnavailable:
+        text = str(e)
+        if "readonly" in text or "read-only" in text:
+            hint = "it is read-only: make it writable or point KD_RUNS_DIR / --runs-dir at a writable folder"
+        elif "full" in text:
+            hint = "the disk is full: free space or point KD_RUNS_DIR / --runs-dir at another disk"
+        elif "unable to open" in text:
+            hint = "it cannot be opened: check that the folder exists and is writable"
+        elif "locked" in text:
+            hint = "another process holds it locked; try again in a moment"
+        else:
+            hint = "it may be damaged: move it away to start a new history"
+        return StoreUnavailable(f"the run history {self.path} cannot be used ({text}); {hint}")
+
+    # -- who trains what ---------------------------------------------------------------------
+    def reap(self) -> list[int]:
+        """Mark runs whose trainer is gone as ``interrupted``; their finished epochs stay.
+
+        A ``running`` run is gone when it was started on this host by a process that no longer
+        exists, or when its heartbeat (renewed every HEARTBEAT_S by the training process) is older
+        than STALE_S. Returns the ids marked.
+        """
+        now, mine = time.time(), _BEAT.active(self)
+        with self._db() as db:
+            rows = db.execute("SELECT id, pid, host, heartbeat, created FROM runs WHERE status='running'").fetchall()
+        gone = []
+        for r in rows:
+            beat = r["heartbeat"] or r["created"]
+            if r["id"] in mine:
+                continue
+            if (r["host"] == HOST and (r["pid"] == os.getpid() or not _pid_alive(r["pid"]))) \
+                    or now - beat > STALE_S:
+                gone.append(r)
+        for r in gone:
+            with self._db() as db:
+                n = db.execute("SELECT COUNT(*) FROM epochs WHERE run_id=?", (r["id"],)).fetchone()[0]
+                who = f"process {r['pid']} on {r['host']}" if r["pid"] else "its process"
+                db.execute("UPDATE runs SET status='interrupted', finished=?, message=? "
+                           "WHERE id=? AND status='running'",
+                           (now, f"interrupted: {who} ended without finishing it; its {n} finished "
+                                 "epoch(s) are kept", r["id"]))
+        return [r["id"] for r in gone]
+
+    def is_training(self, run_id: int) -> bool:
+        """Whether some process still trains this run (after reaping the ones that are gone)."""
+        self.reap()
+        return self.get(run_id)["status"] == "running"
 
     # -- writing -----------------------------------------------------------------------------
     def create_run(self, config: dict, *, kind: str = "run", group: str | None = None,
                    name: str = "") -> int:
-        """Insert a run in status 'running' and return its id."""
+        """Insert a run in status 'running', owned by this process (pid, host, heartbeat), and return its id."""
+        now = time.time()
         with self._db() as db:
             cur = db.execute(
-                "INSERT INTO runs (kind, grp, name, config, status, created) VALUES (?,?,?,?,?,?)",
-                (kind, group, name or config.get("name", ""), json.dumps(config), "running", time.time()))
-            return int(cur.lastrowid)
+                "INSERT INTO runs (kind, grp, name, config, status, created, pid, host, heartbeat, owner) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (kind, group, name or config.get("name", ""), json.dumps(config), "running", now,
+                 os.getpid(), HOST, now, self.owner))
+            run_id = int(cur.lastrowid)
+        _BEAT.add(self, run_id)
+        return run_id
 
     def finish_run(self, run_id: int, status: str, message: str, metrics: dict) -> None:
+        _BEAT.remove(self, run_id)
         with self._db() as db:
             db.execute("UPDATE runs SET status=?, message=?, finished=?, metrics=? WHERE id=?",
                        (status, message, time.time(), json.dumps(metrics), run_id))
@@ -211,10 +365,41 @@ class RunStore:
                               (run_id,)).fetchall()
         return {r["name"]: r["bytes"] for r in rows}
 
-    def delete(self, run_id: int) -> None:
+    def delete(self, run_id: int, *, owner: str | None = None) -> None:
+        """Delete a run, its rows and its files; an upload it used goes with the last run using it.
+
+        Args:
+            owner: when given, only a run filed with this owner may be deleted.
+        Raises:
+            KeyError: no such run. ConfigError: a process still trains it, or it is not ``owner``'s.
+        """
+        run = self.get(run_id)  # KeyError names the id
+        if self.is_training(run_id):
+            raise ConfigError(f"run {run_id} is being trained by process {run['pid']} on {run['host']}; "
+                              "stop it (or wait for it to finish) before deleting it")
+        if owner is not None and run.get("owner") != owner:
+            raise ConfigError(f"run {run_id} was started by another session; a session deletes only "
+                              "its own runs on a shared server")
         with self._db() as db:
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         shutil.rmtree(self.root / str(int(run_id)), ignore_errors=True)
+        self._drop_unused_uploads(run["config"])
+
+    def _drop_unused_uploads(self, config: dict) -> None:
+        """Remove the uploads (``uploads/<sha256>.pt``) this config used that no run uses any more."""
+        uploads = (self.root / "uploads").resolve()
+        sources = [config.get("teacher_source", ""), *(config.get("extra_teacher_sources") or ())]
+        for src in sources:
+            if not isinstance(src, str) or not src.startswith("file:"):
+                continue
+            path = Path(src[5:]).resolve()
+            if path.parent != uploads:
+                continue  # a file the user named on the command line is theirs, not ours
+            with self._db() as db:
+                used = db.execute("SELECT COUNT(*) FROM runs WHERE config LIKE ?",
+                                  (f"%{path.name}%",)).fetchone()[0]
+            if not used:
+                path.unlink(missing_ok=True)
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, run_id: int) -> dict:
@@ -227,7 +412,8 @@ class RunStore:
 
     def list(self, *, status: str | None = None, kind: str | None = None,
              group: str | None = None) -> list[dict]:
-        """Runs, newest first, optionally filtered."""
+        """Runs, newest first, optionally filtered (runs whose trainer is gone read ``interrupted``)."""
+        self.reap()
         where, args = [], []
         for col, val in (("status", status), ("kind", kind), ("grp", group)):
             if val is not None:
