@@ -24,13 +24,14 @@ PAGES = [
 
 
 def main() -> None:
-    st.set_page_config(page_title="KD Playground", page_icon=":material/school:", layout="wide")
+    # an emoji favicon is drawn by the browser; a :material/…: one is fetched from Google's servers
+    st.set_page_config(page_title="KD Playground", page_icon="🎓", layout="wide")
     page = st.navigation(PAGES)
     with st.sidebar:
         st.markdown("### KD Playground")
         st.caption("Train a small student from a big teacher and see whether it helps.")
     from kdcore.live import foreground  # imports torch; after the first paint of the chrome
-    from pages._shared import sidebar_status
+    from pages._shared import freeze_startup_objects, sidebar_status
 
     if note := st.session_state.pop("kd_link_reset", None):
         st.warning(note, icon=":material/link_off:")
@@ -38,6 +39,7 @@ def main() -> None:
         sidebar_status()
         try:
             page.run()
+            freeze_startup_objects()  # once, after the first page has imported what pages use
         except (StreamlitValueAboveMaxError, StreamlitValueBelowMinError) as e:
             # A setting carried over from a page whose control allows other values (the Temperature
             # lab's T goes to 30, Train's to 20): forget the widgets' remembered values so each is

@@ -28,11 +28,15 @@ from .experiment import RunResult, run_experiment
 from .store import RunStore
 
 __all__ = ["Worker", "LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
-           "active_run_ids", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
+           "active_run_ids", "probe_costs", "PhaseCost", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # two CPU-bound runs already share a small machine's cores
 DONE = ("completed", "stopped", "diverged", "failed")
+
+# A phase whose probed compute per step is at least this long tells the ETA how loaded the machine
+# is; a lighter one (a small student) is mostly per-step overhead, which it measures instead.
+HEAVY_STEP_S = 0.005
 
 _active_lock = threading.Lock()
 _active: set["LiveRun"] = set()
@@ -142,6 +146,117 @@ def _planned_phases(cfg: RunConfig) -> tuple[str, ...]:
     sources = getattr(cfg, "extra_teacher_sources", ()) or ("train",) * len(extra)
     phases += [f"teacher_{i + 2}" for i, src in enumerate(sources) if src == "train"]
     return tuple(phases) + ("baseline", "distilled")
+
+
+def _tiny_step(model: torch.nn.Module, num_classes: int) -> None:
+    x = torch.ones(8, 1)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long))
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for q in model.parameters():
+            q -= 1e-3 * q.grad
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """Probed costs of one phase's model: seconds per training step and per test sample."""
+
+    step_s: float  # forward + backward + optimiser step on one batch of the phase's batch size
+    forward_s: float  # eval-mode forward pass, per sample (test metrics, cached teacher logits)
+
+
+def probe_costs(cfg: RunConfig, phases: tuple[str, ...], in_shape: tuple[int, ...], num_classes: int, *,
+                repeats: int = 3, min_s: float = 0.05) -> dict[str, PhaseCost]:
+    """The planned work of each phase, measured: what the ETA charges a phase that has not run.
+
+    Each phase's model (the teacher, each extra teacher, the student alone, the student with its
+    distiller) takes ``repeats`` forward + backward + Adam steps on a random batch of the phase's
+    batch size (more while they take under ``min_s`` together) after one warm-up step, and as
+    many eval forward passes; medians count. The distilled step includes the teacher's forward
+    pass only when the method needs the live teacher (a logit method reads cached logits). Runs
+    under a forked RNG, so the run's own random streams are untouched.
+
+    Returns:
+        {phase: PhaseCost}, plus "teacher_forward" (the teacher's eval forward, which a distilled
+        phase with cached logits runs over its training set first); a phase whose model cannot be
+        built here is left out.
+    """
+    from .config import phase_architectures
+    from .models import build_model
+    from .trainer import Alone, make_distiller
+
+    arch = phase_architectures(cfg)
+
+    def median_time(fn) -> float:
+        times: list[float] = []
+        start = time.perf_counter()
+        # a tiny model's step is well under a millisecond: repeat it for long enough to time it
+        while len(times) < repeats + 1 or (time.perf_counter() - start < min_s and len(times) < 200):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        rest = sorted(times[1:])
+        return rest[len(rest) // 2]
+
+    def cost(distiller: torch.nn.Module, model: torch.nn.Module, batch: int,
+             teacher: torch.nn.Module | None) -> PhaseCost:
+        x, y = torch.randn(batch, *in_shape), torch.randint(num_classes, (batch,))
+        with torch.no_grad():
+            t_logits = teacher(x) if teacher is not None else None
+        opt = torch.optim.Adam([q for q in distiller.parameters() if q.requires_grad], lr=1e-3)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            _, terms = distiller(x, y, t_logits) if teacher is not None else distiller(x, y)
+            sum(terms.values()).backward()
+            opt.step()
+
+        def forward() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        step_s = median_time(step)
+        model.eval()
+        forward_s = median_time(forward) / batch
+        model.train()
+        return PhaseCost(step_s, forward_s)
+
+    out: dict[str, PhaseCost] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        # the cost of a step that does almost nothing: autograd, optimiser and Python overhead,
+        # which a tiny student's step is mostly made of
+        bias = torch.nn.Linear(1, num_classes)
+        out["overhead"] = PhaseCost(median_time(lambda: _tiny_step(bias, num_classes)), 0.0)
+        try:
+            teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
+                                  params=cfg.teacher.params)
+        except Exception:  # noqa: BLE001  (best effort: the ETA then uses the current pace)
+            return out
+        for phase in phases:
+            m = arch.get(phase)
+            if m is None:
+                continue
+            try:
+                optim = cfg.teacher_optim if phase.startswith("teacher") else cfg.optim
+                model = teacher if phase == "teacher" else build_model(
+                    m.name, in_shape=in_shape, num_classes=num_classes, params=m.params)
+                if phase == "distilled":
+                    teacher.eval()
+                    for q in teacher.parameters():
+                        q.requires_grad_(False)
+                    d = make_distiller(cfg.loss, model, teacher, in_shape=in_shape)
+                    cached = getattr(d, "uses_teacher_logits_only", True)
+                    out[phase] = cost(d.train(), model, optim.batch_size, teacher if cached else None)
+                    if cached:  # the teacher's logits over the training set, computed once first
+                        out["teacher_forward"] = PhaseCost(0.0, out["teacher"].forward_s if "teacher" in out
+                                                           else cost(Alone(teacher), teacher, 1, None).forward_s)
+                else:
+                    out[phase] = cost(Alone(model).train(), model, optim.batch_size, None)
+            except Exception:  # noqa: BLE001  (a phase it cannot probe is charged the current pace)
+                continue
+    return out
 
 
 class Series:
@@ -329,10 +444,22 @@ class LiveRun(Worker):
         self._epochs_log = {p: Series(max_points) for p in self._phases}
         self._metrics: dict[str, dict] = {}
         self._last_step: dict | None = None
+        self._probe: dict[str, PhaseCost] | None = None  # measured at the first epoch's end
+        self._load_factor: float | None = None  # real / probed compute seconds, from a heavy phase
+        self._sizes: dict[str, int] = {}  # test and training set sizes, for the planned evaluations
 
     def _run(self) -> RunResult:
+        from .data import load_data
+
+        try:  # loaded here to know the sizes the ETA plans with; a failure is run_experiment's to report
+            data = load_data(self.cfg.data)
+        except Exception:  # noqa: BLE001
+            data = None
+        else:
+            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
+                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
         return run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
-                              stop=self.stop_event)
+                              stop=self.stop_event, data=data)
 
     def _finally(self) -> None:
         self.first_point.set()  # nobody waits for a point that will never come
@@ -340,6 +467,15 @@ class LiveRun(Worker):
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:
             foreground.yield_to_pages()  # outside the lock; never before the first point
+        if isinstance(ev, EpochEnd) and self._probe is None:
+            # The planned work of the phases to come, measured once the first epoch is done (not
+            # before the first point). Its own time is left out of the current phase's pace.
+            t0 = time.perf_counter()
+            probe = (probe_costs(self.cfg, self._phases, self._sizes["in_shape"], self._sizes["classes"])
+                     if self._sizes else {})
+            with self._lock:
+                self._probe = probe
+                self._phase_t0 += time.perf_counter() - t0
         now = time.perf_counter()
         with self._lock:
             self._version += 1
@@ -408,11 +544,49 @@ class LiveRun(Worker):
         frac = min(done / planned, 1.0)
         eta = None
         if self._step > 0 and now > self._phase_t0:
-            # the current phase's pace, including its validation passes; later phases may
-            # train a smaller model, so this errs on the long side
-            per_step = (now - self._phase_t0) / self._step
-            eta = max(planned - done, 0) * per_step
+            # The current phase at its measured pace (validation passes included), then the
+            # planned work still ahead: this phase's test evaluation, and each phase to come at its
+            # probed costs (steps, validation passes, the teacher's logits it caches, its test
+            # evaluation). Real time = load x probed compute + a per-step overhead (batching,
+            # events): a heavy phase tells the load, a light one its overhead.
+            pace = (now - self._phase_t0) / self._step
+            probe = self._probe or {}
+            cur = probe.get(self._phase)
+            eta = max(self._total - self._step, 0) * pace
+            if cur is None or "overhead" not in probe:
+                after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
+                return frac, eta + sum(self._planned.get(p, 0) * pace for p in after)
+            o0 = probe["overhead"].step_s
+            compute = self._train_s(self._phase, probe) / max(self._total, 1)
+            if compute >= HEAVY_STEP_S or self._load_factor is None:
+                self._load_factor = max((pace - o0) / compute, 0.1) if compute > 0 else 1.0
+            load = self._load_factor
+            overhead = max(pace - load * compute, o0)
+            eta += self._finish_s(self._phase, probe, load)
+            after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
+            for p in after:
+                if p not in probe:
+                    eta += self._planned.get(p, 0) * pace
+                    continue
+                eta += (self._planned.get(p, 0) * (overhead if compute < HEAVY_STEP_S else o0)
+                        + load * self._train_s(p, probe) + self._finish_s(p, probe, load))
+                if p == "distilled" and "teacher_forward" in probe:
+                    eta += load * self._sizes.get("train", 0) * probe["teacher_forward"].forward_s
         return frac, eta
+
+    def _train_s(self, phase: str, probe: dict[str, PhaseCost]) -> float:
+        """Probed compute seconds of a phase's training: its steps and validation passes."""
+        c = probe[phase]
+        optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
+        return self._planned.get(phase, 0) * c.step_s + optim.epochs * self._sizes.get("val", 0) * c.forward_s
+
+    def _finish_s(self, phase: str, probe: dict[str, PhaseCost], load: float | None) -> float:
+        """Planned seconds of a phase's end: its model over the test set and the latency profile
+        (2 warm-up + 5 timed batches), as kdcore.experiment does."""
+        c = probe.get(phase)
+        if c is None or load is None:
+            return 0.0
+        return load * c.forward_s * (self._sizes.get("test", 0) + 7 * self.cfg.optim.batch_size)
 
     def snapshot(self) -> LiveSnapshot:
         """A consistent copy of the run's state, cheap enough to take several times a second."""

@@ -148,14 +148,15 @@ def session_run_ui(key: str, what: str) -> None:
         snap = live.snapshot()
         if snap.done:
             st.rerun(scope="app")
-        c1, c2 = st.columns([6, 1])
-        c1.progress(snap.progress, text=f"{what}: run {snap.run_id or ''} · {snap.phase} · "
-                                        f"{snap.progress:.0%} · about {sh.fmt_seconds(snap.eta_s)} left")
-        c2.button("Stop", key=f"{key}_stop", on_click=live.stop, icon=":material/stop:",
-                  disabled=live.stop_event.is_set())
-        st.caption("It trains in this session's worker: the Train page shows its live curves.")
+        st.progress(snap.progress, text=f"{what}: run {snap.run_id or ''} · {snap.phase} · "
+                                        f"{snap.progress:.0%} · {sh.eta_text(snap.eta_s)}")
 
-    panel()
+    c1, c2 = st.columns([6, 1])
+    with c1:
+        panel()
+    with c2:
+        sh.stop_button(live, f"{key}_stop")
+    st.caption("It trains in this session's worker: the Train page shows its live curves.")
 
 
 def quick_pair_config(name: str = "quick pair (lab)") -> kdcore.RunConfig:

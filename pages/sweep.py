@@ -126,11 +126,8 @@ def live_ui() -> None:
         if snap.running:
             where = (f"cell {len(snap.cells) + 1} of {total} (α = {snap.current[0]:g}, T = {snap.current[1]:g}), "
                      f"{snap.phase or 'starting'}" if snap.current else "starting")
-            c1, c2 = st.columns([6, 1])
-            c1.progress(snap.progress, text=f"Sweep · {where} · {snap.progress:.0%} · about "
-                                            f"{sh.fmt_seconds(snap.eta_s)} left")
-            c2.button("Stop", key="sweep_stop", on_click=sweep.stop, icon=":material/stop:",
-                      disabled=sweep.stop_event.is_set())
+            st.progress(snap.progress, text=f"Sweep · {where} · {snap.progress:.0%} · "
+                                            f"{sh.eta_text(snap.eta_s)}")
         elif snap.status == "completed":
             st.success(f"Sweep finished in {sh.fmt_seconds(snap.elapsed_s)}: {snap.message}. Every "
                        f"cell is in the run history (group {snap.group}).", icon=":material/check:")
@@ -142,6 +139,10 @@ def live_ui() -> None:
             st.rerun(scope="app")
 
     st.subheader("This session's sweep")
+    if polling:  # Stop outside the fragment that redraws twice a second (see sh.stop_button)
+        _, c2 = st.columns([6, 1])
+        with c2:
+            sh.stop_button(sweep, K("stop"))
     panel()
 
 

@@ -491,7 +491,14 @@ def live_ui(holder: sh.SessionRuns) -> None:
                 st.session_state.pop("_frozen_snapshot", None)
         charts_ui(shown.steps, shown.epochs_log)
 
-    progress()
+    if polling:
+        c1, c2 = st.columns([6, 1])
+        with c1:
+            progress()
+        with c2:
+            sh.stop_button(live, K("stop"))
+    else:
+        progress()
     plots()
     snap = live.snapshot()
     if snap.done:
@@ -543,11 +550,8 @@ def _status_ui(snap, live) -> None:
         where = (f"epoch {snap.epoch}/{snap.epochs} · step {snap.step}/{snap.total_steps}"
                  if snap.total_steps else "getting ready")
         text = (f"{title} · phase {i} of {n}: **{snap.phase}** · {where} · {snap.progress:.0%} · "
-                f"about {sh.fmt_seconds(snap.eta_s)} left")
-        c1, c2 = st.columns([6, 1])
-        c1.progress(snap.progress, text=text)
-        c2.button("Stop", icon=":material/stop:", key=K("stop"), on_click=live.stop,
-                  disabled=live.stop_event.is_set(), width="stretch")
+                f"{sh.eta_text(snap.eta_s)}")
+        st.progress(snap.progress, text=text)  # Stop is beside it, outside this fragment
         return
     took = f" in {snap.elapsed_s:.1f} s"
     if snap.status == "completed":

@@ -200,3 +200,106 @@ def test_pages_without_history_say_what_to_do(tmp_path, monkeypatch):
         at = ok(page(name))
         assert at.info or name == "sweep", name
     assert tg.load_boundaries(RunStore(tmp_path / "empty"), 1) is None
+
+
+# --- each page owns its settings (issue 14) -----------------------------------------------------
+
+def visit(at: AppTest, name: str, params: dict | None = None) -> AppTest:
+    """Go to ``pages/<name>.py`` in the same session, as the sidebar (no params) or a link does."""
+    at.query_params.clear()
+    at.query_params.update(params or {})
+    return ok(at.switch_page(f"pages/{name}.py").run())
+
+
+def pending(at: AppTest) -> dict:
+    return at.session_state["kd_pending_config"]
+
+
+def test_settings_stay_on_their_page_in_any_order(history):
+    _, ids = history
+    at = ok(page("temperature_lab"))
+    at.slider(key=key("temperature_lab", "T")).set_value(1.5).run()
+    at.multiselect(key=key("temperature_lab", "temps")).set_value([2.0]).run()
+    at = visit(at, "train")
+    assert pending(at)["loss"]["temperature"] == 4.0  # the Train page's own default, not the lab's 1.5
+    at.slider(key="T").set_value(7.0).run()
+    at = visit(at, "sweep")
+    assert ok(at).multiselect(key=key("sweep", "temps")).value != [2.0]
+    at = visit(at, "temperature_lab")
+    assert at.slider(key=key("temperature_lab", "T")).value == 1.5  # its own value, kept
+    assert at.multiselect(key=key("temperature_lab", "temps")).value == [2.0]
+    at = visit(at, "dark_knowledge", {key("dark_knowledge", "run"): str(ids["plain"])})
+    at.radio(key=key("dark_knowledge", "student")).set_value("baseline").run()
+    at = visit(at, "omitted_class")
+    assert ok(at).text_input(key=key("omitted_class", "student")).value in ("16", "512, 512")  # not "baseline"
+    assert not any("hidden widths" in e.value for e in at.error)
+    at = visit(at, "train")
+    assert pending(at)["loss"]["temperature"] == 7.0  # kept while the other pages were visited
+
+
+def test_every_page_keys_only_its_own_names(history):
+    """No key (hence no URL parameter) is used by two pages: the scopes' prefixes keep them apart."""
+    from pages import _shared as sh
+
+    prefixes = [s.prefix for s in sh.SCOPES.values()]
+    assert len(set(prefixes)) == len(prefixes)
+    assert not any(a != b and b and a.startswith(b) for a in prefixes for b in prefixes)
+    _, ids = history
+    seen: dict[str, str] = {}
+    at = ok(page("train"))
+    for name in ("train", "temperature_lab", "boundaries", "dark_knowledge", "omitted_class", "sweep",
+                 "soft_targets"):
+        at = visit(at, name, {sh.SCOPES[name].prefix + "run": str(ids["plain"])} if name != "train" else None)
+        keys = {w.key for kind in ("slider", "select_slider", "selectbox", "radio", "multiselect",
+                                   "number_input", "text_input", "checkbox", "toggle")
+                for w in getattr(at, kind) if w.key}
+        for k in keys:
+            assert seen.setdefault(k, name) == name, f"{k!r} is used by {seen[k]} and {name}"
+            if name != "train":
+                assert k.startswith(sh.SCOPES[name].prefix), (name, k)
+
+
+def test_presets_load_the_same_in_a_used_session(history):
+    """Each preset link, clicked after other setups, gives exactly its run (unset fields at defaults)."""
+    from pages import _lab as lab
+
+    presets = lab.presets()
+    fresh = {}
+    for p in presets:
+        for link, cfg in zip([x for x in p.links if x.page == "pages/train.py"], p.configs):
+            fresh[link.label] = pending(ok(page("train", link.query)))
+            assert fresh[link.label] == to_dict(cfg), link.label
+    at = ok(page("train"))  # a used session: a changed setup everywhere a preset could leave alone
+    at.slider(key="T").set_value(9.0)
+    at.number_input(key="epochs").set_value(3)
+    at.text_input(key="teacher_params").set_value("16")
+    at.select_slider(key="lr").set_value(0.1)
+    at.run()
+    for p in presets:  # every preset, one after the other, with the Presets page in between
+        for link, cfg in zip([x for x in p.links if x.page == "pages/train.py"], p.configs):
+            visit(at, "presets")
+            at = visit(at, "train", link.query)
+            assert pending(at) == fresh[link.label] == to_dict(cfg), link.label
+            assert "link" not in at.query_params  # one-shot: later reruns keep the user's edits
+    sweep_link = next(link for link in presets[0].links if link.page == "pages/sweep.py")
+    at = visit(at, "sweep")
+    at.number_input(key=key("sweep", "epochs")).set_value(20)
+    at.select_slider(key=key("sweep", "lr")).set_value(0.01)
+    at.run()
+    at = visit(at, "sweep", sweep_link.query)
+    assert at.number_input(key=key("sweep", "teacher_epochs")).value == sweep_link.params["teacher_epochs"] \
+        or str(at.number_input(key=key("sweep", "teacher_epochs")).value) == sweep_link.params["teacher_epochs"]
+    assert str(at.number_input(key=key("sweep", "epochs")).value) == sweep_link.params["epochs"]
+    assert at.select_slider(key=key("sweep", "lr")).value == float(sweep_link.params["lr"])
+
+
+def test_a_deep_link_opened_first_gets_the_apps_navigation(history):
+    """Streamlit's legacy pages/ mode would run the page alone, without app.py's sidebar."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/guide.py")
+    at.run()
+    assert PagesManager.uses_pages_directory is False
+    assert "This session" in " ".join(c.value for c in ok(at).sidebar.caption)
+    assert any("What knowledge distillation is" in m.value for m in at.markdown)

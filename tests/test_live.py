@@ -226,3 +226,44 @@ def test_a_run_keeps_training_while_pages_are_computed():
     with foreground():  # a page that takes a while: the run waits, bounded, then goes on
         time.sleep(1.5)
     assert live.join(30) and live.snapshot().status == "completed"
+
+
+def test_eta_charges_later_phases_their_own_planned_work_not_the_teachers_pace():
+    """A slow teacher's pace must not be applied to the cheap student phases (issue 14)."""
+    from kdcore.events import PhaseStart, StepEnd
+    from kdcore.live import PhaseCost
+
+    live = LiveRun(tiny(epochs=10), store=None)  # not started: events are fed by hand
+    live._t0 = 1.0
+    live._sizes = {"test": 100, "train": 200, "val": 0}
+    # probed: a teacher step costs 10 ms, a student step 0.1 ms, overhead 0.05 ms
+    live._probe = {"overhead": PhaseCost(5e-5, 0.0), "teacher": PhaseCost(1e-2, 1e-4),
+                   "baseline": PhaseCost(1e-4, 1e-6), "distilled": PhaseCost(1e-4, 1e-6),
+                   "teacher_forward": PhaseCost(0.0, 1e-4)}
+    live._on_phase_start(PhaseStart("teacher", 10, 7), now=1.0)
+    live._on_step(StepEnd("teacher", 2, 10, 70, 0.5, {"ce": 0.5}, 1e-2, None), now=1.2)  # 20 ms a step
+    _, eta = live._progress_eta(now=1.2)
+    teacher_left = 60 * 0.02
+    naive = (60 + 70 + 70) * 0.02  # every step left at the teacher's pace: the old, wrong ETA
+    assert teacher_left < eta < teacher_left + 0.2 < naive
+    # a student phase measured slower than its probe (per-step overhead) keeps the load from the
+    # teacher and charges the next phase that overhead, not a load blown up by it
+    live._on_phase_start(PhaseStart("baseline", 10, 7), now=3.0)
+    live._on_step(StepEnd("baseline", 2, 10, 70, 0.5, {"ce": 0.5}, 1e-2, None), now=3.02)  # 2 ms a step
+    _, eta = live._progress_eta(now=3.02)
+    assert 60 * 0.002 + 70 * 0.0015 < eta < 60 * 0.002 + 70 * 0.0025 + 0.1
+
+
+def test_probe_costs_rank_a_big_teacher_above_a_tiny_student():
+    from kdcore.live import _planned_phases, probe_costs
+
+    cfg = RunConfig(data=DataConfig(name="moons", n_samples=200),
+                    teacher=ModelConfig("mlp", {"hidden": [1024, 1024]}),
+                    student=ModelConfig("mlp", {"hidden": [4]}),
+                    optim=OptimConfig(epochs=1, batch_size=256), teacher_optim=OptimConfig(epochs=1, batch_size=256))
+    rng = torch.get_rng_state()
+    costs = probe_costs(cfg, _planned_phases(cfg), (2,), 2)
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's random streams are untouched
+    assert set(costs) >= {"overhead", "teacher", "baseline", "distilled", "teacher_forward"}
+    assert costs["teacher"].step_s > 5 * costs["baseline"].step_s
+    assert costs["teacher"].forward_s > costs["baseline"].forward_s

@@ -1,0 +1,91 @@
+"""How honest is the dashboard's "about N left"? The ETA against the time that was really left.
+
+Trains a few configs through :class:`kdcore.live.LiveRun` (the dashboard's worker, no history),
+polls its snapshot every 50 ms, and at the end of the first epoch of each phase writes down the
+ETA it showed; when the run ends, the time that was really left at that moment is known. The
+target (issue 14): within 30 % of the actual remaining time after the first epoch of each phase.
+
+    python benchmarks/bench_eta.py            # all configs (a few minutes on 2 cores)
+    python benchmarks/bench_eta.py --quick    # the two quickest
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kdcore  # noqa: E402
+from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
+from kdcore.live import LiveRun  # noqa: E402
+
+TARGET = 0.30
+
+
+def configs(quick: bool) -> dict[str, RunConfig]:
+    fm = DataConfig(name="fashion_mnist", train_subset=5000)
+    out = {
+        "moons: MLP 128-128 -> MLP 8": RunConfig(
+            data=DataConfig(name="moons", n_samples=5000, noise=0.25),
+            teacher=ModelConfig("mlp", {"hidden": [128, 128]}), student=ModelConfig("mlp", {"hidden": [8]}),
+            optim=OptimConfig(epochs=8, lr=1e-2, batch_size=32),
+            teacher_optim=OptimConfig(epochs=6, lr=1e-2, batch_size=32), name="bench_eta"),
+        "F-MNIST 5k: CNN -> MLP 32 (teacher 400x the student)": RunConfig(
+            data=fm, teacher=ModelConfig("cnn", {}), student=ModelConfig("mlp", {"hidden": [32]}),
+            optim=OptimConfig(epochs=6, lr=1e-3, batch_size=128),
+            teacher_optim=OptimConfig(epochs=3, lr=1e-3, batch_size=128), name="bench_eta"),
+    }
+    if not quick:
+        out["F-MNIST 5k: MLP 512-512 -> MLP 32, FitNets (live teacher)"] = RunConfig(
+            data=fm, teacher=ModelConfig("mlp", {"hidden": [512, 512]}),
+            student=ModelConfig("mlp", {"hidden": [32]}), loss=LossConfig(name="fitnets"),
+            optim=OptimConfig(epochs=5, lr=1e-3, batch_size=64),
+            teacher_optim=OptimConfig(epochs=4, lr=1e-3, batch_size=64), name="bench_eta")
+        out["F-MNIST 5k: LeNet-5 -> MLP 64, batch 32"] = RunConfig(
+            data=fm, teacher=ModelConfig("lenet5", {}), student=ModelConfig("mlp", {"hidden": [64]}),
+            optim=OptimConfig(epochs=5, lr=1e-3, batch_size=32),
+            teacher_optim=OptimConfig(epochs=4, lr=1e-3, batch_size=32), name="bench_eta")
+    return out
+
+
+def measure(cfg: RunConfig) -> list[tuple[str, float, float]]:
+    """[(phase, ETA shown after its first epoch, seconds really left then)]."""
+    live = LiveRun(cfg, store=None, max_points=200).start()
+    seen: dict[str, tuple[float, float]] = {}
+    while True:
+        snap = live.snapshot()
+        now = time.perf_counter()
+        if snap.done:
+            break
+        p = snap.phase
+        if p not in seen and snap.epochs_log.get(p) and snap.eta_s is not None:
+            seen[p] = (now, snap.eta_s)
+        time.sleep(0.05)
+    end = time.perf_counter()
+    if snap.status != "completed":
+        raise SystemExit(f"run {snap.status}: {snap.message}")
+    return [(p, eta, end - t) for p, (t, eta) in seen.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="only the two quickest configs")
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    rows, worst = [], 0.0
+    for name, cfg in configs(args.quick).items():
+        for phase, eta, left in measure(cfg):
+            err = (eta - left) / left
+            worst = max(worst, abs(err))
+            rows.append((name, phase, eta, left, err))
+            print(f"{name:58s} {phase:10s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}",
+                  flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"worst error: {worst:.0%} (target within {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
