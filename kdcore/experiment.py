@@ -26,7 +26,7 @@ from .losses import UNLABELLED
 from .events import Callback, PhaseEnd, RunEnd
 from .metrics import classification_metrics, compression, teacher_agreement
 from .stats import paired_comparison, seed_interval, verdict_word
-from .models import build_model, profile
+from .models import build_model, profile, seeded_init
 from .store import RunStore
 from .methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
@@ -81,13 +81,17 @@ class RunResult:
 
 
 def build_models(cfg: RunConfig, in_shape, num_classes) -> tuple[nn.Module, nn.Module]:
-    """Teacher and student as the config names them, initialised from ``cfg.seed``."""
-    torch.manual_seed(cfg.seed)
-    teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
-                          params=cfg.teacher.params)
-    torch.manual_seed(cfg.seed)
-    student = build_model(cfg.student.name, in_shape=in_shape, num_classes=num_classes,
-                          params=cfg.student.params)
+    """Teacher and student as the config names them, initialised from ``cfg.seed``.
+
+    Each build holds the init lock (``seeded_init``), so a run started while another thread
+    builds models gets the same weights as when it runs alone.
+    """
+    with seeded_init(cfg.seed, fork=False):
+        teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
+                              params=cfg.teacher.params)
+    with seeded_init(cfg.seed, fork=False):  # leaves the process RNG seeded, as training expects
+        student = build_model(cfg.student.name, in_shape=in_shape, num_classes=num_classes,
+                              params=cfg.student.params)
     return teacher, student
 
 
@@ -123,7 +127,12 @@ def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None =
         raise ConfigError(f"teacher_source {source!r} is not a source of weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError("teacher weights must be a state_dict: a dict of parameter name → tensor")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(f"teacher weights hold NaN or infinite values (in {', '.join(map(str, bad[:3]))}"
+                          f"{', ...' if len(bad) > 3 else ''}); a teacher must have finite weights")
     try:
+
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         msg = str(e).replace("\n", " ")

@@ -183,7 +183,7 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], in_shape: tuple[int, ..
         built here is left out.
     """
     from .config import phase_architectures
-    from .models import build_model
+    from .models import build_model, seeded_init
     from .trainer import Alone, make_distiller
 
     arch = phase_architectures(cfg)
@@ -223,8 +223,7 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], in_shape: tuple[int, ..
         return PhaseCost(step_s, forward_s)
 
     out: dict[str, PhaseCost] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_init(0):  # the init lock: a probe's draws never land inside another run's init
         # the cost of a step that does almost nothing: autograd, optimiser and Python overhead,
         # which a tiny student's step is mostly made of
         bias = torch.nn.Linear(1, num_classes)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import inspect
 import math
 import statistics
+import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Real
 
@@ -307,6 +309,30 @@ def mobilenet_v3_small(*, in_shape, num_classes, width_mult=1.0, dropout=0.2) ->
 
 # --- building and profiling ------------------------------------------------------------
 
+# Module constructors draw their initial weights from torch's one process-wide generator, so two
+# threads building models at once (two browser sessions starting runs) would interleave draws and
+# change each other's weights. Every seeded build takes this lock.
+_INIT_LOCK = threading.RLock()
+
+
+@contextmanager
+def seeded_init(seed: int, *, fork: bool = True):
+    """Build models inside this to draw their init from ``seed``, alone among threads.
+
+    Args:
+        seed: what the init is drawn from. fork: restore the process RNG afterwards (a probe
+            that must not change anything); False leaves it seeded, as a run's training expects.
+    """
+    with _INIT_LOCK:
+        if fork:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                yield
+        else:
+            torch.manual_seed(seed)
+            yield
+
+
 def build_model(name: str, *, in_shape, num_classes: int, params: dict | None = None) -> nn.Module:
     """Build the registered model ``name`` with its ``params``.
 
@@ -326,7 +352,8 @@ def build_model(name: str, *, in_shape, num_classes: int, params: dict | None = 
     params = dict(params or {})
     accepted = [p for p in inspect.signature(factory).parameters if p not in _IO_ARGS]
     try:
-        return factory(in_shape=in_shape, num_classes=num_classes, **params)
+        with _INIT_LOCK:  # an unseeded build (a probe) never lands in the middle of a seeded one
+            return factory(in_shape=in_shape, num_classes=num_classes, **params)
     except TypeError:
         unknown = sorted(set(params) - set(accepted))
         if not unknown:
@@ -377,7 +404,8 @@ def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", 
     tensors = [*model.parameters(), *model.buffers()]
     size_mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     device = torch.device(device)
-    x = torch.randn(batch_size, *in_shape, device=device)
+    # its own generator: a profile in one thread must not draw from the RNG another run inits from
+    x = torch.randn(batch_size, *in_shape, generator=torch.Generator().manual_seed(0)).to(device)
 
     def sync() -> None:
         if device.type == "cuda":

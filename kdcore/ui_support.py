@@ -21,7 +21,7 @@ from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from .errors import ConfigError
 from .experiment import MAX_WEIGHTS_BYTES, load_teacher_weights
 from .experiment import results_table as experiment_results_table
-from .models import build_model, profile
+from .models import build_model, profile, seeded_init
 from .registry import DATASETS, LOSSES, MODELS
 from .store import RunStore, default_runs_dir
 
@@ -122,13 +122,17 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     weights = tuple(float(w) for w in v.get("teacher_weights") or ())
     if len(set(weights)) == 1 and weights[0] > 0:
         weights = ()  # all equal is the default (plain average), so the config says so
-    return RunConfig(data=data, teacher=teacher, student=student, loss=loss, optim=optim,
-                     teacher_optim=t_optim, teacher_source=v.get("teacher_source", "train"),
-                     extra_teachers=extra_cfgs,
-                     extra_teacher_sources=sources if any(s != "train" for s in sources) else (),
-                     teacher_weights=weights,
-                     seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip())
+    from .budget import check_budget
 
+    cfg = RunConfig(data=data, teacher=teacher, student=student, loss=loss, optim=optim,
+                    teacher_optim=t_optim, teacher_source=v.get("teacher_source", "train"),
+                    extra_teachers=extra_cfgs,
+                    extra_teacher_sources=sources if any(s != "train" for s in sources) else (),
+                    teacher_weights=weights,
+                    seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip())
+
+    check_budget(cfg)  # an over-budget run is refused here, before anything is built
+    return cfg
 
 def config_summary(cfg: RunConfig) -> str:
     """One line that says what a run will do, e.g. for a caption or a log."""
@@ -158,8 +162,13 @@ def profile_dict(name: str, params: dict, in_shape: tuple[int, ...], num_classes
     Raises:
         ConfigError: the model cannot be built with these params.
     """
-    torch.manual_seed(0)
-    model = build_model(name, in_shape=tuple(in_shape), num_classes=num_classes, params=params)
+    from .budget import check_model
+
+    # refuse an over-budget model before a byte of it exists (the page shows the message)
+    check_model(ModelConfig(name, params), tuple(in_shape), num_classes, batch_size=batch_size, role="model")
+    with seeded_init(0):  # a probe: it neither reseeds nor disturbs a run's RNG in another thread
+        model = build_model(name, in_shape=tuple(in_shape), num_classes=num_classes, params=params)
+
     p = profile(model, tuple(in_shape), batch_size=batch_size, repeats=3)
     return {"params": p.params, "size_mb": p.size_mb, "latency_ms": p.latency_ms}
 
@@ -192,8 +201,9 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
         tmp.write_bytes(content)
         tmp.replace(path)
     spec = DATASETS.get(cfg.data.name)
-    model = build_model(cfg.teacher.name, in_shape=tuple(spec.in_shape(cfg.data)),
-                        num_classes=spec.num_classes(cfg.data), params=cfg.teacher.params)
+    with seeded_init(0):  # its init is overwritten; the probe must not move a run's RNG
+        model = build_model(cfg.teacher.name, in_shape=tuple(spec.in_shape(cfg.data)),
+                            num_classes=spec.num_classes(cfg.data), params=cfg.teacher.params)
     try:
         load_teacher_weights(model, f"file:{path}")
     except ConfigError:

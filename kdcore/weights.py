@@ -33,6 +33,15 @@ def is_safetensors(head: bytes) -> bool:
     return 2 <= n <= MAX_STATE_BYTES
 
 
+def load_cause(e: Exception) -> str:
+    """What torch.load(weights_only=True) refused (its real cause), without its advice to load unsafely."""
+    skip = ("Weights only load failed", "Check the documentation", "Re-running")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    text = " ".join(lines).replace("Please file an issue with the following so that we can make "
+                                   "`weights_only=True` compatible with your use case: ", "")
+    return (text or type(e).__name__)[:500]
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state_dict from a ``.pt`` / ``.pth`` (torch.save) or ``.safetensors`` file, never unpickled.
 
@@ -66,7 +75,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # a pickle with code, a zip bomb, random bytes...
             raise ConfigError(f"weights file {p.name!r} is not a plain PyTorch state_dict saved with "
                               "torch.save(model.state_dict(), ...) nor a .safetensors file; loading it "
-                              f"safely failed: {str(e).splitlines()[0][:300]}") from None
+                              f"safely failed: {load_cause(e)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"weights file {p.name!r} must hold a state_dict: a dict of parameter "
                           "name -> tensor")
