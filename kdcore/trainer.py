@@ -6,6 +6,7 @@ the terms, steps the optimiser and emits events. The teacher always stays in ``e
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -157,11 +158,45 @@ class FitResult:
     seconds: float = 0.0
 
 
-def _optimizer(params, cfg) -> torch.optim.Optimizer:
+def _optimizer(params, cfg, device: torch.device) -> torch.optim.Optimizer:
+    # on CUDA the fused kernels take one launch per step, and with fp16 they read the gradient
+    # scaler's inf flag on the device instead of syncing the host every step
+    fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+# Off the CPU, step numbers reach the host in blocks of this many steps: each .item() waits for
+# the GPU to finish, and a small model's step is shorter than that round trip.
+SYNC_EVERY = 50
+# Share of the free device memory the training data may take to be kept resident on the device.
+RESIDENT_FRACTION = 0.5
+
+
+def _fits_on(device: torch.device, tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether ``tensors`` fit in RESIDENT_FRACTION of ``device``'s free memory (CUDA only)."""
+    if device.type != "cuda":
+        return False
+    need = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    free, _ = torch.cuda.mem_get_info(device)
+    return need <= RESIDENT_FRACTION * free
+
+
+def _defer_sync(device: torch.device) -> bool:
+    """Whether step numbers wait on the device for a block of SYNC_EVERY steps (not on the CPU)."""
+    return device.type != "cpu"
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
@@ -200,8 +235,17 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     teacher = distiller.__dict__.get("teacher")
     if teacher is not None:
         teacher.to(device).eval()
+    # channels-last lets cuDNN pick its fastest convolutions on a GPU (NHWC tensor cores);
+    # Module.to converts only 4-D weights, so an MLP is untouched
+    channels_last = device.type == "cuda" and _has_conv(distiller.student)
+    if channels_last:
+        distiller.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     params = [p for p in distiller.parameters() if p.requires_grad]
-    opt = _optimizer(params, optim_cfg)
+    opt = _optimizer(params, optim_cfg, device)
+    precision = getattr(optim_cfg, "precision", "fp32")
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     n = len(data.x_train)
     world, rank = _world()
     model: nn.Module = distiller
@@ -218,10 +262,17 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     total = optim_cfg.epochs * steps_per_epoch
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
              if optim_cfg.schedule == "cosine" else None)
+    if getattr(optim_cfg, "compile", False):
+        model = torch.compile(model)
     gen = make_generator(seed)
     aug = getattr(data, "augment", None)
-    x_all, y_all = data.x_train, data.y_train
-    on_cpu = device.type == "cpu"
+    x_all, y_all, x_val = data.x_train, data.y_train, data.x_val
+    on_cpu, defer = device.type == "cpu", _defer_sync(device)
+    # data resident on the device: one copy per phase instead of one per step
+    resident = _fits_on(device, (x_all, y_all, x_val, teacher_logits))
+    if resident:
+        x_all, y_all, x_val = x_all.to(device), y_all.to(device), x_val.to(device)
+        teacher_logits = teacher_logits.to(device) if teacher_logits is not None else None
     emit(PhaseStart(phase, optim_cfg.epochs, steps_per_epoch, run_id))
 
     result = FitResult("completed")
@@ -234,7 +285,13 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         model.train()
         sums: dict[str, float] = {}
         loss_sum, correct, seen = 0.0, 0, 0
-        for idx in batches(n, optim_cfg.batch_size, shuffle=True, generator=gen):
+        pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
+        epoch_idx = batches(n, optim_cfg.batch_size, shuffle=True, generator=gen)
+        if resident:  # the epoch's order goes to the device in one copy, then is sliced there
+            cpu_idx = list(epoch_idx)
+            epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx])
+                         if cpu_idx else [])
+        for idx in epoch_idx:
             if world == 1 and stop is not None and stop.is_set():
                 result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
                 break
@@ -247,26 +304,45 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
             if world > 1:
                 x, y = x[rank::world], y[rank::world]
                 t_log = t_log[rank::world] if t_log is not None else None
-            if not on_cpu:
+            if not on_cpu and not resident:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
-            logits, terms = model(x, y, t_log)
-            parts = list(terms.values())
-            loss = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, precision):
+                logits, terms = model(x, y, t_log)
+                parts = list(terms.values())
+                loss = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             if sched is not None:
                 sched.step()
             step += 1
             if world > 1:
                 loss_f, term_f, n_right, stop_now = _reduce_step(loss, terms, logits, y, stop, world, device)
+            elif defer:  # no host sync: the numbers come back every SYNC_EVERY steps
+                pending.append((step, torch.stack([loss.detach().float(),
+                                                   *[v.detach().float() for v in terms.values()]]),
+                                list(terms), opt.param_groups[0]["lr"]))
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(idx)
+                if len(pending) >= SYNC_EVERY:
+                    block = _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id)
+                    pending.clear()
+                    if block is None:
+                        break
+                    loss_sum += block
+                continue
             else:
                 loss_f, n_right, stop_now = loss.item(), None, False
             if not math.isfinite(loss_f):
-                result.status = "diverged"
-                result.message = (f"{phase}: the loss became {loss_f} at epoch {epoch}, step {step}; "
-                                  f"lower the learning rate (now {optim_cfg.lr}) or the temperature")
+                result.status, result.message = "diverged", _diverged(phase, loss_f, epoch, step, optim_cfg)
                 break
             if world == 1:  # per-step host syncs cost more than a tiny model's step: keep them few
                 term_f = ({k: loss_f for k in terms} if len(parts) == 1
@@ -281,9 +357,11 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
             if stop_now:
                 result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
                 break
+        if pending and result.status != "diverged":  # a stopped epoch still reports its steps
+            loss_sum += _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id) or 0.0
         if result.status != "completed":
             break
-        val_logits = predict_logits(distiller.student, data.x_val, device=device)
+        val_logits = predict_logits(distiller.student, x_val, device=device)
         val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
         val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
         ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
@@ -301,6 +379,32 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     distiller.eval()
     result.seconds = time.perf_counter() - t_phase
     return result
+
+
+def _diverged(phase: str, loss_f: float, epoch: int, step: int, optim_cfg) -> str:
+    return (f"{phase}: the loss became {loss_f} at epoch {epoch}, step {step}; "
+            f"lower the learning rate (now {optim_cfg.lr}) or the temperature")
+
+
+def _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id) -> float | None:
+    """Bring a block of steps' numbers to the host in one sync, check them, emit their StepEnds.
+
+    Returns:
+        The block's summed loss, or None when a loss is not finite (``result`` then says diverged).
+    """
+    rows = torch.stack([p[1] for p in pending]).tolist()
+    block = 0.0
+    for (step, _, names, lr), row in zip(pending, rows):
+        loss_f = row[0]
+        if not math.isfinite(loss_f):
+            result.status, result.message = "diverged", _diverged(phase, loss_f, epoch, step, optim_cfg)
+            return None
+        term_f = dict(zip(names, row[1:]))
+        for k, v in term_f.items():
+            sums[k] = sums.get(k, 0.0) + v
+        block += loss_f
+        emit(StepEnd(phase, epoch, step, total, loss_f, term_f, lr, run_id))
+    return block
 
 
 def _reduce_step(loss, terms, logits, y, stop, world, device):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import uuid
 
 import streamlit as st
 import torch
@@ -36,6 +37,11 @@ class SessionRuns:
         self.sweep = None  # a kdcore.sweep.SweepRun started from the α × T sweep page
         self.last_run_id: int | None = None
         self._lock = threading.Lock()
+        self.owner = uuid.uuid4().hex  # filed with this session's runs: on a shared server it deletes only those
+
+    def owned(self, store: kdcore.RunStore) -> kdcore.RunStore:
+        """The history, filing the runs started through it as this session's."""
+        return kdcore.RunStore(store.root, owner=self.owner)
 
     def start(self, cfg: kdcore.RunConfig, store: kdcore.RunStore) -> LiveRun:
         """Start ``cfg`` unless this session already trains (one run per session).
@@ -47,7 +53,7 @@ class SessionRuns:
             if self.running:
                 raise RunLimitReached("This session is already training a run or a sweep; stop it "
                                       "or wait for it to finish before starting another.")
-            live = LiveRun(cfg, store=store, max_points=MAX_POINTS)
+            live = LiveRun(cfg, store=self.owned(store), max_points=MAX_POINTS)
             live.start()
             self.live = live
             return live

@@ -1,6 +1,7 @@
 """Runs: the run history from SQLite — filter, overlay curves, compare, export, replay, compress, delete."""
 from __future__ import annotations
 
+import os
 import pickle
 import shlex
 from typing import NamedTuple
@@ -9,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from kdcore import ConfigError, DataUnavailable
+from kdcore.errors import StoreUnavailable
 from kdcore import ui_support as ui
 from kdcore.compress import compression_table, load_run_model
 from kdcore.live import active_run_ids
@@ -118,12 +120,25 @@ def _ask_delete(rid: int) -> None:
     st.session_state["confirm_delete"] = rid
 
 
+def single_user() -> bool:
+    """Whether any session may delete any run: ``$KD_SINGLE_USER`` (1 or 0) if set, else when the
+    server listens on this machine only (``server.address`` localhost, as .streamlit/config.toml ships)."""
+    env = os.environ.get("KD_SINGLE_USER", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return (st.get_option("server.address") or "") in ("localhost", "127.0.0.1", "::1")
+
+
 def _delete(rid: int) -> None:
     st.session_state.pop("confirm_delete", None)
     if rid in active_run_ids():
         st.session_state["delete_msg"] = ("error", f"Run {rid} is training right now; stop it first.")
         return
-    sh.store().delete(rid)
+    try:  # the store refuses a run another process trains, and (shared server) another session's run
+        sh.store().delete(rid, owner=None if single_user() else sh.session_runs().owner)
+    except (ConfigError, KeyError, StoreUnavailable) as e:
+        st.session_state["delete_msg"] = ("error", str(e.args[0] if isinstance(e, KeyError) else e))
+        return
     st.session_state["delete_msg"] = ("success", f"Deleted run {rid} and its weights.")
 
 

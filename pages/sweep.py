@@ -83,7 +83,7 @@ def _start(plan: SweepPlan) -> None:
                                            "to finish before starting a sweep.")
         return
     try:
-        holder.sweep = SweepRun(plan, store=sh.store()).start()
+        holder.sweep = SweepRun(plan, store=holder.owned(sh.store())).start()
     except RunLimitReached as e:
         st.session_state["sweep_error"] = str(e)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kdcore import ConfigError, RunStore, to_json
-from kdcore.config import ModelConfig, OptimConfig, replace
+from kdcore.config import ModelConfig, OptimConfig, replace, to_dict
 from kdcore.errors import StoreUnavailable
 from kdcore.experiment import run_experiment
 from tests.test_engine import FAST
@@ -239,3 +239,33 @@ def test_a_damaged_history_file_is_a_message(tmp_path):
     (tmp_path / "history.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreUnavailable, match="move it away"):
         RunStore(tmp_path)
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+from tests.test_app import PAGES, QUICK, app, keep_torch_threads, ok, runs_dir, train_until_done  # noqa: E402,F401
+
+
+def test_on_a_shared_server_a_session_deletes_its_own_runs_only(runs_dir, monkeypatch):
+    monkeypatch.setenv("KD_SINGLE_USER", "0")  # as when the server listens on the network
+    at = train_until_done(ok(app(QUICK)))  # run 1: this session's
+    other = RunStore(runs_dir, owner="another-session")
+    rid = other.create_run(to_dict(FAST))
+    other.finish_run(rid, "completed", "", {})
+    at = ok(at.switch_page(f"{PAGES}/runs.py").run())
+    at.selectbox(key="delete_run").set_value(rid).run()
+    at.button(key="delete_ask").click().run()
+    at.button(key="delete_yes").click().run()
+    assert any("started by another session" in e.value for e in ok(at).error)
+    assert RunStore(runs_dir).get(rid)["owner"] == "another-session"
+    at.selectbox(key="delete_run").set_value(1).run()
+    at.button(key="delete_ask").click().run()
+    at.button(key="delete_yes").click().run()
+    assert any("Deleted run 1" in s.value for s in ok(at).success)
+    assert [r["id"] for r in RunStore(runs_dir).list()] == [rid]
+
+
+def test_an_over_budget_teacher_shows_the_limit_not_a_traceback(runs_dir):
+    at = ok(app({**QUICK, "dataset": "fashion_mnist", "teacher": "mlp", "teacher_params": "20000, 20000"}))
+    assert any("KD_MAX_PARAMS" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="start").disabled
