@@ -398,12 +398,14 @@ class Worker:
             # (measured: 60x on 2 busy cores). Give each job its share of the cores instead.
             torch.set_num_threads(worker_threads())
             self.result = self._run()
+            release_slot(self)  # before the status a page reads says the job ended
             with self._lock:  # events normally did this; the result is the last word anyway
                 self._status, self._message = self.result.status, self.result.message
                 if getattr(self.result, "run_id", None) is not None:
                     self._run_id = self.result.run_id
                 self._version += 1
         except BaseException as e:  # the jobs do not raise, but a page must never hang
+            release_slot(self)
             with self._lock:
                 self._status, self._message = "failed", f"{type(e).__name__}: {e}"
                 self._version += 1
@@ -495,6 +497,9 @@ class LiveRun(Worker):
                     self._metrics[ev.phase] = dict(ev.metrics)
                     self._done_steps[ev.phase] = self._planned.get(ev.phase, 0)
             elif isinstance(ev, RunEnd):
+                # the slot is free before any page can see the end: a page redraws once on "done",
+                # and a slot released after that redraw read "2 of 2 in use" until the next one
+                release_slot(self)
                 self._status, self._message = ev.status, ev.message
                 self._metrics.update({k: dict(v) for k, v in ev.metrics.items()})
 

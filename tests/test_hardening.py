@@ -269,3 +269,16 @@ def test_an_over_budget_teacher_shows_the_limit_not_a_traceback(runs_dir):
     at = ok(app({**QUICK, "dataset": "fashion_mnist", "teacher": "mlp", "teacher_params": "20000, 20000"}))
     assert any("KD_MAX_PARAMS" in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="start").disabled
+
+
+def test_a_finished_run_has_given_its_slot_back_when_a_page_first_sees_it_done():
+    from kdcore.live import LiveRun, active_runs
+
+    cfg = replace(FAST, optim=OptimConfig(epochs=1, lr=1e-2, batch_size=64),
+                  teacher_optim=OptimConfig(epochs=1, lr=1e-2, batch_size=64))
+    for _ in range(3):
+        live = LiveRun(cfg).start()
+        while not live.snapshot().done:  # a page polling for the end, as the sidebar does
+            pass
+        assert active_runs() == 0  # the redraw on "done" must not read "1 of 2 slots in use"
+        live.join(10)
