@@ -177,8 +177,14 @@ def _store(root: str) -> kdcore.RunStore:
 
 
 def store() -> kdcore.RunStore:
-    """The run history at ``$KD_RUNS_DIR`` (default ./runs)."""
-    return _store(runs_dir())
+    """The run history at ``$KD_RUNS_DIR`` (default ./runs); an unusable one stops the page with its message."""
+    from kdcore.errors import StoreUnavailable
+
+    try:
+        return _store(runs_dir())
+    except StoreUnavailable as e:  # a file, a read-only or full folder: what to do, not a traceback
+        st.error(str(e), icon=":material/database:")
+        st.stop()
 
 
 @st.cache_data(show_spinner="Measuring the model…", max_entries=64)

@@ -282,3 +282,17 @@ def test_a_finished_run_has_given_its_slot_back_when_a_page_first_sees_it_done()
             pass
         assert active_runs() == 0  # the redraw on "done" must not read "1 of 2 slots in use"
         live.join(10)
+
+
+def test_an_unusable_history_folder_is_a_message_on_every_page(tmp_path, monkeypatch):
+    import streamlit as st
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    monkeypatch.setenv("KD_RUNS_DIR", str(a_file))
+    st.cache_resource.clear()
+    for page in ("train", "runs", "sweep"):
+        at = app() if page == "train" else app().switch_page(f"{PAGES}/{page}.py").run()
+        ok(at)
+        assert any("is (inside) a file" in e.value and "KD_RUNS_DIR" in e.value for e in at.error), page
+    st.cache_resource.clear()
