@@ -240,6 +240,21 @@ def _decode_many(files, size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] scaled to [0, 1], in chunks (float64 sums)."""
+    c = x.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk].to(torch.float64).div_(255)
+        s += part.sum(dim=(0, 2, 3))
+        s2 += part.square_().sum(dim=(0, 2, 3))
+    n = max(len(x) * x.shape[2] * x.shape[3], 2)
+    mean = s / n
+    var = ((s2 - n * mean.square()) / (n - 1)).clamp_min(1e-12)
+    return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1e-6).tolist())
+
+
 def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -380,20 +395,16 @@ class ImageFolderSpec(DatasetSpec):
         ys = {k: torch.tensor([y for _, y in v], dtype=torch.int64) for k, v in parts.items()}
         if n_all * per_image <= budget:
             raw = {k: _decode_many([f for f, _ in v], size, c) for k, v in parts.items()}
-            xf = raw["train"].to(torch.float64).div_(255)
-            mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
-            std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
-            del xf
-            xs = {k: _normalise(v, mean, std) for k, v in raw.items()}
+            mean, std = _channel_stats(raw["train"])
+            xs = {}
+            for k in list(raw):  # one split at a time, so uint8 and float copies never all coexist
+                xs[k] = _normalise(raw.pop(k), mean, std)
             how = "held in memory"
         else:
             train_files = [f for f, _ in parts["train"]]
             g = torch.Generator().manual_seed(cfg.seed)
             pick = torch.randperm(len(train_files), generator=g)[:STATS_SAMPLE].tolist()
-            xf = _decode_many([train_files[i] for i in pick], size, c).to(torch.float64).div_(255)
-            mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
-            std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
-            del xf
+            mean, std = _channel_stats(_decode_many([train_files[i] for i in pick], size, c))
             # every file opens (its header is read), so a non-image fails now, not mid-epoch
             _check_headers([f for v in parts.values() for f, _ in v])
             # a batch decoded on the fly must stay small: a quarter of the budget at most
