@@ -15,7 +15,7 @@ from .lazy import pandas as pd  # imported on first use: start-up stays fast
 
 from .config import RunConfig, from_dict, to_dict, to_json
 from .errors import ConfigError, DataUnavailable, StoreUnavailable
-from .events import EpochEnd, PhaseEnd, PhaseStart, StepEnd
+from .events import EpochEnd, PhaseEnd, PhaseStart, SeedStart, StepEnd
 from .registry import DATASETS, LOSSES, MODELS
 
 KD_HELP = """\
@@ -129,6 +129,8 @@ class Progress:
             terms = " ".join(f"{k}={v:.4f}" for k, v in ev.terms.items())
             print(f"[{ev.phase}] epoch {ev.epoch}/{ev.epochs} loss={ev.train_loss:.4f} ({terms}) "
                   f"train_acc={ev.train_acc:.4f} val_acc={ev.val_acc:.4f} {ev.seconds:.1f}s", flush=True)
+        elif isinstance(ev, SeedStart):
+            print(f"== seed {ev.seed} ({ev.index + 1} of {ev.total}) ==", flush=True)
         elif isinstance(ev, PhaseEnd) and ev.status == "completed" and ev.metrics:
             print(f"[{ev.phase}] test accuracy {ev.metrics['accuracy']:.4f}", flush=True)
 
@@ -167,7 +169,7 @@ def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
 
 def cmd_run(args) -> int:
     from .distributed import run_distributed
-    from .experiment import results_table, run_experiment
+    from .experiment import arm_descriptions, little_to_distil, results_table, run_experiment
 
     def job(cfg, store, cbs, nproc):
         if nproc > 1:
@@ -175,12 +177,18 @@ def cmd_run(args) -> int:
                                    callbacks=cbs).result
         return run_experiment(cfg, store=store, callbacks=cbs, stop=threading.Event())
 
-    res, report = _execute(args, load_config(args.config, args.set, args), job)
+    res_cfg = load_config(args.config, args.set, args)
+    res, report = _execute(args, res_cfg, job)
     if not report:  # rank 0 reports for everyone
         return 0 if res.status == "completed" else 1
     if res.metrics:
         print(results_table(res.metrics).set_index("model").to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
+    for phase, saw in arm_descriptions(res_cfg).items():
+        if phase in res.metrics:
+            print(f"  {phase} saw {saw}")
+    if note := little_to_distil(res.metrics):
+        print(note)
     print(res.message)
     return 0 if res.status == "completed" else 1
 

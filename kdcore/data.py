@@ -36,7 +36,7 @@ from .registry import DATASETS
 
 __all__ = [
     "DataBundle", "DatasetSpec", "SyntheticSpec", "ImageSpec", "load_data", "dataset_names",
-    "batches", "augment_batch", "data_root", "cache_dir", "SYNTHETIC_TEST_FRACTION",
+    "batches", "epoch_batches", "labelled_indices", "student_views", "teacher_overlap", "augment_batch", "data_root", "cache_dir", "SYNTHETIC_TEST_FRACTION",
     "DEBIAN_FASHION_MNIST",
 ]
 
@@ -75,10 +75,19 @@ class DataBundle:
     std: tuple[float, ...]
     augment: Callable[..., torch.Tensor] | None = None
     source: str = ""  # where the data came from, for a log line or a caption
+    # a transfer set rides at the end of the training split: the last n_unlabelled samples are
+    # drawn transfer_ratio per labelled sample into every batch (see epoch_batches)
+    n_unlabelled: int = 0
+    transfer_ratio: int = 0
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def n_labelled(self) -> int:
+        """Training samples that set the epoch: all of them, or those before the transfer set."""
+        return len(self.x_train) - self.n_unlabelled
 
     def to(self, device: str | torch.device) -> DataBundle:
         """Return a copy with every tensor on ``device``.
@@ -134,6 +143,136 @@ def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generato
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         yield order[start:start + batch_size]
+
+
+def epoch_batches(data: DataBundle, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """One epoch of index batches over ``data``'s training split.
+
+    Without a transfer set: :func:`batches` over every sample, shuffled. With one, an epoch is one
+    pass over the labelled samples (so the students' step counts match the baseline's), and each
+    batch of them is followed by ``transfer_ratio`` times as many transfer-set indices, drawn
+    without replacement from a fresh permutation (cycled when an epoch needs more than the set).
+
+    Args:
+        data: the bundle (``n_unlabelled``, ``transfer_ratio``). batch_size: labelled samples per step.
+        generator: the phase's generator; the labelled order is drawn first, then the transfer order.
+    Returns:
+        An iterator of int64 index tensors into ``data.x_train``.
+    """
+    n_lab, n_unl = data.n_labelled, data.n_unlabelled
+    labelled = list(batches(n_lab, batch_size, shuffle=True, generator=generator))
+    if n_unl == 0:
+        yield from labelled
+        return
+    need = sum(len(b) for b in labelled) * data.transfer_ratio
+    perms = [torch.randperm(n_unl, generator=generator) for _ in range(math.ceil(need / n_unl))]
+    unl = (torch.cat(perms)[:need] + n_lab) if perms else torch.empty(0, dtype=torch.int64)
+    start = 0
+    for b in labelled:
+        k = len(b) * data.transfer_ratio
+        yield torch.cat([b, unl[start:start + k]])
+        start += k
+
+
+def labelled_indices(y: torch.Tensor, n: int, *, balanced: bool, seed: int) -> torch.Tensor:
+    """A seeded draw of ``n`` training indices whose labels the students may use, sorted.
+
+    Args:
+        y: [N] training labels. n: how many (0 < n <= N). balanced: take n // K of every class
+            (the first n % K classes in a seeded order get one more) instead of a uniform draw.
+        seed: the data seed (the draw does not depend on the training seed).
+    Returns:
+        int64 index tensor.
+    Raises:
+        ConfigError: n larger than the split, or a class too small for a balanced draw.
+    """
+    if n > len(y):
+        raise ConfigError(f"data.labelled = {n} is not allowed; the training split has only {len(y)} "
+                          "samples")
+    g = torch.Generator().manual_seed(seed + 7919)  # not the split's own stream
+    if not balanced:
+        return torch.randperm(len(y), generator=g)[:n].sort().values
+    classes = torch.unique(y)
+    k = len(classes)
+    extra = torch.randperm(k, generator=g)[: n % k]
+    picks = []
+    for i, c in enumerate(classes.tolist()):
+        pool = (y == c).nonzero().flatten()
+        want = n // k + int(bool((extra == i).any()))
+        if want > len(pool):
+            raise ConfigError(f"data.labelled = {n} with data.balanced needs {want} samples of class "
+                              f"{c}, but the training split has {len(pool)}; lower data.labelled or "
+                              "turn data.balanced off")
+        picks.append(pool[torch.randperm(len(pool), generator=g)[:want]])
+    return torch.cat(picks).sort().values
+
+
+def student_views(data: DataBundle, cfg: Any) -> tuple[DataBundle, DataBundle | None]:
+    """What the students train on: the labelled samples, and the labelled + transfer set.
+
+    Args:
+        data: the loaded bundle (its training split is the teacher's). cfg: the DataConfig.
+    Returns:
+        (labelled, transfer): ``labelled`` holds only the ``cfg.labelled`` samples (all of them
+        when it is 0); ``transfer`` (None without ``cfg.transfer_set``) holds those first, then
+        the rest of the training split with label ``UNLABELLED``. Validation and test are the
+        bundle's own in both.
+    """
+    from .losses import UNLABELLED
+
+    if not cfg.labelled:
+        return data, None
+    idx = labelled_indices(data.y_train, cfg.labelled, balanced=cfg.balanced, seed=cfg.seed)
+    labelled = replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+    if not cfg.transfer_set:
+        return labelled, None
+    rest = torch.ones(len(data.y_train), dtype=torch.bool)
+    rest[idx] = False
+    if not rest.any():
+        raise ConfigError(f"data.transfer_set is on but data.labelled = {cfg.labelled} takes the whole "
+                          "training split; nothing is left to transfer")
+    x_rest = data.x_train[rest]
+    transfer = replace(labelled, x_train=torch.cat([labelled.x_train, x_rest]),
+                       y_train=torch.cat([labelled.y_train,
+                                          torch.full((len(x_rest),), UNLABELLED, dtype=torch.int64)]),
+                       n_unlabelled=len(x_rest), transfer_ratio=cfg.transfer_ratio)
+    return labelled, transfer
+
+
+def teacher_overlap(teacher_data: dict, data: Any) -> str | None:
+    """Could a teacher trained on ``teacher_data``'s training split have seen this run's
+    validation or test samples? (A reused teacher's stored data config against this run's.)
+
+    Only the fields that draw the splits matter: for the 2-D sets the points themselves
+    (n_samples, noise, n_classes, seed) and for every set the validation draw (seed,
+    val_fraction). ``train_subset``, ``labelled`` and the transfer set only shrink what the
+    students see, and an image set's test split is fixed, so none of them can leak.
+
+    Args:
+        teacher_data: the reused run's stored ``data`` dict. data: this run's DataConfig.
+    Returns:
+        None when nothing can leak, else a sentence that says what the teacher may have seen.
+    """
+    from .config import DataConfig
+
+    d0 = DataConfig()
+
+    def differs(*names: str) -> list[str]:
+        return [n for n in names if teacher_data.get(n, getattr(d0, n)) != getattr(data, n)]
+
+    kind = DATASETS.get(data.name).kind if data.name in DATASETS else ""
+    if kind == "2d":
+        gen = differs("n_samples", "noise", "n_classes", "seed")
+        if gen:
+            return (f"That teacher was trained on other points ({', '.join('data.' + g for g in gen)} "
+                    "differ), so some of this run's test and validation points may have been in its "
+                    "training split.")
+    split = differs("seed", "val_fraction")
+    if split:
+        return (f"That teacher was trained with another validation split ({', '.join('data.' + g for g in split)} "
+                "differ), so some of this run's validation samples may have been in its training "
+                "split; the test set is the same and unseen.")
+    return None
 
 
 def augment_batch(x: torch.Tensor, *, generator: torch.Generator | None, flip: bool, pad: int,

@@ -4,9 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["PhaseStart", "StepEnd", "EpochEnd", "PhaseEnd", "RunEnd", "Callback", "Event"]
+__all__ = ["SeedStart", "PhaseStart", "StepEnd", "EpochEnd", "PhaseEnd", "RunEnd", "Callback", "Event"]
 
 PHASES = ("teacher", "baseline", "distilled")
+
+
+@dataclass(frozen=True)
+class SeedStart:
+    """A comparison over seeds starts its next seed; that seed's run events follow."""
+
+    seed: int
+    index: int  # 0-based position in the comparison
+    total: int  # seeds in the comparison
 
 
 @dataclass(frozen=True)
@@ -62,5 +71,5 @@ class RunEnd:
     run_id: int | None = None
 
 
-Event = PhaseStart | StepEnd | EpochEnd | PhaseEnd | RunEnd
+Event = SeedStart | PhaseStart | StepEnd | EpochEnd | PhaseEnd | RunEnd
 Callback = Callable[[Event], None]

@@ -23,7 +23,7 @@ from .config import RunConfig, phase_architectures, replace, to_dict
 from .data import load_data, student_views
 from .errors import ConfigError
 from .losses import UNLABELLED
-from .events import Callback, PhaseEnd, RunEnd
+from .events import Callback, PhaseEnd, RunEnd, SeedStart
 from .metrics import classification_metrics, compression, teacher_agreement
 from .stats import paired_comparison, seed_interval, verdict_word
 from .models import build_model, profile, seeded_init
@@ -33,7 +33,7 @@ from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
-           "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise"]
+           "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil"]
 
 STUDENT_ARMS = ("baseline", "distilled", "pseudo")  # students of one run; all start from one init
 
@@ -132,7 +132,6 @@ def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None =
         raise ConfigError(f"teacher weights hold NaN or infinite values (in {', '.join(map(str, bad[:3]))}"
                           f"{', ...' if len(bad) > 3 else ''}); a teacher must have finite weights")
     try:
-
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         msg = str(e).replace("\n", " ")
@@ -146,7 +145,7 @@ def _evaluate(model, data, device, batch_size, teacher_test_logits=None) -> tupl
     if teacher_test_logits is not None:
         m.update(teacher_agreement(logits, teacher_test_logits))
     p = profile(model, tuple(data.in_shape), batch_size=batch_size, device=device)
-    m.update(params=p.params, size_mb=p.size_mb, latency_ms=p.latency_ms)
+    m.update(params=p.params, size_mb=p.size_mb, latency_ms=p.latency_ms, latency_spread_ms=p.latency_spread_ms)
     return m, logits
 
 
@@ -181,8 +180,23 @@ def verdict(metrics: dict) -> str:
     return text
 
 
+LITTLE_TO_DISTIL = 0.01  # a teacher within 1 point of the baseline has little to teach
+
+
+def little_to_distil(metrics: dict) -> str | None:
+    """A warning when the teacher the students learned from is not clearly better than the baseline."""
+    t = metrics.get("ensemble") or metrics.get("teacher")
+    b = metrics.get("baseline")
+    if not t or not b or t["accuracy"] - b["accuracy"] >= LITTLE_TO_DISTIL:
+        return None
+    return (f"Little to distil: the teacher ({t['accuracy'] * 100:.2f} %) is not clearly better than the "
+            f"student trained alone ({b['accuracy'] * 100:.2f} %), so its soft targets have little to add. "
+            "Give the students fewer labels (the teacher keeps all of them), or the teacher more capacity "
+            "or epochs.")
+
+
 RESULT_KEYS = ("accuracy", "f1", "ece", "nll", "agreement", "kl_teacher", "params", "size_mb",
-               "latency_ms", "compression", "speedup", "gain", "gain_ci_low", "gain_ci_high", "gain_p")  # the test metrics a run reports per model
+               "latency_ms", "latency_spread_ms", "compression", "speedup", "gain", "gain_ci_low", "gain_ci_high", "gain_p")  # the test metrics a run reports per model
 
 
 def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.DataFrame:
@@ -395,6 +409,16 @@ class CompareResult:
     gains: list[float] = field(default_factory=list)  # one per completed seed
     gain_ci: tuple[float, float] | None = None  # t-based 95 % interval of the mean gain (>= 2 seeds)
 
+    @property
+    def status(self) -> str:
+        """completed when every seed completed, else the first other status."""
+        return next((r.status for r in self.runs if r.status != "completed"), "completed")
+
+    @property
+    def message(self) -> str:
+        bad = next((r for r in self.runs if r.status != "completed"), None)
+        return self.summary() if bad is None else f"seed {bad.seed}: {bad.message}"
+
     def summary(self) -> str:
         """The verdict over seeds, one line, e.g. for the CLI and the Train page."""
         if not self.gains:
@@ -439,7 +463,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore | None = None,
             callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
-            nproc: int = 1, share_teacher: bool = True) -> CompareResult:
+            nproc: int = 1, share_teacher: bool = True, data=None) -> CompareResult:
     """Run teacher, baseline and distilled student once per seed and summarise mean ± std.
 
     Args:
@@ -450,6 +474,7 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         share_teacher: train the teacher(s) once, with the first seed, and distil every seed from
             it, so the spread is the students'; with a store, later seeds record it as
             ``teacher_source = run:<first run>``. False trains a teacher per seed.
+        data: an already loaded DataBundle for cfg.data (else it is loaded here).
     Returns:
         CompareResult with a pandas table (rows teacher/baseline/distilled, plus teacher_2, ...
         and ensemble for multi-teacher runs, and pseudo), each seed's gain and their interval.
@@ -465,14 +490,17 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
             return run_distributed(c, nproc, runs_dir=None if store is None else store.root,
                                    callbacks=callbacks, kind="compare", group=group).result
     else:
-        data = load_data(cfg.data)
+        data = data if data is not None else load_data(cfg.data)
 
         def one(c, reuse):
             return run_experiment(c, store=store, callbacks=callbacks, stop=stop, data=data,
                                   kind="compare", group=group, reuse=reuse)
     runs: list[RunResult] = []
     reuse: dict[str, nn.Module] = {}
-    for s in seeds:
+    cbs = list(callbacks)
+    for i, s in enumerate(seeds):
+        for cb in cbs:
+            cb(SeedStart(s, i, len(seeds)))
         c = replace(cfg, seed=s)
         if runs and share_teacher and cfg.teacher_source == "train" and runs[0].status == "completed":
             if runs[0].run_id is not None:  # the stored config says where the teacher came from

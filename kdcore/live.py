@@ -12,6 +12,7 @@ process-wide thread count) and pauses between steps while a page is computed
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -23,11 +24,11 @@ from typing import Any
 import torch
 
 from .config import RunConfig, to_dict
-from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, StepEnd
+from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, SeedStart, StepEnd
 from .experiment import RunResult, run_experiment
 from .store import RunStore
 
-__all__ = ["Worker", "LiveRun", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
+__all__ = ["Worker", "LiveRun", "LiveSeeds", "seed_phase", "split_phase", "SEED_SEP", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
            "active_run_ids", "probe_costs", "PhaseCost", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
@@ -145,7 +146,7 @@ def _planned_phases(cfg: RunConfig) -> tuple[str, ...]:
     extra = getattr(cfg, "extra_teachers", ())
     sources = getattr(cfg, "extra_teacher_sources", ()) or ("train",) * len(extra)
     phases += [f"teacher_{i + 2}" for i, src in enumerate(sources) if src == "train"]
-    return tuple(phases) + ("baseline", "distilled")
+    return tuple(phases) + ("baseline", "distilled") + (("pseudo",) if getattr(cfg, "pseudo_arm", False) else ())
 
 
 def _tiny_step(model: torch.nn.Module, num_classes: int) -> None:
@@ -610,3 +611,69 @@ class LiveRun(Worker):
                 epochs_log={p: s.points() for p, s in self._epochs_log.items()},
                 metrics={k: dict(v) for k, v in self._metrics.items()},
                 version=self._version)
+
+
+SEED_SEP = " · seed "  # a multi-seed run's student phases are named "baseline · seed 3"
+
+
+def seed_phase(phase: str, seed: int) -> str:
+    """The name a student phase of ``seed`` has in a multi-seed run."""
+    return f"{phase}{SEED_SEP}{seed}"
+
+
+def split_phase(name: str) -> tuple[str, int | None]:
+    """("baseline · seed 3") -> ("baseline", 3); a plain phase name -> (name, None)."""
+    base, sep, seed = name.partition(SEED_SEP)
+    return (base, int(seed)) if sep and seed.isdigit() else (name, None)
+
+
+class LiveSeeds(LiveRun):
+    """The same run over several seeds, all distilled from one teacher (:func:`kdcore.compare`).
+
+    Teachers train once (first seed); every seed's students are filed under their own phase
+    names (``baseline · seed 1``) so a page can draw each seed's curves and their mean. When it
+    ends, ``result`` is the :class:`~kdcore.experiment.CompareResult`.
+    """
+
+    thread_name = "kd-live-seeds"
+
+    def __init__(self, cfg: RunConfig, seeds: list[int], *, store: RunStore | None = None,
+                 max_points: int = 300):
+        super().__init__(cfg, store=store, max_points=max_points)
+        self.seeds = list(seeds)
+        base = _planned_phases(cfg)
+        teachers = tuple(p for p in base if p.startswith("teacher"))
+        students = tuple(p for p in base if not p.startswith("teacher"))
+        self._phases = teachers + tuple(seed_phase(p, s) for s in self.seeds for p in students)
+        self._steps = {p: Series(max_points) for p in self._phases}
+        self._epochs_log = {p: Series(max_points) for p in self._phases}
+        self._phase = self._phases[0]
+        self._seed: int | None = None
+
+    def _run(self):
+        from .data import load_data
+        from .experiment import compare
+
+        try:  # loaded here for the sizes the ETA plans with; a failure is compare's to report
+            data = load_data(self.cfg.data)
+            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
+                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
+        except Exception:  # noqa: BLE001
+            data = None
+        return compare(self.cfg, seeds=self.seeds, store=self.store, callbacks=[self._relabel],
+                       stop=self.stop_event, data=data)
+
+    def _relabel(self, ev: Any) -> None:
+        if isinstance(ev, SeedStart):
+            self._seed = ev.seed
+            return
+        if isinstance(ev, RunEnd):  # one seed ended; the comparison's end is the worker's result
+            with self._lock:
+                self._version += 1
+                if ev.run_id is not None:
+                    self._run_id = ev.run_id
+            return
+        phase = getattr(ev, "phase", None)
+        if phase is not None and not phase.startswith(("teacher", "ensemble")) and self._seed is not None:
+            ev = dataclasses.replace(ev, phase=seed_phase(phase, self._seed))
+        self._on_event(ev)

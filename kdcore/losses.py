@@ -15,7 +15,23 @@ import torch.nn.functional as F
 
 from .registry import LOSSES
 
-__all__ = ["kd_div", "soft_cross_entropy", "hinton_kd", "soft_ce", "mse_logits"]
+__all__ = ["kd_div", "soft_cross_entropy", "hinton_kd", "soft_ce", "mse_logits", "hard_ce", "UNLABELLED"]
+
+UNLABELLED = -1  # the label of a transfer-set sample: the student gets only the teacher's outputs
+
+
+def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The hard-label cross-entropy, mean over the samples that have a label.
+
+    Transfer-set samples carry ``UNLABELLED`` and are left out of the mean; every batch the
+    trainer builds holds labelled samples, so the mean is never over an empty set.
+
+    Args:
+        student_logits: [B, K]. labels: [B] class indices, or UNLABELLED.
+    Returns:
+        scalar tensor.
+    """
+    return F.cross_entropy(student_logits, labels, ignore_index=UNLABELLED)
 
 
 def kd_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
@@ -54,7 +70,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 
 def _combine(student_logits, labels, soft, alpha: float) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(student_logits, labels)
+    ce = hard_ce(student_logits, labels)
     return {"ce": alpha * ce, "kd": (1.0 - alpha) * soft}
 
 

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import batches
+from .data import epoch_batches
 from .events import Callback, EpochEnd, PhaseStart, StepEnd
+from .losses import hard_ce
 from .registry import LOSSES
 
 __all__ = ["Distiller", "Alone", "LogitDistiller", "make_distiller", "fit", "FitResult",
@@ -72,7 +73,7 @@ class Alone(Distiller):
 
     def forward(self, x, y, teacher_logits=None):
         logits = self.student(x)
-        return logits, {"ce": F.cross_entropy(logits, y)}
+        return logits, {"ce": hard_ce(logits, y)}
 
 
 class LogitDistiller(Distiller):
@@ -159,12 +160,14 @@ class FitResult:
 
 
 def _optimizer(params, cfg, device: torch.device) -> torch.optim.Optimizer:
-    # on CUDA the fused kernels take one launch per step, and with fp16 they read the gradient
-    # scaler's inf flag on the device instead of syncing the host every step
-    fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "sgd":
+        # not fused: fused SGD under the fp16 grad scaler turned ResNet-32's weights to NaN by step 3
+        # on an H200 (torch 2.11) where the foreach SGD trained (benchmarks/gpu_check.py)
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
-                               weight_decay=cfg.weight_decay, **fused)
+                               weight_decay=cfg.weight_decay)
+    # on CUDA fused Adam takes one launch per step, and with fp16 it reads the grad scaler's inf
+    # flag on the device instead of syncing the host every step
+    fused = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
 
@@ -239,6 +242,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     # Module.to converts only 4-D weights, so an MLP is untouched
     channels_last = device.type == "cuda" and _has_conv(distiller.student)
     if channels_last:
+        # cuDNN times its algorithms once per input shape and keeps the fastest: ResNet-32's epoch
+        # on an H200 went from 5.5 s to 3.8 s. Process-wide, and GPU runs are not bit-reproducible
+        # across processes anyway (cuDNN's default algorithms use atomics)
+        torch.backends.cudnn.benchmark = True
         distiller.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
@@ -246,7 +253,8 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     opt = _optimizer(params, optim_cfg, device)
     precision = getattr(optim_cfg, "precision", "fp32")
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    n = len(data.x_train)
+    n = data.n_labelled  # an epoch is one pass over the labelled samples (a transfer set rides along)
+    mixed = data.n_unlabelled > 0  # train accuracy then counts only the labelled part of a batch
     world, rank = _world()
     model: nn.Module = distiller
     if world > 1:
@@ -286,7 +294,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         sums: dict[str, float] = {}
         loss_sum, correct, seen = 0.0, 0, 0
         pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
-        epoch_idx = batches(n, optim_cfg.batch_size, shuffle=True, generator=gen)
+        epoch_idx = epoch_batches(data, optim_cfg.batch_size, gen)
         if resident:  # the epoch's order goes to the device in one copy, then is sliced there
             cpu_idx = list(epoch_idx)
             epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx])
@@ -330,8 +338,9 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
                 pending.append((step, torch.stack([loss.detach().float(),
                                                    *[v.detach().float() for v in terms.values()]]),
                                 list(terms), opt.param_groups[0]["lr"]))
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(idx)
+                hit = logits.argmax(1) == y
+                correct += (hit & (idx < n)).sum() if mixed else hit.sum()
+                seen += (idx < n).sum() if mixed else len(idx)
                 if len(pending) >= SYNC_EVERY:
                     block = _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id)
                     pending.clear()
@@ -347,12 +356,13 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
             if world == 1:  # per-step host syncs cost more than a tiny model's step: keep them few
                 term_f = ({k: loss_f for k in terms} if len(parts) == 1
                           else {k: v.item() for k, v in terms.items()})
-                n_right = (logits.argmax(1) == y).sum()  # a tensor: summed, synced once an epoch
+                hit = logits.argmax(1) == y  # tensors: summed, synced once an epoch
+                n_right = (hit & (idx < n)).sum() if mixed else hit.sum()
             for k, v in term_f.items():
                 sums[k] = sums.get(k, 0.0) + v
             loss_sum += loss_f
             correct += n_right
-            seen += len(idx)
+            seen += (idx < n).sum() if mixed and world == 1 else len(idx)
             emit(StepEnd(phase, epoch, step, total, loss_f, term_f, opt.param_groups[0]["lr"], run_id))
             if stop_now:
                 result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
@@ -365,7 +375,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
         val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
         ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
-                      {k: v / steps_per_epoch for k, v in sums.items()}, float(correct) / max(seen, 1),
+                      {k: v / steps_per_epoch for k, v in sums.items()}, float(correct) / max(float(seen), 1),
                       val_loss, val_acc, time.perf_counter() - t0, run_id, distiller.student)
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})

@@ -30,7 +30,7 @@ __all__ = [
     "build_config", "profile_dict", "save_teacher_upload", "teacher_candidates",
     "results_table", "RESULT_COLUMNS", "loss_latex", "soft_targets", "entropy",
     "class_similarity", "cli_prefix", "replay_command", "runs_json", "runs_csv", "comparison_table",
-    "run_models", "config_summary",
+    "run_models", "config_summary", "data_config",
 ]
 
 # The RunConfig defaults per role, so an empty params box means "what `python -m kdcore run` uses".
@@ -89,31 +89,48 @@ def models_for(dataset: str) -> list[str]:
     return ok
 
 
+def data_config(v: dict[str, Any]) -> DataConfig:
+    """The DataConfig of the Train page's data widgets (plain dict, keys as in the URL).
+
+    Raises:
+        ConfigError: the first value that is not allowed.
+    """
+    d = _DEFAULTS.data
+    return DataConfig(name=v["dataset"], n_samples=int(v.get("samples", d.n_samples)),
+                      noise=float(v.get("noise", d.noise)), n_classes=int(v.get("classes", d.n_classes)),
+                      train_subset=int(v.get("subset", 0)), seed=int(v.get("data_seed", 0)),
+                      download=bool(v.get("download", False)),
+                      # your own data: a path the page resolved from a data-root entry or an upload
+                      path=str(v.get("data_path", "")), image_size=int(v.get("image_size", 32)),
+                      label_column=str(v.get("label_column") or "label"),
+                      feature_columns=tuple(v.get("feature_columns") or ()),
+                      # few labels: the students' labelled set, and the transfer set
+                      labelled=int(v.get("labelled", 0)), balanced=bool(v.get("balanced", False)),
+                      transfer_set=bool(v.get("transfer_set", False)))
+
+
+_DEFAULTS = RunConfig()  # what an unset widget means: `python -m kdcore config`
+
+
 def build_config(v: dict[str, Any]) -> RunConfig:
     """A validated RunConfig from the Train page's widget values (plain dict, keys as in the URL).
 
     Raises:
         ConfigError: the first value that is not allowed, as RunConfig words it.
     """
-    data = DataConfig(name=v["dataset"], n_samples=int(v.get("samples", 2000)),
-                      noise=float(v.get("noise", 0.2)), n_classes=int(v.get("classes", 3)),
-                      train_subset=int(v.get("subset", 0)), seed=int(v.get("data_seed", 0)),
-                      download=bool(v.get("download", False)),
-                      # your own data: a path the page resolved from a data-root entry or an upload
-                      path=str(v.get("data_path", "")), image_size=int(v.get("image_size", 32)),
-                      label_column=str(v.get("label_column") or "label"),
-                      feature_columns=tuple(v.get("feature_columns") or ()))
+    data = data_config(v)
     teacher = ModelConfig(v["teacher"], parse_params(v.get("teacher_params", ""), "teacher", v["teacher"]))
     student = ModelConfig(v["student"], parse_params(v.get("student_params", ""), "student", v["student"]))
     loss = LossConfig(name=v.get("loss", "kd"), temperature=float(v.get("T", 4.0)),
                       alpha=float(v.get("alpha", 0.5)), t2=bool(v.get("t2", True)),
                       params=dict(v.get("loss_params") or {}))
-    optim = OptimConfig(epochs=int(v.get("epochs", 20)), lr=float(v.get("lr", 1e-2)),
-                        batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
+    o, to = _DEFAULTS.optim, _DEFAULTS.teacher_optim
+    optim = OptimConfig(epochs=int(v.get("epochs", o.epochs)), lr=float(v.get("lr", o.lr)),
+                        batch_size=int(v.get("batch", o.batch_size)), optimizer=v.get("optimizer", "adam"),
                         schedule=v.get("schedule", "constant"))
-    t_optim = OptimConfig(epochs=int(v.get("teacher_epochs", 20)), lr=float(v.get("teacher_lr", 1e-2)),
-                          batch_size=int(v.get("batch", 128)), optimizer=v.get("optimizer", "adam"),
-                          schedule=v.get("schedule", "constant"))
+    t_optim = OptimConfig(epochs=int(v.get("teacher_epochs", to.epochs)), lr=float(v.get("teacher_lr", to.lr)),
+                          batch_size=int(v.get("teacher_batch", to.batch_size)),
+                          optimizer=v.get("optimizer", "adam"), schedule=v.get("schedule", "constant"))
     extra = v.get("extra_teachers") or []  # [{"model", "params" (box text), "source"}, ...]
     extra_cfgs = tuple(ModelConfig(t["model"], parse_params(t.get("params", ""), "teacher", t["model"],
                                                             f"teacher {i + 2}"))
@@ -129,10 +146,11 @@ def build_config(v: dict[str, Any]) -> RunConfig:
                     extra_teachers=extra_cfgs,
                     extra_teacher_sources=sources if any(s != "train" for s in sources) else (),
                     teacher_weights=weights,
-                    seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip())
-
+                    seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip(),
+                    pseudo_arm=bool(v.get("pseudo_arm", False)))
     check_budget(cfg)  # an over-budget run is refused here, before anything is built
     return cfg
+
 
 def config_summary(cfg: RunConfig) -> str:
     """One line that says what a run will do, e.g. for a caption or a log."""
@@ -168,9 +186,9 @@ def profile_dict(name: str, params: dict, in_shape: tuple[int, ...], num_classes
     check_model(ModelConfig(name, params), tuple(in_shape), num_classes, batch_size=batch_size, role="model")
     with seeded_init(0):  # a probe: it neither reseeds nor disturbs a run's RNG in another thread
         model = build_model(name, in_shape=tuple(in_shape), num_classes=num_classes, params=params)
-
-    p = profile(model, tuple(in_shape), batch_size=batch_size, repeats=3)
-    return {"params": p.params, "size_mb": p.size_mb, "latency_ms": p.latency_ms}
+    p = profile(model, tuple(in_shape), batch_size=batch_size, repeats=7)
+    return {"params": p.params, "size_mb": p.size_mb, "latency_ms": p.latency_ms,
+            "latency_spread_ms": p.latency_spread_ms}
 
 
 def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathLike | None = None) -> str:
@@ -232,6 +250,7 @@ def teacher_candidates(store: RunStore, dataset: str) -> list[dict]:
 RESULT_COLUMNS = {  # metric key -> column title in the comparison table
     "accuracy": "accuracy", "f1": "macro F1", "ece": "ECE", "agreement": "agreement with teacher",
     "params": "parameters", "size_mb": "size (MiB)", "latency_ms": "latency (ms/batch)",
+    "latency_spread_ms": "latency ± (ms)",  # half the interquartile range of the timed batches
 }
 
 
@@ -239,7 +258,12 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
     """The dashboard's view of :func:`kdcore.experiment.results_table`: every model, titled columns."""
     t = experiment_results_table(metrics, cfg)
     keep = ["model", *(["architecture"] if cfg is not None else []), *RESULT_COLUMNS]
-    return t[keep].rename(columns=RESULT_COLUMNS)
+    out = t[keep].rename(columns=RESULT_COLUMNS)
+    # each student arm against the baseline on the same test samples: gain and its 95 % interval
+    out.insert(3 if cfg is not None else 2, "gain vs baseline (95 % CI)", [
+        f"{g * 100:+.2f} ({lo * 100:+.2f} to {hi * 100:+.2f})" if g == g else ""
+        for g, lo, hi in zip(t["gain"], t["gain_ci_low"], t["gain_ci_high"])])
+    return out
 
 
 def loss_latex(loss: str, alpha: float, T: float, t2: bool) -> tuple[str, str]:

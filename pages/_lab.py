@@ -23,7 +23,7 @@ from kdcore import teaching as tg
 from kdcore.live import RunLimitReached
 from kdcore.trainer import predict_logits
 from pages import _shared as sh
-from pages._charts import PALETTE, PHASE_COLORS
+from pages._charts import PALETTE, PHASE_COLORS, log_ticks
 
 PLOT = {"displaylogo": False}
 
@@ -211,6 +211,16 @@ def _layout(fig: go.Figure, title: str, rev: str, height: int = 340) -> go.Figur
     return fig
 
 
+def _log_axis(fig: go.Figure, axis: str, values, title: str, **where) -> None:
+    """A log axis labelled at 1-2-5 values inside the data only (no minor-tick clutter)."""
+    v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x) and x > 0])
+    ticks = log_ticks(float(v.min()), float(v.max())) if len(v) else []
+    kw = dict(type="log", title=title, minor=dict(showgrid=False, ticks=""))
+    if ticks:
+        kw.update(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    (fig.update_xaxes if axis == "x" else fig.update_yaxes)(**kw, **where)
+
+
 def temperature_figure(table: pd.DataFrame, chosen: float, rev: str = "temp") -> go.Figure:
     """softmax(z/T) per class, one line per T (the chosen T drawn thick)."""
     fig = go.Figure()
@@ -236,7 +246,7 @@ def entropy_figure(profile: pd.DataFrame, k: int, chosen: float, rev: str = "ent
                              name="effective classes exp(H)", line=dict(color=PALETTE[1], dash="dash")),
                   secondary_y=True)
     fig.add_vline(x=chosen, line=dict(color="#444", dash="dot", width=1))
-    fig.update_xaxes(type="log", title="temperature T (log scale)")
+    _log_axis(fig, "x", profile["T"], "temperature T (log scale)")
     fig.update_yaxes(title="entropy (nats)", range=[0, np.log(k) * 1.05], tickformat=".2f",
                      secondary_y=False)
     fig.update_yaxes(title="effective classes", range=[1 - 0.05 * (k - 1), k + 0.05 * (k - 1)],
@@ -255,8 +265,8 @@ def kl_figure(curves: dict[str, pd.DataFrame], run_T: float | None, rev: str = "
         # on a log axis an annotation's x is log10 of the value (a shape's is not)
         fig.add_annotation(x=float(np.log10(run_T)), xref="x", y=1, yref="paper", showarrow=False,
                            text=f" trained at T = {run_T:g}", xanchor="left", yanchor="top")
-    fig.update_xaxes(type="log", title="temperature T (log scale)")
-    fig.update_yaxes(type="log", title="mean KL (nats)")
+    _log_axis(fig, "x", [v for df in curves.values() for v in df["T"]], "temperature T (log scale)")
+    _log_axis(fig, "y", [v for df in curves.values() for v in df["kl"]], "mean KL (nats, log scale)")
     return _layout(fig, "KL(teacher ‖ student) on the test set, as a function of T", rev)
 
 
@@ -272,8 +282,9 @@ def gradient_figure(df: pd.DataFrame, chosen: float | None, rev: str = "grad") -
                                  line=dict(color="#7f7f7f", dash="dash")))
     if chosen:
         fig.add_vline(x=chosen, line=dict(color="#444", dash="dot", width=1))
-    fig.update_xaxes(type="log", title="temperature T (log scale)")
-    fig.update_yaxes(type="log", title="gradient size ‖∂loss/∂z_s‖ per sample")
+    _log_axis(fig, "x", df["T"], "temperature T (log scale)")
+    _log_axis(fig, "y", [df[c] for c in ("without_t2", "with_t2", "ce") if c in df],
+              "gradient size ‖∂loss/∂z_s‖ per sample (log scale)")
     return _layout(fig, "Why T²: the soft term's gradient on the student's logits", rev)
 
 
@@ -440,7 +451,10 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str]:
          "t2": str(cfg.loss.t2).lower(), "epochs": str(cfg.optim.epochs), "lr": str(cfg.optim.lr),
          "batch": str(cfg.optim.batch_size), "seed": str(cfg.seed),
          "teacher_epochs": str(cfg.teacher_optim.epochs), "teacher_lr": str(cfg.teacher_optim.lr),
-         "optimizer": cfg.optim.optimizer, "schedule": cfg.optim.schedule, "name": cfg.name}
+         "optimizer": cfg.optim.optimizer, "schedule": cfg.optim.schedule, "name": cfg.name,
+         "teacher_batch": str(cfg.teacher_optim.batch_size), "labelled": str(cfg.data.labelled),
+         "balanced": str(cfg.data.balanced).lower(), "transfer_set": str(cfg.data.transfer_set).lower(),
+         "pseudo_arm": str(cfg.pseudo_arm).lower()}
     if spec.kind == "2d":
         q.update(noise=f"{cfg.data.noise:g}", samples=str(cfg.data.n_samples))
         if not spec.fixed_classes:

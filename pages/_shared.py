@@ -13,7 +13,7 @@ import torch
 
 import kdcore
 from kdcore import ui_support as ui
-from kdcore.live import LiveRun, RunLimitReached, worker_threads
+from kdcore.live import LiveRun, LiveSeeds, RunLimitReached, worker_threads
 from kdcore.store import default_runs_dir
 
 POLL_S = 0.5  # how often a live view polls while a run trains (the Train page has its own cadences)
@@ -43,8 +43,9 @@ class SessionRuns:
         """The history, filing the runs started through it as this session's."""
         return kdcore.RunStore(store.root, owner=self.owner)
 
-    def start(self, cfg: kdcore.RunConfig, store: kdcore.RunStore) -> LiveRun:
-        """Start ``cfg`` unless this session already trains (one run per session).
+    def start(self, cfg: kdcore.RunConfig, store: kdcore.RunStore, seeds: list[int] | None = None) -> LiveRun:
+        """Start ``cfg`` (over ``seeds``, one teacher for all, when more than one) unless this
+        session already trains (one run per session).
 
         Raises:
             RunLimitReached: this session or the server is at its limit; the message says why.
@@ -53,7 +54,10 @@ class SessionRuns:
             if self.running:
                 raise RunLimitReached("This session is already training a run or a sweep; stop it "
                                       "or wait for it to finish before starting another.")
-            live = LiveRun(cfg, store=self.owned(store), max_points=MAX_POINTS)
+            if seeds and len(seeds) > 1:
+                live = LiveSeeds(cfg, seeds, store=self.owned(store), max_points=MAX_POINTS)
+            else:
+                live = LiveRun(cfg, store=self.owned(store), max_points=MAX_POINTS)
             live.start()
             self.live = live
             return live
@@ -232,9 +236,19 @@ def stop_button(job, key: str) -> None:
     A button inside a fragment that redraws every second can lose a click that lands while it
     is redrawn (the first click seemed ignored); out here it is drawn once per page run.
     """
-    st.button("Stop", key=key, on_click=job.stop, icon=":material/stop:",
+    st.button("Stop", key=key, on_click=_stop_and_wait, args=(job,), icon=":material/stop:",
               disabled=job.stop_event.is_set(), width="stretch",
               help="Stops between two training steps; what was trained so far is kept.")
+
+
+def _stop_and_wait(job) -> None:
+    """Button callback: ask the job to stop and give it a moment (it stops within a step), so the
+    page run this click starts already shows it stopped instead of a poll later."""
+    job.stop()
+    job.join(STOP_WAIT_S)
+
+
+STOP_WAIT_S = 1.0
 
 
 def sidebar_status() -> None:

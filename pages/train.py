@@ -16,6 +16,9 @@ import streamlit as st
 import kdcore
 from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
 from kdcore import ui_support as ui
+from kdcore.data import teacher_overlap
+from kdcore.experiment import arm_descriptions, little_to_distil
+from kdcore.stats import verdict_word
 from kdcore.live import RunLimitReached
 from kdcore.methods.ensemble import normalise_weights
 from pages import _charts as charts
@@ -40,6 +43,7 @@ URL = sh.URL
 PROGRESS_S = 1.0  # seconds between progress-line redraws
 CHART_S = 2.0  # seconds between chart redraws
 NO_DATA: dict = {}  # the charts before any run (one object, so its figures are built once)
+SMOOTH = 0.9  # the smoothing toggle's moving-average weight
 FIRST_POINT_WAIT_S = 0.5  # the Start rerun waits this long at most for the run's first step
 
 
@@ -68,6 +72,7 @@ def dataset_ui() -> dict:
     v["subset"] = st.number_input("Training subset (0 = all)", 0, 1_000_000, D.data.train_subset, 500,
                                   key=K("subset"), bind=URL,
                                   help="Train on a seeded random subset for a quicker run.")
+    v.update(labels_ui())
     try:
         ok, msg = spec.available(_data_config(name, v))
     except ConfigError as e:  # own data whose file cannot be used: the message names it
@@ -78,6 +83,30 @@ def dataset_ui() -> dict:
         st.warning(msg, icon=":material/download:")
     v["_available"] = ok
     return v
+
+
+def labels_ui() -> dict:
+    """How many training labels the students get; the teacher always learns from all of them."""
+    n = int(st.number_input(
+        "Labelled samples for the students (0 = all)", 0, 10_000_000, D.data.labelled, key=K("labelled"),
+        bind=URL, help="The teacher trains on the whole training split; the baseline and the distilled "
+                       "student get the labels of only this many samples (a seeded draw from the data "
+                       "seed). Validation and test never change."))
+    c1, c2 = st.columns(2)
+    balanced = c1.checkbox("Same number per class", D.data.balanced, key=K("balanced"), bind=URL,
+                           disabled=n == 0, help="Draw the labelled samples class by class.")
+    transfer = c2.checkbox("Transfer set", D.data.transfer_set, key=K("transfer_set"), bind=URL,
+                           disabled=n == 0,
+                           help="The distilled student also gets the teacher's soft targets on the rest of "
+                                "the training split, without its labels (Hinton et al. 2015, §2). The "
+                                "baseline never sees those samples.")
+    pseudo = st.checkbox("Add a third student: the teacher's hard labels on the transfer set", D.pseudo_arm,
+                         key=K("pseudo_arm"), bind=URL, disabled=n == 0 or not transfer,
+                         help="The same student, trained alone on the labelled samples plus the "
+                              "teacher's argmax label on every transfer-set sample: what the teacher's "
+                              "answer alone is worth, so the distilled student shows what soft targets add.")
+    return {"labelled": n, "balanced": balanced and n > 0, "transfer_set": transfer and n > 0,
+            "pseudo_arm": pseudo and transfer and n > 0}
 
 
 def _data_config(name: str, v: dict) -> DataConfig:
@@ -215,9 +244,12 @@ def history_teacher_ui(dataset: str, store: kdcore.RunStore, base: dict, param: 
                        format_func=lambda i: by_id[i]["label"])
     st.query_params[K(param)] = str(rid)
     c = by_id[rid]
-    if c["data"] != {**c["data"], **_data_fields(base)}:
-        st.warning("That teacher was trained with other data settings (points, noise, seed or "
-                   "subset); it may have seen some of this run's test points.")
+    try:
+        note = teacher_overlap(c["data"], ui.data_config(base))
+    except ConfigError:
+        note = None  # the setup cannot run yet; the page says why further down
+    if note:
+        st.warning(note, icon=":material/warning:")
     return c
 
 
@@ -273,16 +305,6 @@ def extra_teachers_ui(dataset: str, store: kdcore.RunStore, base: dict, first: s
                                     for j, w in enumerate(normalise_weights(weights, n + 1)))
                        + "; the results table shows each teacher's test accuracy and the ensemble's.")
         return {"extra_teachers": extra, "teacher_weights": weights, "_ready": ready}
-
-
-def _data_fields(base: dict) -> dict:
-    """The DataConfig fields the Train page controls, as they appear in a stored config."""
-    out = {"name": base["dataset"], "train_subset": base.get("subset", 0)}
-    if "samples" in base:
-        out.update(n_samples=base["samples"], noise=base["noise"])
-    if "classes" in base:
-        out["n_classes"] = base["classes"]
-    return out
 
 
 def _upload_ui(dataset: str, base: dict, teacher: dict) -> dict:
@@ -346,7 +368,8 @@ def profile_ui(role: str, name: str, params: str, dataset: str, batch: int,
         st.error(str(e))
         return None
     line = (f"**{prof['params']:,}** parameters · **{_size(prof['size_mb'])}** · "
-            f"**{prof['latency_ms']:.2f} ms** per batch of {batch}")
+            f"**{prof['latency_ms']:.2g} ms** ± {prof.get('latency_spread_ms', 0):.1g} per batch of {batch} "
+            "(median of 7 timings ± half their interquartile range)")
     if compare_to:
         line += f" · **×{compare_to['params'] / max(prof['params'], 1):,.0f}** smaller than the teacher"
     st.markdown(line)
@@ -424,6 +447,8 @@ def training_ui(teacher_trains: bool) -> dict:
         v["data_seed"] = c1.number_input("Data seed", 0, 2**31 - 1, D.data.seed, key=K("data_seed"), bind=URL,
                                          help="Generates the 2-D points and draws the splits.")
         v["name"] = c2.text_input("Run name", "", key=K("name"), bind=URL, max_chars=80)
+        v["teacher_batch"] = c3.select_slider("Teacher batch size", BATCHES, D.teacher_optim.batch_size,
+                                              key=K("teacher_batch"), bind=URL, disabled=not teacher_trains)
     return v
 
 
@@ -478,18 +503,23 @@ def live_ui(holder: sh.SessionRuns) -> None:
             st.session_state.pop("_frozen_snapshot", None)
             st.rerun(scope="app")
 
+    label = _run_label(live)
+
     @st.fragment(run_every=CHART_S if polling else None)
     def plots() -> None:
         snap = _chart_snapshot(live)
         shown = snap
+        c1, c2 = st.columns(2)
+        smooth = c1.toggle("Smooth the per-step curves", key=K("smooth"),
+                           help="An exponential moving average (weight 0.9) over the plotted steps.")
         if snap.running:
             # Streamlit remounts a Plotly chart whenever its data changes, which resets zoom;
             # a frozen chart keeps its data, so it can be zoomed while the run goes on.
-            if st.toggle("Freeze charts (to zoom in while it trains)", key=K("freeze")):
+            if c2.toggle("Freeze charts (to zoom in while it trains)", key=K("freeze")):
                 shown = st.session_state.setdefault("_frozen_snapshot", snap)
             else:
                 st.session_state.pop("_frozen_snapshot", None)
-        charts_ui(shown.steps, shown.epochs_log)
+        charts_ui(shown.steps, shown.epochs_log, run=label, smooth=SMOOTH if smooth else 0.0)
 
     if polling:
         c1, c2 = st.columns([6, 1])
@@ -499,6 +529,9 @@ def live_ui(holder: sh.SessionRuns) -> None:
             sh.stop_button(live, K("stop"))
     else:
         progress()
+    if label.startswith("Previous"):
+        st.warning(f"The charts and results below are from {label[0].lower()}{label[1:]}: its setup "
+                   "differs from the one above. Press Start to run the new one.", icon=":material/history:")
     plots()
     snap = live.snapshot()
     if snap.done:
@@ -524,18 +557,28 @@ def _chart_snapshot(live):
     return snap
 
 
-def charts_ui(steps: dict, epochs_log: dict) -> None:
+def _run_label(live) -> str:
+    """The name the charts carry: "Run 7", or "Previous run 7 (another setup)" once the controls
+    above no longer describe the run that is shown."""
+    name = f"run {live.run_id}" if live.run_id is not None else "run"
+    if not live.running and st.session_state.get("kd_pending_config") != kdcore.to_dict(live.cfg):
+        return f"Previous {name} (another setup)"
+    return name.capitalize()
+
+
+def charts_ui(steps: dict, epochs_log: dict, *, run: str = "", smooth: float = 0.0) -> None:
     """The three live charts, with fixed keys and places so a redraw replaces them in place.
 
     Figures are rebuilt only when the data is new: a rerun between chart ticks shows the same
     snapshot, and building three figures is most of what this page costs the server.
     """
     last = st.session_state.get("_chart_figures")
-    if last is not None and last[0] is steps and last[1] is epochs_log:
-        figs = last[2]
+    if last is not None and last[0] is steps and last[1] is epochs_log and last[2] == (run, smooth):
+        figs = last[3]
     else:
-        figs = (charts.loss_figure(steps), charts.terms_figure(steps), charts.accuracy_figure(epochs_log))
-        st.session_state["_chart_figures"] = (steps, epochs_log, figs)
+        figs = (charts.loss_figure(steps, run=run, smooth=smooth), charts.terms_figure(steps, run=run, smooth=smooth),
+                charts.accuracy_figure(epochs_log, run=run))
+        st.session_state["_chart_figures"] = (steps, epochs_log, (run, smooth), figs)
     c1, c2 = st.columns(2)
     c1.plotly_chart(figs[0], key="live_loss", config={"displaylogo": False})
     c2.plotly_chart(figs[1], key="live_terms", config={"displaylogo": False})
@@ -578,13 +621,21 @@ def _results_ui(snap, cfg: RunConfig) -> None:
         "ECE": st.column_config.NumberColumn(format="%.4f", help="Expected calibration error (15 bins)"),
         "parameters": st.column_config.NumberColumn(format="localized"),
         "size (MiB)": st.column_config.NumberColumn(format="%.4f"),
-        "latency (ms/batch)": st.column_config.NumberColumn(format="%.3f"),
+        "latency (ms/batch)": st.column_config.NumberColumn(
+            format="%.2g", help="Median of 9 timed batches on this machine's CPU"),
+        "latency ± (ms)": st.column_config.NumberColumn(
+            format="%.1g", help="Half the interquartile range of the 9 timings: how much to trust the median"),
     })
-    b, d = snap.metrics.get("baseline"), snap.metrics.get("distilled")
-    if b and d:
-        gain = (d["accuracy"] - b["accuracy"]) * 100
-        text = "**Verdict.** " + kdcore.verdict(snap.metrics)
-        (st.success if gain > 0 else st.warning)(text, icon=":material/gavel:")
+    saw = arm_descriptions(cfg)
+    st.caption("What each model saw in training: " + "; ".join(
+        f"**{phase}**: {text}" for phase, text in saw.items() if phase in snap.metrics) + ".")
+    if note := little_to_distil(snap.metrics):
+        st.warning(note, icon=":material/warning:")
+    d = snap.metrics.get("distilled")
+    if snap.metrics.get("baseline") and d:
+        word = verdict_word(d["gain_ci_low"], d["gain_ci_high"]) if "gain_ci_low" in d else ""
+        show = {"helped": st.success, "hurt": st.error}.get(word, st.warning)
+        show("**Verdict.** " + kdcore.verdict(snap.metrics), icon=":material/gavel:")
     st.page_link(f"{Path(__file__).parent.name}/runs.py", icon=":material/history:",
                  label="Compare with earlier runs on the Runs page")
 

@@ -44,4 +44,5 @@ def test_compare_prints_mean_and_std(tmp_path, capsys):
     assert main(["--runs-dir", str(tmp_path / "r"), "compare", str(cfg), "--seeds", "2",
                  "--set", "optim.epochs=2", "--set", "teacher_optim.epochs=2"]) == 0
     out = capsys.readouterr().out
-    assert "±" in out and "gain of distillation over the baseline" in out and "over 2 seed(s)" in out
+    assert "±" in out and "Over 2 seeds distillation" in out and "95 % CI" in out
+    assert out.count("== seed ") == 2 and "seed 1 (run " in out  # each seed's own verdict line

@@ -37,7 +37,7 @@ def test_one_run_clears_accuracy_floor_and_emits_events():
     assert steps[0].loss == pytest.approx(sum(steps[0].terms.values()), rel=1e-6)
     base_steps = [e for e in events if isinstance(e, StepEnd) and e.phase == "baseline"]
     assert set(base_steps[0].terms) == {"ce"}
-    assert events[-1].status == "completed" and "points of test accuracy" in events[-1].message
+    assert events[-1].status == "completed" and "points, 95 % CI" in events[-1].message
     m = res.metrics["distilled"]
     assert 0 <= m["agreement"] <= 1 and m["compression"] > 1 and len(m["confusion"]) == 2
 

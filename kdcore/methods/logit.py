@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import kd_div
+from ..losses import hard_ce, kd_div
 from .spec import MethodInfo, Param, method_params, register_method
 
 __all__ = ["dkd_terms", "dkd_warmup", "standardize_logits"]
@@ -89,12 +89,12 @@ def dkd_warmup(epoch: int | None, warmup: int) -> float:
      "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0),
      "warmup": Param(0, "epochs over which the DKD term ramps up linearly to full weight; 0 = off "
                         "(the paper uses 20 on CIFAR-100)", 0, 10000)},
-    terms=("ce", "tckd", "nckd")))
+    terms=("ce", "tckd", "nckd"), labels_only_in_ce=False))
 def dkd(student_logits, teacher_logits, labels, cfg, *, epoch: int | None = None):
     p = method_params(cfg)
     tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, T=cfg.temperature, t2=cfg.t2)
     w = (1.0 - cfg.alpha) * dkd_warmup(epoch, p["warmup"])
-    return {"ce": cfg.alpha * F.cross_entropy(student_logits, labels),
+    return {"ce": cfg.alpha * hard_ce(student_logits, labels),
             "tckd": w * p["alpha_dkd"] * tckd, "nckd": w * p["beta_dkd"] * nckd}
 
 
@@ -116,4 +116,4 @@ def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 def logit_std(student_logits, teacher_logits, labels, cfg):
     soft = kd_div(standardize_logits(student_logits), standardize_logits(teacher_logits.detach()),
                   cfg.temperature, cfg.t2)
-    return {"ce": cfg.alpha * F.cross_entropy(student_logits, labels), "kd": (1.0 - cfg.alpha) * soft}
+    return {"ce": cfg.alpha * hard_ce(student_logits, labels), "kd": (1.0 - cfg.alpha) * soft}

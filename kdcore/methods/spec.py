@@ -36,6 +36,9 @@ class MethodInfo(NamedTuple):
     params: dict[str, Param]
     kind: str = "logit"  # logit | feature | adversarial: feature methods need a live teacher
     terms: tuple[str, ...] = ("ce", "kd")  # the named loss terms a run of it reports
+    # False when the loss reads the labels beyond the CE term (DKD splits on the true class), so
+    # it cannot train on unlabelled transfer-set samples
+    labels_only_in_ce: bool = True
 
 
 METHOD_INFO: dict[str, MethodInfo] = {}
