@@ -382,9 +382,10 @@ class ModelProfile:
     params: int  # what the "fewer parameters" claim of a student is measured in
     size_mb: float  # parameters + buffers in MiB, i.e. what a checkpoint of the weights costs
     latency_ms: float  # median forward time of one batch, eval mode, no autograd
+    latency_spread_ms: float = 0.0  # half the interquartile range of those times: how noisy the median is
 
 
-def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", repeats: int = 5) -> ModelProfile:
+def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", repeats: int = 9) -> ModelProfile:
     """Measure the size of ``model`` and its median forward latency on a random batch.
 
     Args:
@@ -395,7 +396,8 @@ def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", 
         repeats: timed forward passes after two warm-up passes.
 
     Returns:
-        A ``ModelProfile`` with parameter count, size in MiB and latency in ms per batch.
+        A ``ModelProfile`` with parameter count, size in MiB, the median latency in ms per batch
+        and its spread (half the interquartile range).
     """
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int; got {batch_size!r}")
@@ -426,4 +428,6 @@ def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", 
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         model.train(was_training)
-    return ModelProfile(params=count_params(model), size_mb=size_mb, latency_ms=statistics.median(times))
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return ModelProfile(params=count_params(model), size_mb=size_mb, latency_ms=statistics.median(times),
+                        latency_spread_ms=(q3 - q1) / 2)

@@ -21,43 +21,118 @@ def phase_color(phase: str) -> str | None:
     return PHASE_COLORS.get(phase)
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, rev: str, height: int = 320) -> go.Figure:
+def _layout(fig: go.Figure, title: str, x: str | None, y: str | None, rev: str,
+            height: int = 320) -> go.Figure:
     # legend under the plot: above it, it runs into the title on a half-width chart
     fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=40, b=10), uirevision=rev,
-                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
-                      xaxis_title=x, yaxis_title=y)
+                      margin=dict(l=10, r=10, t=60, b=10), uirevision=rev,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
+    if x is not None:
+        fig.update_layout(xaxis_title=x)
+    if y is not None:
+        fig.update_layout(yaxis_title=y)
     return fig
 
 
-def loss_figure(steps: dict[str, list[dict]], rev: str = "loss") -> go.Figure:
-    """Total training loss per step of each phase, x in epochs so phases line up."""
-    fig = go.Figure()
-    for phase, pts in steps.items():
-        if not pts:
+def log_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
+    """Tick values for a log axis from lo to hi: 1-2-5 steps, only powers of ten when that is too
+    many, so no minor labels like "5, 2, 0.1, 5, 2" crowd the axis."""
+    import math
+
+    if not (lo > 0 and hi > 0) or hi < lo:
+        return []
+    out = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+           for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    if len(out) > most:
+        out = [v for v in out if math.isclose(math.log10(v), round(math.log10(v)))]
+    return out
+
+
+def smooth_series(ys: list, weight: float) -> list:
+    """Exponential moving average (weight of the past in [0, 1); 0 = the raw values), bias-corrected
+    so the first points are not pulled towards zero; None values pass through."""
+    if not weight:
+        return list(ys)
+    out, avg, n = [], 0.0, 0
+    for y in ys:
+        if y is None:
+            out.append(None)
             continue
-        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
-                                   name=phase, line=dict(color=phase_color(phase))))
-    return _layout(fig, "Total training loss", "epoch", "loss", rev, height=360)
+        n += 1
+        avg = weight * avg + (1 - weight) * y
+        out.append(avg / (1 - weight ** n))
+    return out
 
 
-def terms_figure(steps: dict[str, list[dict]], rev: str = "terms") -> go.Figure:
-    """The distilled student's loss split into its weighted terms (they add up to the total)."""
-    fig = go.Figure()
+def _titled(title: str, run: str) -> str:
+    """A chart's title with the run it belongs to, e.g. "Run 7 · Total training loss"."""
+    return f"{run} · {title}" if run else title
+
+
+def _empty(fig: go.Figure, text: str) -> go.Figure:
+    """No data yet: say so instead of drawing a made-up axis range."""
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=13, color="#777"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def loss_figure(steps: dict[str, list[dict]], rev: str = "loss", *, run: str = "",
+                smooth: float = 0.0) -> go.Figure:
+    """Training loss per step, one panel per phase, each on its own scale.
+
+    The distilled total carries (1−α)·T²·KL, which can be ten times the plain cross-entropy the
+    teacher and the baseline minimise; on one axis those would be flat lines. x is in epochs.
+    """
+    phases = [p for p, pts in steps.items() if pts]
+    title = _titled("Total training loss per phase (own scales)", run)
+    if not phases:
+        return _empty(_layout(go.Figure(), title, "epoch", "loss", rev, height=360),
+                      "The loss of each phase appears here once a run starts.")
+    fig = make_subplots(rows=1, cols=len(phases), horizontal_spacing=0.07,
+                        subplot_titles=[("distilled: α·CE + (1−α)·soft" if p == "distilled" else f"{p}: CE")
+                                        for p in phases])
+    for i, phase in enumerate(phases, start=1):
+        pts = steps[phase]
+        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=smooth_series([p["loss"] for p in pts], smooth),
+                                 mode="lines", name=phase, line=dict(color=phase_color(phase))), row=1, col=i)
+        fig.update_xaxes(title_text="epoch", row=1, col=i)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    for a in fig.layout.annotations:
+        a.font.size = 12
+    return _layout(fig, title, None, None, rev, height=360)
+
+
+def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str = "",
+                 smooth: float = 0.0) -> go.Figure:
+    """The distilled student's loss split into its weighted terms, one panel each (own scales):
+    the soft term at a high T can be many times the hard-label term; the panels add up to the total."""
     pts = steps.get("distilled") or []
-    terms = [k for k in (pts[-1] if pts else {}) if k not in ("phase", "x", "step", "loss")]
-    for k in terms:
-        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p.get(k) for p in pts], mode="lines",
-                                   name=TERM_NAMES.get(k, k), line=dict(color=TERM_COLORS.get(k))))
-    if pts:
-        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["loss"] for p in pts], mode="lines",
-                                   name="total", line=dict(color="#444", dash="dot", width=1)))
-    title = "Distilled student: loss terms" if pts else "Distilled student: loss terms (after the baseline)"
-    return _layout(fig, title, "epoch", "weighted term", rev, height=360)
+    title = _titled("Distilled student: loss terms", run)
+    if not pts:
+        return _empty(_layout(go.Figure(), title, "epoch", "weighted term", rev, height=360),
+                      "The distilled student's loss terms appear here once it trains (after the baseline).")
+    terms = [k for k in pts[-1] if k not in ("phase", "x", "step", "loss")]
+    names = [TERM_NAMES.get(k, k) for k in terms] + ["total"]
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=names)
+    x = [p["x"] for p in pts]
+    for i, k in enumerate(terms, start=1):
+        fig.add_trace(go.Scatter(x=x, y=smooth_series([p.get(k) for p in pts], smooth), mode="lines",
+                                 name=names[i - 1], line=dict(color=TERM_COLORS.get(k))), row=i, col=1)
+    fig.add_trace(go.Scatter(x=x, y=smooth_series([p["loss"] for p in pts], smooth), mode="lines",
+                             name="total", line=dict(color="#444", width=1)), row=len(names), col=1)
+    fig.update_xaxes(title_text="epoch", row=len(names), col=1)
+    for a in fig.layout.annotations:
+        a.font.size = 12
+    fig = _layout(fig, title, None, None, rev, height=140 + 110 * len(names))
+    fig.update_layout(showlegend=False)  # each panel is titled with its term
+    return fig
 
 
-def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc") -> go.Figure:
-    """Train (dashed) and validation (solid) accuracy per epoch: baseline vs distilled, teachers muted."""
+def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc", *, run: str = "") -> go.Figure:
+    """Train (dashed) and validation (solid) accuracy per epoch of every phase, teachers muted."""
     fig = go.Figure()
     teachers = [p for p in epochs_log if p.startswith("teacher")]
     for phase in (*teachers, "baseline", "distilled"):
@@ -70,8 +145,12 @@ def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc") -> go.F
                                  name=f"{phase} val", line=dict(color=color), marker=dict(size=4)))
         fig.add_trace(go.Scatter(x=x, y=[p["train_acc"] for p in pts], mode="lines",
                                  name=f"{phase} train", line=dict(color=color, dash="dash")))
-    fig.update_yaxes(tickformat=".0%", range=None if fig.data else [0, 1])
-    return _layout(fig, "Accuracy: baseline vs distilled", "epoch", "accuracy", rev, height=380)
+    title = _titled("Accuracy per epoch: teacher, baseline, distilled", run)
+    fig = _layout(fig, title, "epoch", "accuracy", rev, height=380)
+    if not fig.data:
+        return _empty(fig, "Train and validation accuracy appear here after each epoch.")
+    fig.update_yaxes(tickformat=".0%")
+    return fig
 
 
 def overlay_figure(curves: dict[str, list[dict]], metric: str, title: str, rev: str) -> go.Figure:
@@ -102,9 +181,13 @@ def soft_target_bars(classes: list[str], rows: list[dict], rev: str) -> go.Figur
         for who, color in (("teacher", PHASE_COLORS["teacher"]), ("student", PHASE_COLORS["distilled"])):
             fig.add_trace(go.Bar(x=classes, y=r[who], name=who, marker_color=color,
                                  showlegend=i == 1, legendgroup=who), row=1, col=i)
-    fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=60, b=10), uirevision=rev,
-                      legend=dict(orientation="h", y=-0.25))
+    top = max((max(r[w]) for r in rows for w in ("teacher", "student") if len(r[w])), default=1.0)
+    fig.update_yaxes(range=[0, min(1.0, float(top) * 1.12)], tickformat=".0%")  # scaled to the data
+    fig.update_yaxes(title_text="probability", row=1, col=1)
+    many = len(classes) > 4
+    fig.update_xaxes(tickangle=-45 if many else 0, automargin=True, tickfont=dict(size=11))
+    fig.update_layout(barmode="group", height=380 if many else 300, margin=dict(l=10, r=10, t=60, b=10),
+                      uirevision=rev, legend=dict(orientation="h", y=1.18, x=1, xanchor="right"))
     for a in fig.layout.annotations:
         a.font.size = 12
     return fig

@@ -164,12 +164,13 @@ def history_ui(store) -> None:
 
 
 def main() -> None:
+    linked = sh.LINK in st.query_params  # a preset's link: show the setup it brings
     sh.open_page("sweep")
     st.title("α × T sweep")
     st.caption("Which mix of hard labels and soft targets, at which temperature, helps the student "
                "most? Each cell trains one distilled student; the teacher and the baseline are "
                "trained once and reused, since neither depends on α or T.")
-    with st.expander("Set up the grid", expanded=sh.session_runs().sweep is None):
+    with st.expander("Set up the grid", expanded=sh.session_runs().sweep is None or linked):
         st.button("Load the small Fashion-MNIST preset", key="sweep_preset", on_click=_load_preset,
                   icon=":material/restart_alt:",
                   help=f"{len(PRESET['alphas'])} α × {len(PRESET['temps'])} T on a "
