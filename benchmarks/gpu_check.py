@@ -289,8 +289,63 @@ def _epochs(result) -> tuple[float, float]:
 
 
 def _row(label: str, result, extra: str = "") -> None:
+    if result.status != "completed":
+        print(f"| {label} | {result.status} | | {result.message} |", flush=True)
+        return
     first, steady = _epochs(result)
     print(f"| {label} | {steady:.3f} | {first:.3f} | {extra} |", flush=True)
+
+
+def bare_epochs(student, data, device, epochs: int, batch_size: int, lr: float,
+                cache: torch.Tensor | None) -> tuple[float, float]:
+    """The floor on the device: a plain loop over resident tensors, same batches and fused Adam as fit,
+    KD (T=4, alpha=0.5) when ``cache`` is given, the same validation pass; no events, no checks.
+
+    Returns:
+        (first epoch seconds, median of the later epochs' seconds).
+    """
+    import torch.nn.functional as F
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    student.to(device).train()
+    opt = torch.optim.Adam(student.parameters(), lr=lr, **({"fused": True} if cuda else {}))
+    x, y, x_val = data.x_train.to(device), data.y_train.to(device), data.x_val.to(device)
+    t_all = cache.to(device) if cache is not None else None
+    gen, n, T, a = trainer.make_generator(0), len(x), KD.temperature, KD.alpha
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            out = student(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            if t_all is not None:
+                kl = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t_all[idx] / T, 1), reduction="batchmean",
+                              log_target=True)
+                loss = a * loss + (1 - a) * T * T * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        predict_logits(student, x_val, device=device)  # fit's validation pass; its .cpu() waits for the GPU
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times[0], statistics.median(times[1:] if len(times) > 1 else times)
+
+
+@contextlib.contextmanager
+def patched(**attrs):
+    """Swap kdcore.trainer attributes for an ablation row, then put them back."""
+    saved = {k: getattr(trainer, k) for k in attrs}
+    try:
+        for k, v in attrs.items():
+            setattr(trainer, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(trainer, k, v)
 
 
 def _accuracy(model, data, device) -> float:
@@ -299,7 +354,8 @@ def _accuracy(model, data, device) -> float:
 
 
 def time_setup(name: str, data: DataBundle, teacher_spec, student_spec, optim: OptimConfig, device,
-               precisions, *, epochs: int, compile_teacher: bool, real: bool) -> None:
+               precisions, *, epochs: int, compile_teacher: bool, real: bool, extras: bool = False,
+               diagnose: bool = False) -> None:
     in_shape, k = tuple(data.in_shape), len(data.classes)
 
     def model(spec, seed):
@@ -337,6 +393,12 @@ def time_setup(name: str, data: DataBundle, teacher_spec, student_spec, optim: O
         _row(f"KD, teacher run every step, {p}", r,
              f"test acc {_accuracy(s, data, device):.4f}" if real else "")
     print(f"| computing the teacher-logit cache once | {cache_s:.3f} | | |")
+    try:
+        _extra_rows(data, device, model, teacher_spec, student_spec, teacher, cache, optim, one, precisions,
+                    epochs=epochs, real=real, extras=extras, diagnose=diagnose)
+    except Exception as e:  # an extra row must not cost the rows after it
+        traceback.print_exc()
+        print(f"| extra rows | failed | | {type(e).__name__}: {str(e)[:200]} |")
     if compile_teacher:
         try:
             t = model(teacher_spec, 0)
@@ -344,6 +406,45 @@ def time_setup(name: str, data: DataBundle, teacher_spec, student_spec, optim: O
             _row("teacher alone, fp32, torch.compile", r, "first epoch includes compiling")
         except Exception as e:
             print(f"| teacher alone, fp32, torch.compile | failed | | {type(e).__name__}: {str(e)[:200]} |")
+
+
+def _extra_rows(data, device, model, teacher_spec, student_spec, teacher, cache, optim, one, precisions, *,
+                epochs: int, real: bool, extras: bool, diagnose: bool) -> None:
+    """Rows beyond the main table: the bare loops, what each device change buys, a big batch (``extras``);
+    cudnn.benchmark off and fused SGD under fp16 (``diagnose``)."""
+    if extras:
+        on = torch.device(device)
+        f, m = bare_epochs(model(student_spec, 1), data, on, epochs, optim.batch_size, optim.lr, None)
+        print(f"| bare loop on the device, student alone, fp32 | {m:.3f} | {f:.3f} | floor for 'student alone' |")
+        f, m = bare_epochs(model(student_spec, 1), data, on, epochs, optim.batch_size, optim.lr, cache)
+        print(f"| bare loop on the device, KD cached, fp32 | {m:.3f} | {f:.3f} | floor for 'KD, cached' |")
+        for label, attrs in (("KD cached, fp32, a host sync every step (no blocks)", {"_defer_sync": lambda d: False}),
+                             ("KD cached, fp32, data copied every step (not resident)", {"_fits_on": lambda *a: False})):
+            with patched(**attrs):
+                s = model(student_spec, 1)
+                r = fit(LogitDistiller(s, teacher, KD), data, one("fp32"), phase="distilled", seed=0,
+                        device=device, teacher_logits=cache)
+            _row(label, r, "ablation")
+        for p in precisions[:2]:
+            big = one(p, batch_size=1024, lr=optim.lr * 4)
+            t = model(teacher_spec, 0)
+            _row(f"teacher alone, {p}, batch 1024", fit(Alone(t), data, big, phase="teacher", seed=0, device=device),
+                 f"test acc {_accuracy(t, data, device):.4f}" if real else "")
+            s = model(student_spec, 1)
+            _row(f"KD, cached teacher logits, {p}, batch 1024",
+                 fit(LogitDistiller(s, teacher, KD), data, big, phase="distilled", seed=0, device=device,
+                     teacher_logits=cache), f"test acc {_accuracy(s, data, device):.4f}" if real else "")
+    if diagnose and torch.device(device).type == "cuda":  # what two of fit's CUDA defaults buy
+        with patched(CUDNN_BENCHMARK=False):
+            t = model(teacher_spec, 0)
+            _row("teacher alone, fp32, cudnn.benchmark off", fit(Alone(t), data, one("fp32"), phase="teacher",
+                                                                  seed=0, device=device), "ablation")
+        fused_sgd = lambda params, cfg, dev: torch.optim.SGD(  # noqa: E731
+            params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay, fused=True)
+        with patched(_optimizer=fused_sgd):
+            t = model(teacher_spec, 0)
+            _row("teacher alone, fp16, fused SGD", fit(Alone(t), data, one("fp16"), phase="teacher", seed=0,
+                                                       device=device), "ablation: fit uses foreach SGD")
 
 
 def _ddp_worker(rank: int, world: int, port: int, device_type: str, n: int, epochs: int, out) -> None:
@@ -415,7 +516,7 @@ def main() -> int:
         data = fashion_mnist(args.data, 2000 if args.quick else 60000)
         time_setup("fmnist", data, ("cnn", {"width": 16, "hidden": 256}), ("mlp", {"hidden": [32]}),
                    OptimConfig(lr=1e-3, batch_size=128), device, precisions, epochs=2 if args.quick else 3,
-                   compile_teacher=compile_on, real=not data.source.startswith("random"))
+                   compile_teacher=compile_on, real=not data.source.startswith("random"), extras=True)
         if torch.cuda.device_count() >= 2 or (not cuda and args.quick):
             try:
                 time_ddp(device, 2000 if args.quick else 60000, 2 if args.quick else 3)
@@ -427,7 +528,7 @@ def main() -> int:
         data = random_images("cifar-shaped (random)", 1000 if args.quick else 60000, (3, 32, 32), 10)
         time_setup("cifar", data, ("resnet32", {}), ("resnet8", {}),
                    OptimConfig(lr=0.05, batch_size=128, optimizer="sgd"), device, precisions,
-                   epochs=2, compile_teacher=compile_on, real=False)
+                   epochs=2, compile_teacher=compile_on, real=False, diagnose=True)
     print(f"\nchecks {'passed' if ok else 'FAILED'}; total {time.perf_counter() - t_start:.0f} s", flush=True)
     return 0 if ok else 1
 

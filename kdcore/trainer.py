@@ -176,6 +176,10 @@ def _optimizer(params, cfg, device: torch.device) -> torch.optim.Optimizer:
 SYNC_EVERY = 50
 # Share of the free device memory the training data may take to be kept resident on the device.
 RESIDENT_FRACTION = 0.5
+# cuDNN times its algorithms once per input shape and keeps the fastest: ResNet-32's epoch on an
+# H200 went from 5.5 s to 3.8 s. It is process-wide, set when a conv model trains on CUDA; GPU runs
+# are not guaranteed bit-identical without cudnn.deterministic anyway (PyTorch's reproducibility notes).
+CUDNN_BENCHMARK = True
 
 
 def _fits_on(device: torch.device, tensors: Iterable[torch.Tensor | None]) -> bool:
@@ -241,11 +245,9 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     # channels-last lets cuDNN pick its fastest convolutions on a GPU (NHWC tensor cores);
     # Module.to converts only 4-D weights, so an MLP is untouched
     channels_last = device.type == "cuda" and _has_conv(distiller.student)
+    if device.type == "cuda" and (_has_conv(distiller) or (teacher is not None and _has_conv(teacher))):
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     if channels_last:
-        # cuDNN times its algorithms once per input shape and keeps the fastest: ResNet-32's epoch
-        # on an H200 went from 5.5 s to 3.8 s. Process-wide, and GPU runs are not bit-reproducible
-        # across processes anyway (cuDNN's default algorithms use atomics)
-        torch.backends.cudnn.benchmark = True
         distiller.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
