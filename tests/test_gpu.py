@@ -104,3 +104,17 @@ def test_precision_and_compile_are_validated():
     old = to_dict(RunConfig())
     del old["optim"]["precision"], old["optim"]["compile"]  # a run stored before the knobs
     assert from_dict(old).optim == OptimConfig(**{**old["optim"]})
+
+
+def test_gpu_check_timing_rows_run_on_cpu(capsys):
+    """The benchmark's timing code (main table, bare loops, ablations, big batch) runs end to end."""
+    data = gpu_check.random_images("tiny", 400, (1, 8, 8), 3)
+    gpu_check.time_setup("tiny", data, ("cnn", {"width": 2, "hidden": 8}), ("mlp", {"hidden": [4]}),
+                         OptimConfig(lr=1e-3, batch_size=64), "cpu", ("fp32",), epochs=2,
+                         compile_teacher=False, real=False, extras=True)
+    out = capsys.readouterr().out
+    for row in ("| teacher alone, fp32 |", "| KD, cached teacher logits, fp32 |",
+                "| bare loop on the device, KD cached, fp32 |", "(not resident) |",
+                "| KD, cached teacher logits, fp32, batch 1024 |"):
+        assert row in out
+    assert "failed" not in out and "diverged" not in out
