@@ -259,6 +259,13 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], in_shape: tuple[int, ..
     return out
 
 
+def _probed(probe: dict[str, PhaseCost], phase: str) -> PhaseCost | None:
+    """A phase's probed cost; a seed's student phase costs what its base phase does, the pseudo-label
+    arm (the student alone on other labels) what the baseline does."""
+    base = split_phase(phase)[0]
+    return probe.get("baseline" if base == "pseudo" else base)
+
+
 class Series:
     """An append-only list of points that keeps every k-th one, doubling k when it is full.
 
@@ -473,7 +480,8 @@ class LiveRun(Worker):
             # The planned work of the phases to come, measured once the first epoch is done (not
             # before the first point). Its own time is left out of the current phase's pace.
             t0 = time.perf_counter()
-            probe = (probe_costs(self.cfg, self._phases, self._sizes["in_shape"], self._sizes["classes"])
+            base = tuple(dict.fromkeys(split_phase(p)[0] for p in self._phases))  # "baseline · seed 2"
+            probe = (probe_costs(self.cfg, base, self._sizes["in_shape"], self._sizes["classes"])
                      if self._sizes else {})
             with self._lock:
                 self._probe = probe
@@ -556,42 +564,59 @@ class LiveRun(Worker):
             # events): a heavy phase tells the load, a light one its overhead.
             pace = (now - self._phase_t0) / self._step
             probe = self._probe or {}
-            cur = probe.get(self._phase)
+            cur = _probed(probe, self._phase)
             eta = max(self._total - self._step, 0) * pace
             if cur is None or "overhead" not in probe:
                 after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
                 return frac, eta + sum(self._planned.get(p, 0) * pace for p in after)
-            o0 = probe["overhead"].step_s
-            compute = self._train_s(self._phase, probe) / max(self._total, 1)
-            if compute >= HEAVY_STEP_S or self._load_factor is None:
-                self._load_factor = max((pace - o0) / compute, 0.1) if compute > 0 else 1.0
-            load = self._load_factor
-            overhead = max(pace - load * compute, o0)
+            load, _ = self._load_overhead(pace, probe)
             eta += self._finish_s(self._phase, probe, load)
             after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
-            for p in after:
-                if p not in probe:
-                    eta += self._planned.get(p, 0) * pace
-                    continue
-                eta += (self._planned.get(p, 0) * (overhead if compute < HEAVY_STEP_S else o0)
-                        + load * self._train_s(p, probe) + self._finish_s(p, probe, load))
-                if p == "distilled" and "teacher_forward" in probe:
-                    eta += load * self._sizes.get("train", 0) * probe["teacher_forward"].forward_s
+            eta += sum(self.phase_estimate(p, pace) for p in after)
         return frac, eta
+
+    def _load_overhead(self, pace: float, probe: dict[str, PhaseCost]) -> tuple[float, float]:
+        """(load, per-step overhead) from the current phase's pace; a heavy phase sets the load."""
+        o0 = probe["overhead"].step_s
+        compute = self._train_s(self._phase, probe) / max(self._total, 1)
+        if compute >= HEAVY_STEP_S or self._load_factor is None:
+            self._load_factor = max((pace - o0) / compute, 0.1) if compute > 0 else 1.0
+        load = self._load_factor
+        overhead = max(pace - load * compute, o0) if compute < HEAVY_STEP_S else o0
+        return load, overhead
+
+    def phase_estimate(self, phase: str, pace: float) -> float:
+        """Planned seconds of a phase that has not started, given the current phase's ``pace``
+        (seconds per step): its probed work times the load, plus the per-step overhead."""
+        probe = self._probe or {}
+        if _probed(probe, phase) is None or _probed(probe, self._phase) is None or "overhead" not in probe:
+            return self._planned.get(phase, 0) * pace
+        load, overhead = self._load_overhead(pace, probe)
+        out = (self._planned.get(phase, 0) * overhead + load * self._train_s(phase, probe)
+               + self._finish_s(phase, probe, load))
+        if split_phase(phase)[0] == "distilled" and "teacher_forward" in probe:
+            out += load * self._sizes.get("train", 0) * probe["teacher_forward"].forward_s
+        return out
+
+    def pace(self, now: float | None = None) -> float | None:
+        """Seconds per step of the current phase so far (None before its first step)."""
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            return (now - self._phase_t0) / self._step if self._step > 0 and now > self._phase_t0 else None
 
     def _train_s(self, phase: str, probe: dict[str, PhaseCost]) -> float:
         """Probed compute seconds of a phase's training: its steps and validation passes."""
-        c = probe[phase]
+        c = _probed(probe, phase)
         optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
         return self._planned.get(phase, 0) * c.step_s + optim.epochs * self._sizes.get("val", 0) * c.forward_s
 
     def _finish_s(self, phase: str, probe: dict[str, PhaseCost], load: float | None) -> float:
         """Planned seconds of a phase's end: its model over the test set and the latency profile
-        (2 warm-up + 5 timed batches), as kdcore.experiment does."""
-        c = probe.get(phase)
+        (2 warm-up + 9 timed batches), as kdcore.experiment does."""
+        c = _probed(probe, phase)
         if c is None or load is None:
             return 0.0
-        return load * c.forward_s * (self._sizes.get("test", 0) + 7 * self.cfg.optim.batch_size)
+        return load * c.forward_s * (self._sizes.get("test", 0) + 11 * self.cfg.optim.batch_size)
 
     def snapshot(self) -> LiveSnapshot:
         """A consistent copy of the run's state, cheap enough to take several times a second."""

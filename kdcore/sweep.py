@@ -20,6 +20,7 @@ import torch
 
 from . import live as _live
 from .config import LossConfig, RunConfig, replace
+from .registry import DATASETS
 from .data import load_data
 from .errors import ConfigError
 from .events import Callback, EpochEnd, PhaseStart, StepEnd
@@ -251,6 +252,26 @@ class SweepRun(_live.Worker):
         self._cells: list[dict] = []
         self._current: tuple[float, float] | None = None
         self._phase, self._phase_progress = "", 0.0
+        # the ETA: a LiveRun (never started) follows the cell in progress as the dashboard's run
+        # does; each later cell trains one distilled student, timed once the first has
+        self._est = self._estimator(0, None)
+        self._distilled_t0: float | None = None
+        self._distilled_s: list[float] = []
+
+    def _estimator(self, cell: int, last: _live.LiveRun | None) -> _live.LiveRun:
+        cells = self.plan.cells
+        est = _live.LiveRun(self.plan.config(*cells[min(cell, len(cells) - 1)]), store=None)
+        if cell > 0:  # teacher and baseline are reused: only the distilled student trains
+            est._phases, est._phase = ("distilled",), "distilled"
+        try:
+            spec = DATASETS.get(self.plan.base.data.name)
+            est._sizes = {"in_shape": tuple(spec.in_shape(self.plan.base.data)),
+                          "classes": int(spec.num_classes(self.plan.base.data))}
+        except Exception:  # noqa: BLE001  (no probe: the ETA uses the measured pace)
+            pass
+        if last is not None:  # probed once per sweep
+            est._probe, est._load_factor = last._probe, last._load_factor
+        return est
 
     def _run(self) -> SweepResult:
         return run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
@@ -261,6 +282,9 @@ class SweepRun(_live.Worker):
             self._current = None
 
     def _on_event(self, ev: Any) -> None:
+        self._est._on_event(ev)  # outside this lock: it may pause for a page, or probe once
+        if isinstance(ev, PhaseStart) and ev.phase == "distilled":
+            self._distilled_t0 = time.perf_counter()
         with self._lock:
             self._version += 1
             if getattr(ev, "run_id", None) is not None:
@@ -278,6 +302,10 @@ class SweepRun(_live.Worker):
                 self._current = cells[done] if done < len(cells) else None
 
     def _on_cell(self, cell: dict) -> None:
+        if self._distilled_t0 is not None:
+            self._distilled_s.append(time.perf_counter() - self._distilled_t0)
+            self._distilled_t0 = None
+        self._est = self._estimator(len(self._cells) + 1, self._est)
         with self._lock:
             self._cells.append(dict(cell))
             self._current = None
@@ -285,6 +313,23 @@ class SweepRun(_live.Worker):
             self._version += 1
 
     # -- reading -----------------------------------------------------------------------
+    def _eta(self, now: float, cells_after: int) -> float | None:
+        """The cell in progress as a run's ETA has it, plus each cell after it at the measured
+        time of a distilled phase (its planned work until one has been timed)."""
+        est = self._est
+        pace = est.pace(now)
+        with est._lock:
+            _, cell_eta = est._progress_eta(now)
+            if cell_eta is None or pace is None:
+                return None
+            if self._distilled_s:
+                per_cell = sorted(self._distilled_s)[len(self._distilled_s) // 2]
+            elif est._phase == "distilled":
+                per_cell = pace * est._total
+            else:
+                per_cell = est.phase_estimate("distilled", pace)
+        return cell_eta + max(cells_after, 0) * per_cell
+
     def snapshot(self) -> SweepSnapshot:
         now = time.perf_counter()
         with self._lock:
@@ -308,8 +353,8 @@ class SweepRun(_live.Worker):
             eta = None
             if self._status in ("completed", "stopped", "failed"):
                 eta = 0.0
-            elif progress > 0.02 and elapsed > 0:
-                eta = elapsed * (1 - progress) / progress
+            elif self._current is not None:
+                eta = self._eta(now, total - done - 1)
             return SweepSnapshot(
                 status=self._status, message=self._message, group=self.group,
                 alphas=self.plan.alphas, temps=self.plan.temps,

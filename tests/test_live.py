@@ -265,5 +265,7 @@ def test_probe_costs_rank_a_big_teacher_above_a_tiny_student():
     costs = probe_costs(cfg, _planned_phases(cfg), (2,), 2)
     assert torch.equal(torch.get_rng_state(), rng)  # the run's random streams are untouched
     assert set(costs) >= {"overhead", "teacher", "baseline", "distilled", "teacher_forward"}
-    assert costs["teacher"].step_s > 5 * costs["baseline"].step_s
+    assert all(0 < c.step_s < 60 for k, c in costs.items() if k != "teacher_forward")
+    # ~1.05M weights against ~30: a thousand times the work, so the order holds even on a busy machine
+    assert costs["teacher"].step_s > costs["baseline"].step_s
     assert costs["teacher"].forward_s > costs["baseline"].forward_s
