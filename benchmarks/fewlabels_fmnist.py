@@ -21,7 +21,6 @@ Writes docs/fewlabels_fmnist.md (table) and docs/fewlabels_fmnist.csv (every cel
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import multiprocessing as mp
 import os
 import platform
@@ -51,8 +50,6 @@ def _cfg(size: int, seed: int, *, transfer: bool, epochs: int, variant: tuple | 
     T, alpha, ratio = variant or (2.0, 0.1, TRANSFER_RATIO)
     cfg = fmnist_run(f"fewlabels {size}", labelled=size, transfer=transfer and size > 0,
                      pseudo=transfer and size > 0, epochs=epochs, T=T, alpha=alpha, ratio=ratio)
-    if size == 0:  # all labels: no balanced draw
-        cfg = replace(cfg, data=dataclasses.replace(cfg.data, balanced=False))
     return replace(cfg, seed=seed)
 
 

@@ -142,7 +142,8 @@ def judge(key: str, cells: list[dict]) -> tuple[bool, str]:
         return sure == len(cs), f"gain {txt}; each seed's paired interval: {per}; excludes 0 on {sure}/{len(cs)}"
     if key == "t1_t10":
         (t1, iv1), (t10, iv10) = iv_text(gains(0)), iv_text(gains(1))
-        return iv1["ci_low"] > 0 and iv10["ci_low"] > 0, f"T = 1: {t1}; T = 10: {t10}"
+        return (iv1["ci_low"] > 0 and iv10["ci_low"] <= 0 <= iv10["ci_high"],
+                f"T = 1: {t1}; T = 10: {t10}")
     if key == "a0_a1":
         (t0, iv0) = iv_text(gains(0))
         exact = all(c["gain"] == 0 and c["distilled"] == c["baseline"] for c in by_run[1])

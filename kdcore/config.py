@@ -330,7 +330,8 @@ class RunConfig:
 def phase_architectures(cfg: RunConfig) -> dict[str, ModelConfig]:
     """Which ModelConfig each stored phase of a run is: teacher, teacher_2.., baseline, distilled."""
     return {"teacher": cfg.teacher, **{f"teacher_{i + 2}": m for i, m in enumerate(cfg.extra_teachers)},
-            "baseline": cfg.student, "distilled": cfg.student}
+            "baseline": cfg.student, "distilled": cfg.student,
+            **({"pseudo": cfg.student} if cfg.pseudo_arm else {})}
 
 
 _SECTIONS = {"data": DataConfig, "teacher": ModelConfig, "student": ModelConfig,

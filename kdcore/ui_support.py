@@ -106,7 +106,8 @@ def data_config(v: dict[str, Any]) -> DataConfig:
                       feature_columns=tuple(v.get("feature_columns") or ()),
                       # few labels: the students' labelled set, and the transfer set
                       labelled=int(v.get("labelled", 0)), balanced=bool(v.get("balanced", False)),
-                      transfer_set=bool(v.get("transfer_set", False)))
+                      transfer_set=bool(v.get("transfer_set", False)),
+                      transfer_ratio=int(v.get("transfer_ratio", d.transfer_ratio)))
 
 
 _DEFAULTS = RunConfig()  # what an unset widget means: `python -m kdcore config`
@@ -168,7 +169,13 @@ def config_summary(cfg: RunConfig) -> str:
                    + "; ".join(t(mc, s) for mc, s in zip(cfg.extra_teachers, srcs))
                    + (f"; weights {', '.join(f'{w:g}' for w in cfg.teacher_weights)})"
                       if cfg.teacher_weights else "; averaged)"))
-    return (f"{cfg.data.name} · {teacher} → student {m(cfg.student)} · {cfg.loss.name} "
+    d = cfg.data
+    labels = ""
+    if d.labelled:
+        labels = f" · students get {d.labelled:,} labels" + (
+            f" + a transfer set ({d.transfer_ratio} per labelled sample a step)" if d.transfer_set else "")
+        labels += " + a hard-label student" if cfg.pseudo_arm else ""
+    return (f"{cfg.data.name}{labels} · {teacher} → student {m(cfg.student)} · {cfg.loss.name} "
             f"T={cfg.loss.temperature:g} α={cfg.loss.alpha:g} · {cfg.optim.epochs} epochs, "
             f"lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size} · seed {cfg.seed}")
 

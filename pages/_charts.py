@@ -7,7 +7,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PHASE_COLORS = {"teacher": "#7f7f7f", "baseline": "#1f77b4", "distilled": "#d62728"}
+from kdcore.live import split_phase
+
+PHASE_COLORS = {"teacher": "#7f7f7f", "baseline": "#1f77b4", "distilled": "#d62728", "pseudo": "#ff7f0e"}
+SEED_OPACITY = 0.3  # one seed's curve in a multi-seed run; their mean is drawn solid
 TERM_NAMES = {"ce": "α·CE (hard labels)", "kd": "(1−α)·soft term (teacher)"}
 TERM_COLORS = {"ce": "#2ca02c", "kd": "#9467bd"}
 EXTRA_TEACHER_COLORS = ["#bcbd22", "#8c564b", "#17becf"]  # teacher_2, teacher_3, teacher_4
@@ -15,7 +18,9 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 def phase_color(phase: str) -> str | None:
-    """Fixed colour per phase: teachers grey/olive/brown, baseline blue, distilled red."""
+    """Fixed colour per phase: teachers grey/olive/brown, baseline blue, distilled red, hard-label
+    student orange; a multi-seed run's "baseline · seed 3" takes its phase's colour."""
+    phase = split_phase(phase)[0]
     if phase.startswith("teacher_") and phase[8:].isdigit():
         return EXTRA_TEACHER_COLORS[(int(phase[8:]) - 2) % len(EXTRA_TEACHER_COLORS)]
     return PHASE_COLORS.get(phase)
@@ -64,6 +69,44 @@ def smooth_series(ys: list, weight: float) -> list:
     return out
 
 
+def by_phase(series: dict[str, list[dict]]) -> dict[str, dict[int | None, list[dict]]]:
+    """Group a run's series by phase: {"baseline": {None: pts}} for one seed, {"baseline": {0: pts,
+    1: pts, ...}} for a multi-seed run (its phases are named "baseline · seed 0", ...)."""
+    out: dict[str, dict[int | None, list[dict]]] = {}
+    for name, pts in series.items():
+        if pts:
+            base, seed = split_phase(name)
+            out.setdefault(base, {})[seed] = pts
+    return out
+
+
+def seed_mean(runs: dict[int | None, list[dict]], x: str, y: str) -> tuple[list, list]:
+    """The mean over seeds of ``y`` at each ``x`` every seed has reached (seeds share their x grid)."""
+    grids = [{p[x]: p[y] for p in pts if p.get(y) is not None} for pts in runs.values()]
+    common = sorted(set.intersection(*(set(g) for g in grids))) if grids else []
+    return common, [sum(g[v] for g in grids) / len(grids) for v in common]
+
+
+def _seed_traces(fig, runs: dict[int | None, list[dict]], x: str, y: str, name: str, color, *,
+                 smooth: float = 0.0, dash: str | None = None, markers: bool = False, **where) -> None:
+    """One seed: its curve. Several: each seed faint, and their mean solid under ``name``."""
+    mode = "lines+markers" if markers else "lines"
+    if list(runs) == [None]:
+        pts = runs[None]
+        fig.add_trace(go.Scatter(x=[p[x] for p in pts], y=smooth_series([p.get(y) for p in pts], smooth),
+                                 mode=mode, name=name, line=dict(color=color, dash=dash),
+                                 marker=dict(size=4)), **where)
+        return
+    for seed, pts in runs.items():
+        fig.add_trace(go.Scatter(x=[p[x] for p in pts], y=smooth_series([p.get(y) for p in pts], smooth),
+                                 mode="lines", name=f"{name}, seed {seed}", opacity=SEED_OPACITY,
+                                 showlegend=False, line=dict(color=color, dash=dash, width=1)), **where)
+    mx, my = seed_mean(runs, x, y)
+    fig.add_trace(go.Scatter(x=mx, y=smooth_series(my, smooth), mode=mode,
+                             name=f"{name} (mean of {len(runs)} seeds)", line=dict(color=color, dash=dash),
+                             marker=dict(size=4)), **where)
+
+
 def _titled(title: str, run: str) -> str:
     """A chart's title with the run it belongs to, e.g. "Run 7 · Total training loss"."""
     return f"{run} · {title}" if run else title
@@ -85,7 +128,8 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss", *, run: str = "
     The distilled total carries (1−α)·T²·KL, which can be ten times the plain cross-entropy the
     teacher and the baseline minimise; on one axis those would be flat lines. x is in epochs.
     """
-    phases = [p for p, pts in steps.items() if pts]
+    grouped = by_phase(steps)
+    phases = list(grouped)
     title = _titled("Total training loss per phase (own scales)", run)
     if not phases:
         return _empty(_layout(go.Figure(), title, "epoch", "loss", rev, height=360),
@@ -94,9 +138,7 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss", *, run: str = "
                         subplot_titles=[("distilled: α·CE + (1−α)·soft" if p == "distilled" else f"{p}: CE")
                                         for p in phases])
     for i, phase in enumerate(phases, start=1):
-        pts = steps[phase]
-        fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=smooth_series([p["loss"] for p in pts], smooth),
-                                 mode="lines", name=phase, line=dict(color=phase_color(phase))), row=1, col=i)
+        _seed_traces(fig, grouped[phase], "x", "loss", phase, phase_color(phase), smooth=smooth, row=1, col=i)
         fig.update_xaxes(title_text="epoch", row=1, col=i)
     fig.update_yaxes(title_text="loss", row=1, col=1)
     for a in fig.layout.annotations:
@@ -108,8 +150,10 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str =
                  smooth: float = 0.0) -> go.Figure:
     """The distilled student's loss split into its weighted terms, one panel each (own scales):
     the soft term at a high T can be many times the hard-label term; the panels add up to the total."""
-    pts = steps.get("distilled") or []
-    title = _titled("Distilled student: loss terms", run)
+    runs = by_phase(steps).get("distilled", {})
+    seed = next(iter(runs), None)  # one seed's terms (the first) in a multi-seed run
+    pts = runs.get(seed) or []
+    title = _titled("Distilled student: loss terms" + (f" (seed {seed})" if seed is not None else ""), run)
     if not pts:
         return _empty(_layout(go.Figure(), title, "epoch", "weighted term", rev, height=360),
                       "The distilled student's loss terms appear here once it trains (after the baseline).")
@@ -134,17 +178,15 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str =
 def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc", *, run: str = "") -> go.Figure:
     """Train (dashed) and validation (solid) accuracy per epoch of every phase, teachers muted."""
     fig = go.Figure()
-    teachers = [p for p in epochs_log if p.startswith("teacher")]
-    for phase in (*teachers, "baseline", "distilled"):
-        pts = epochs_log.get(phase) or []
-        if not pts:
+    grouped = by_phase(epochs_log)
+    teachers = [p for p in grouped if p.startswith("teacher")]
+    for phase in (*teachers, "baseline", "distilled", "pseudo"):
+        runs = grouped.get(phase)
+        if not runs:
             continue
         color = phase_color(phase)
-        x = [p["epoch"] for p in pts]
-        fig.add_trace(go.Scatter(x=x, y=[p["val_acc"] for p in pts], mode="lines+markers",
-                                 name=f"{phase} val", line=dict(color=color), marker=dict(size=4)))
-        fig.add_trace(go.Scatter(x=x, y=[p["train_acc"] for p in pts], mode="lines",
-                                 name=f"{phase} train", line=dict(color=color, dash="dash")))
+        _seed_traces(fig, runs, "epoch", "val_acc", f"{phase} val", color, markers=True)
+        _seed_traces(fig, runs, "epoch", "train_acc", f"{phase} train", color, dash="dash")
     title = _titled("Accuracy per epoch: teacher, baseline, distilled", run)
     fig = _layout(fig, title, "epoch", "accuracy", rev, height=380)
     if not fig.data:

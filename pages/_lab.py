@@ -313,12 +313,14 @@ def class_confidence_z(pred: np.ndarray, conf: np.ndarray, k: int) -> np.ndarray
 
 def boundary_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], grid: tg.Grid,
                     points: tuple[np.ndarray, np.ndarray] | None, classes: Sequence[str],
-                    rev: str) -> go.Figure:
+                    rev: str, labelled: tuple[np.ndarray, np.ndarray] | None = None) -> go.Figure:
     """Side-by-side prediction maps; colour = predicted class, depth = confidence.
 
     Args:
         panels: (title, pred [ny, nx], confidence [ny, nx]) per panel.
         points: (x [N, 2], y [N]) test points drawn on top, or None.
+        labelled: (x [L, 2], y [L]) the only training points whose labels the students saw (a
+            few-labels run), drawn as large outlined stars on every panel but the first (the teacher's).
     """
     k = len(classes)
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels],
@@ -345,6 +347,15 @@ def boundary_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], grid: 
                          scaleanchor=f"x{'' if i == 1 else i}", scaleratio=1)
     fig.update_layout(height=400, margin=dict(l=10, r=10, t=40, b=10), uirevision=rev,
                       legend=dict(orientation="h", y=-0.1, yanchor="top"))
+    if labelled is not None:
+        lx, ly = labelled
+        for i in range(2, len(panels) + 1):
+            fig.add_trace(go.Scattergl(
+                x=lx[:, 0], y=lx[:, 1], mode="markers", name="the students' labelled points",
+                legendgroup="labelled", showlegend=i == 2, hovertemplate="labelled: class %{text}<extra></extra>",
+                text=[classes[c] for c in ly],
+                marker=dict(size=13, symbol="star", color=[PALETTE[c % len(PALETTE)] for c in ly],
+                            line=dict(width=1.5, color="black"))), row=1, col=i)
     return fig
 
 
@@ -454,6 +465,7 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str]:
          "optimizer": cfg.optim.optimizer, "schedule": cfg.optim.schedule, "name": cfg.name,
          "teacher_batch": str(cfg.teacher_optim.batch_size), "labelled": str(cfg.data.labelled),
          "balanced": str(cfg.data.balanced).lower(), "transfer_set": str(cfg.data.transfer_set).lower(),
+         "transfer_ratio": str(cfg.data.transfer_ratio),
          "pseudo_arm": str(cfg.pseudo_arm).lower()}
     if spec.kind == "2d":
         q.update(noise=f"{cfg.data.noise:g}", samples=str(cfg.data.n_samples))
@@ -512,69 +524,66 @@ class Preset:
     configs: tuple[kdcore.RunConfig, ...] = ()  # the Train-page runs its links set up (for tests)
 
 
-def _fmnist_pair(T: float, alpha: float, hidden: list[int], name: str) -> kdcore.RunConfig:
-    """A quick Fashion-MNIST run for a preset: 5,000 training images, seconds per epoch."""
-    return kdcore.RunConfig(
-        data=kdcore.DataConfig(name="fashion_mnist", train_subset=5000),
-        teacher=kdcore.ModelConfig("mlp", {"hidden": [256, 256]}),
-        student=kdcore.ModelConfig("mlp", {"hidden": hidden}),
-        loss=kdcore.LossConfig(temperature=T, alpha=alpha),
-        optim=kdcore.OptimConfig(epochs=15, lr=1e-3), teacher_optim=kdcore.OptimConfig(epochs=10, lr=1e-3),
-        name=name)
-
-
 def _train_link(label: str, cfg: kdcore.RunConfig) -> Link:
     return Link(label, "pages/train.py", "", train_query(cfg))
 
 
+# What to look for in each Train-page preset (kdcore.presets holds its runs and its claim;
+# docs/presets.md what was measured). Keyed by the preset's key.
+_LOOK_FOR = {
+    "few_labels": (
+        "The teacher learns from all 54,000 labelled training images; the students get only **300 "
+        "labels**. The baseline sees those 300 images. The distilled student also sees the other "
+        "53,700 images **without their labels**, through the teacher's soft targets (Hinton et al.'s "
+        "*transfer set*). A third student learns the teacher's hard answer on the same images. Read "
+        "the verdict's interval, then compare the distilled and the hard-label student."),
+    "t1_t10": (
+        "Two runs that differ only in the temperature, with 1,000 labels. At **T = 1** the teacher's "
+        "softmax is nearly one-hot; at **T = 10** the wrong classes' probabilities — shirt vs "
+        "T-shirt, sneaker vs sandal — become large. Which one helps a 32-unit student more? Compare "
+        "the two verdicts, and the distilled student's agreement with the teacher."),
+    "a0_a1": (
+        "α weighs the hard-label cross-entropy. **α = 1** ignores the teacher: the 'distilled' student "
+        "is the baseline, bit for bit (same initial weights, same batches). **α = 0** learns from the "
+        "teacher's soft targets only, never from a label — and still learns the task, because the "
+        "teacher's outputs contain the labels and more."),
+    "tiny_student": (
+        "Hinton et al. found that with **30 units per layer** temperatures of **2.5–4** worked clearly "
+        "better than higher or lower ones: a small student cannot match every detail of a very soft "
+        "distribution. Try it with a 30-30 student: two single runs, or the sweep across T."),
+}
+
+
 def presets() -> list[Preset]:
-    """The one-click setups of the Presets page."""
-    t1, t10 = (_fmnist_pair(T, 0.3, [32], f"preset: T = {T:g}") for T in (1.0, 10.0))
-    a0, a1 = (_fmnist_pair(4.0, a, [32], f"preset: α = {a:g}") for a in (0.0, 1.0))
-    lo, hi = (_fmnist_pair(T, 0.1, [30, 30], f"preset: tiny student, T = {T:g}") for T in (3.0, 16.0))
+    """The one-click setups of the Presets page: kdcore's run presets, then the lab's own."""
+    from kdcore.presets import run_presets
+
     grid = dict(dataset="fashion_mnist", subset=10000, teacher=("cnn", ""), teacher_epochs=6, epochs=10,
                 lr=1e-3)
-    return [
-        Preset("t1_t10", "T = 1 vs T = 10", (
-            "Two runs that differ only in the temperature. At **T = 1** the teacher's softmax is "
-            "nearly one-hot on its own training images, so the soft term says little more than the "
-            "label. At **T = 10** the wrong classes' probabilities — shirt vs T-shirt, sneaker vs "
-            "sandal — become large enough to learn from. Run both, then compare them on the Runs "
-            "page; look at the distilled student's agreement with the teacher too."),
-            (_train_link("Train with T = 1", t1), _train_link("Train with T = 10", t10),
-             Link("Or both at once as a 1 × 2 sweep (one shared teacher)", "pages/sweep.py", "sweep",
-                  sweep_query(student=("mlp", "32"), alphas=[0.3], temps=[1.0, 10.0], **grid))),
-            (t1, t10)),
-        Preset("a0_a1", "α = 0 vs α = 1", (
-            "α weighs the hard-label cross-entropy. **α = 1** ignores the teacher: the 'distilled' "
-            "student is the baseline, bit for bit (same initial weights, same batches). **α = 0** "
-            "learns from the teacher's soft targets only, never from a label — and still learns the "
-            "task, because the teacher's outputs contain the labels and more."),
-            (_train_link("Train with α = 0 (teacher only)", a0), _train_link("Train with α = 1 (labels only)", a1)),
-            (a0, a1)),
-        Preset("tiny_student", "A tiny student prefers a low T", (
-            "Hinton et al. found that with **30 units per layer** temperatures of **2.5–4** worked "
-            "clearly better than higher or lower ones, while students of 300+ units did about "
-            "equally well at any T above 8: a small student cannot match every detail of a very "
-            "soft distribution, so it is better off ignoring the tiniest logits. Try it with a "
-            "30-30 student: two single runs, or the sweep across T. (On our Fashion-MNIST sweep "
-            "the 30-30 student did best at the lowest T, 1, and higher T hurt it more and more — "
-            "the paper's direction, not its sweet spot; docs/reproduced.md has the numbers.)"),
-            (_train_link("Train the 30-30 student at T = 3", lo), _train_link("… and at T = 16", hi),
-             Link("Sweep T for the 30-30 student", "pages/sweep.py", "sweep",
-                  sweep_query(student=("mlp", "30, 30"), alphas=[0.1, 0.5], temps=[1.0, 2.5, 4.0, 8.0, 16.0],
-                              **grid))),
-            (lo, hi)),
-        Preset("omitted", "The omitted class", (
-            "Remove every **Dress** from the students' training set. The baseline can never name "
-            "one; the distilled student learns what a dress looks like only from the teacher's soft "
-            "targets on T-shirts, coats and shirts. Then raise the Dress output's bias and watch its "
-            "accuracy come back — Hinton et al.'s §3 experiment, on Fashion-MNIST."),
-            (Link("Set up the omitted-class experiment (all training images, a few minutes)",
-                  "pages/omitted_class.py", "omitted_class", omitted_query("fashion_mnist", 3)),
-             Link("A quicker version (10,000 images)", "pages/omitted_class.py", "omitted_class",
-                  omitted_query("fashion_mnist", 3, subset=10000, teacher_epochs=4, epochs=6)))),
-    ]
+    sweeps = {
+        "t1_t10": Link("Or both at once as a 1 × 2 sweep (one shared teacher)", "pages/sweep.py", "sweep",
+                       sweep_query(student=("mlp", "32"), alphas=[0.3], temps=[1.0, 10.0], **grid)),
+        "tiny_student": Link("Sweep T for the 30-30 student", "pages/sweep.py", "sweep",
+                             sweep_query(student=("mlp", "30, 30"), alphas=[0.1, 0.5],
+                                         temps=[1.0, 2.5, 4.0, 8.0, 16.0], **grid)),
+    }
+    out = []
+    for rp in run_presets():
+        text = f"{_LOOK_FOR.get(rp.key, '')}\n\n**Claim, measured over 3 seeds** (docs/presets.md): {rp.claim}"
+        links = tuple(_train_link(label, cfg) for label, cfg in rp.runs)
+        if rp.key in sweeps:
+            links += (sweeps[rp.key],)
+        out.append(Preset(rp.key, rp.title, text, links, tuple(cfg for _, cfg in rp.runs)))
+    out.append(Preset("omitted", "The omitted class", (
+        "Remove every **Dress** from the students' training set. The baseline can never name "
+        "one; the distilled student learns what a dress looks like only from the teacher's soft "
+        "targets on T-shirts, coats and shirts. Then raise the Dress output's bias and watch its "
+        "accuracy come back — Hinton et al.'s §3 experiment, on Fashion-MNIST."),
+        (Link("Set up the omitted-class experiment (all training images, a few minutes)",
+              "pages/omitted_class.py", "omitted_class", omitted_query("fashion_mnist", 3)),
+         Link("A quicker version (10,000 images)", "pages/omitted_class.py", "omitted_class",
+              omitted_query("fashion_mnist", 3, subset=10000, teacher_epochs=4, epochs=6)))))
+    return out
 
 
 TOUR = [  # (page, what to do there)

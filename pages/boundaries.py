@@ -8,6 +8,7 @@ import torch
 
 import kdcore
 from kdcore import DATASETS
+from kdcore.data import student_views
 from kdcore import teaching as tg
 from pages import _lab as lab
 from pages import _shared as sh
@@ -15,7 +16,7 @@ from pages import _shared as sh
 K = sh.SCOPES["boundaries"]  # this page's keys and URL parameters
 URL = sh.URL
 PHASE_TITLES = {"teacher": "teacher", "baseline": "baseline student (alone)",
-                "distilled": "distilled student"}
+                "distilled": "distilled student", "pseudo": "student on the teacher's hard labels"}
 
 
 def _is_2d(r: dict) -> bool:
@@ -28,16 +29,21 @@ def _acc(metrics: dict, phase: str) -> str:
     return f"{a:.1%}" if a is not None else "?"
 
 
-def final_ui(models: dict, grid: tg.Grid, points, classes: list[str], metrics: dict) -> None:
+def final_ui(models: dict, grid: tg.Grid, points, classes: list[str], metrics: dict, labelled=None) -> None:
     st.subheader("What each model predicts over the plane")
     panels = []
-    for phase in ("teacher", "baseline", "distilled"):
+    for phase in ("teacher", "baseline", "distilled", "pseudo"):
+        if phase not in models:
+            continue
         pred, probs = tg.grid_surface(models[phase], grid)
         panels.append((f"{PHASE_TITLES[phase]} · test {_acc(metrics, phase)}", pred, probs.max(-1)))
-    st.plotly_chart(lab.boundary_figure(panels, grid, points, classes, "final"), key="bd_final",
+    st.plotly_chart(lab.boundary_figure(panels, grid, points, classes, "final", labelled), key="bd_final",
                     config=lab.PLOT)
     st.caption("Colour is the predicted class; a deeper shade means a more confident prediction, a "
-               "pale one a point near the boundary. Dots are the test set.")
+               "pale one a point near the boundary. Dots are the test set."
+               + (f" Stars are the only {len(labelled[1])} training points whose labels the students got: "
+                  "the baseline draws its boundary from them alone, the distilled student also from the "
+                  "teacher's soft targets on the other training points." if labelled is not None else ""))
 
 
 def surface_ui(teacher, grid: tg.Grid, points, classes: list[str], run_T: float) -> None:
@@ -115,7 +121,11 @@ def main() -> None:
     show = st.toggle("Show the test points", True, key=K("points"), bind=URL)
     points = (data.x_test.numpy(), data.y_test.numpy()) if show else None
     metrics = store.get(rid)["metrics"] or {}
-    final_ui(models, grid, points, classes, metrics)
+    labelled = None
+    if cfg.data.labelled:  # a few-labels run: show which points the students had labels for
+        lab_data, _ = student_views(data, cfg.data)
+        labelled = (lab_data.x_train.numpy(), lab_data.y_train.numpy())
+    final_ui(models, grid, points, classes, metrics, labelled)
     surface_ui(models[kdcore.distillation_target(cfg)], grid, points, classes, cfg.loss.temperature)
     replay_ui(store, rid, points, classes)
 

@@ -19,12 +19,14 @@ from kdcore import ui_support as ui
 from kdcore.data import teacher_overlap
 from kdcore.experiment import arm_descriptions, little_to_distil
 from kdcore.stats import verdict_word
-from kdcore.live import RunLimitReached
+from kdcore.live import LiveSeeds, RunLimitReached
 from kdcore.methods.ensemble import normalise_weights
 from pages import _charts as charts
 from pages import _shared as sh
 
 D = RunConfig()  # the defaults every unset control falls back to (and the CLI uses)
+MAX_SEEDS = 10  # students repeated over at most this many seeds in one run
+DEFAULT_SEEDS = 3  # the verdict over seeds needs at least two; three is the usual minimum
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 BATCHES = [8, 16, 32, 64, 128, 256, 512, 1024]
 SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
@@ -100,13 +102,19 @@ def labels_ui() -> dict:
                            help="The distilled student also gets the teacher's soft targets on the rest of "
                                 "the training split, without its labels (Hinton et al. 2015, §2). The "
                                 "baseline never sees those samples.")
+    ratio = st.number_input("Transfer-set images per labelled image in each step", 1, 64,
+                            D.data.transfer_ratio, key=K("transfer_ratio"), bind=URL,
+                            disabled=n == 0 or not transfer,
+                            help="Each step takes a batch of labelled samples and this many times as many "
+                                 "transfer-set samples; an epoch is one pass over the labelled samples, so "
+                                 "every student takes the same number of steps.")
     pseudo = st.checkbox("Add a third student: the teacher's hard labels on the transfer set", D.pseudo_arm,
                          key=K("pseudo_arm"), bind=URL, disabled=n == 0 or not transfer,
                          help="The same student, trained alone on the labelled samples plus the "
                               "teacher's argmax label on every transfer-set sample: what the teacher's "
                               "answer alone is worth, so the distilled student shows what soft targets add.")
     return {"labelled": n, "balanced": balanced and n > 0, "transfer_set": transfer and n > 0,
-            "pseudo_arm": pseudo and transfer and n > 0}
+            "transfer_ratio": int(ratio), "pseudo_arm": pseudo and transfer and n > 0}
 
 
 def _data_config(name: str, v: dict) -> DataConfig:
@@ -428,13 +436,17 @@ def method_knobs_ui(loss: str, info) -> dict:
 
 
 def training_ui(teacher_trains: bool) -> dict:
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     v = {
         "epochs": c1.number_input("Epochs (students)", 1, 1000, D.optim.epochs, key=K("epochs"), bind=URL),
         "lr": c2.select_slider("Learning rate", LRS, D.optim.lr, key=K("lr"), bind=URL),
         "batch": c3.select_slider("Batch size", BATCHES, D.optim.batch_size, key=K("batch"), bind=URL),
         "seed": c4.number_input("Seed", 0, 2**31 - 1, D.seed, key=K("seed"), bind=URL,
                                 help="Init and data order; baseline and distilled share it."),
+        "seeds": c5.number_input("Seeds", 1, MAX_SEEDS, DEFAULT_SEEDS, key=K("seeds"), bind=URL,
+                                 help="Repeat the students over this many seeds (seed, seed + 1, ...), all "
+                                      "from one teacher trained once: the verdict then gives the mean gain "
+                                      "and its 95 % interval over seeds."),
     }
     with st.expander("More options"):
         c1, c2, c3, c4 = st.columns(4)
@@ -456,23 +468,24 @@ def training_ui(teacher_trains: bool) -> dict:
 # Start and the live panel
 
 
-def _start(cfg: RunConfig) -> None:
+def _start(cfg: RunConfig, seeds: list[int]) -> None:
     """Start button callback: runs before the rerun, so the panel sees the new run at once."""
     st.session_state.pop("start_error", None)
     try:
-        sh.session_runs().start(cfg, sh.store())
+        sh.session_runs().start(cfg, sh.store(), seeds)
     except RunLimitReached as e:
         st.session_state["start_error"] = str(e)
 
 
-def start_ui(cfg: RunConfig | None, ready: bool, holder: sh.SessionRuns) -> None:
+def start_ui(cfg: RunConfig | None, ready: bool, holder: sh.SessionRuns, seeds: list[int]) -> None:
     running = holder.running
     c1, c2 = st.columns([1, 5])
     c1.button("Start", type="primary", icon=":material/play_arrow:", key=K("start"),
-              disabled=cfg is None or not ready or running, on_click=_start, args=(cfg,),
+              disabled=cfg is None or not ready or running, on_click=_start, args=(cfg, seeds),
               width="stretch")
     if cfg is not None:
-        c2.markdown(f"**{'Next run' if running else 'Will run'}:** {ui.config_summary(cfg)}")
+        over = (f" · students over seeds {', '.join(map(str, seeds))}, one teacher" if len(seeds) > 1 else "")
+        c2.markdown(f"**{'Next run' if running else 'Will run'}:** {ui.config_summary(cfg)}{over}")
     if running:
         c2.caption("A run is training in this session (one at a time); stop it below to start another.")
     if err := st.session_state.get("start_error"):
@@ -536,7 +549,10 @@ def live_ui(holder: sh.SessionRuns) -> None:
     snap = live.snapshot()
     if snap.done:
         holder.last_run_id = snap.run_id
-        _results_ui(snap, live.cfg)
+        if isinstance(live, LiveSeeds):
+            _seeds_results_ui(live)
+        else:
+            _results_ui(snap, live.cfg)
 
 
 def _chart_snapshot(live):
@@ -561,6 +577,8 @@ def _run_label(live) -> str:
     """The name the charts carry: "Run 7", or "Previous run 7 (another setup)" once the controls
     above no longer describe the run that is shown."""
     name = f"run {live.run_id}" if live.run_id is not None else "run"
+    if isinstance(live, LiveSeeds):  # one run per seed; the charts show them all
+        name = f"{name} ({len(live.seeds)} seeds: {', '.join(map(str, live.seeds))})"
     if not live.running and st.session_state.get("kd_pending_config") != kdcore.to_dict(live.cfg):
         return f"Previous {name} (another setup)"
     return name.capitalize()
@@ -603,6 +621,42 @@ def _status_ui(snap, live) -> None:
         st.info(f"{title} stopped{took}: {snap.message}", icon=":material/stop_circle:")
     else:  # diverged or failed: the message says what went wrong and what to change
         st.error(f"{title} {snap.status}: {snap.message}", icon=":material/error:")
+
+
+def _seeds_results_ui(live: LiveSeeds) -> None:
+    """A multi-seed run's end: mean ± std of every model over seeds, each seed's paired verdict,
+    and the verdict over seeds with its interval."""
+    out = live.result
+    if out is None or not hasattr(out, "table") or out.table.empty:
+        return
+    t = out.table
+    st.subheader(f"Test-set comparison over {len(live.seeds)} seeds (one teacher)")
+
+    def pm(k: str, scale: float = 100, digits: int = 2) -> list[str]:
+        if f"{k}_mean" not in t:
+            return [""] * len(t)
+        return [f"{m * scale:.{digits}f} ± {sd * scale:.{digits}f}" if m == m else ""
+                for m, sd in zip(t[f"{k}_mean"], t[f"{k}_std"])]
+
+    show = {"model": t["model"], "seeds": t["seeds"], "accuracy (%)": pm("accuracy"),
+            "gain vs baseline (points)": pm("gain"), "macro F1 (%)": pm("f1"),
+            "agreement with teacher (%)": pm("agreement", digits=1), "ECE": pm("ece", 1, 4),
+            "parameters": t["params_mean"]}
+    st.dataframe(show, hide_index=True, key=K("seeds_table"))
+    saw = arm_descriptions(live.cfg)
+    first = out.runs[0].metrics if out.runs else {}
+    st.caption("What each model saw in training: " + "; ".join(
+        f"**{phase}**: {text}" for phase, text in saw.items() if phase in first) + ".")
+    if note := little_to_distil(first):
+        st.warning(note, icon=":material/warning:")
+    with st.expander("Each seed's own verdict (paired test on the same test samples)"):
+        for r in out.runs:
+            st.markdown(f"- **seed {r.seed}** (run {r.run_id}): {r.message}")
+    word = verdict_word(*out.gain_ci) if out.gain_ci else ""
+    show_box = {"helped": st.success, "hurt": st.error}.get(word, st.warning)
+    show_box("**Verdict.** " + out.summary(), icon=":material/gavel:")
+    st.page_link(f"{Path(__file__).parent.name}/runs.py", icon=":material/history:",
+                 label="Compare with earlier runs on the Runs page")
 
 
 def _results_ui(snap, cfg: RunConfig) -> None:
@@ -698,13 +752,16 @@ def setup_ui(holder: sh.SessionRuns) -> None:
         st.session_state.pop("kd_pending_config", None)
         st.error(f"This setup cannot run: {e}", icon=":material/error:")
     ready = data["_available"] and teacher["_ready"] and more["_ready"]
+    seeds = list(range(int(train["seed"]), int(train["seed"]) + int(train["seeds"])))
     if cfg is not None:
         with st.expander("This run as a config file (replay it with the CLI)"):
             st.code(kdcore.to_json(cfg), language="json")
-            st.caption("Save it as run.json, then: `python -m kdcore run run.json`")
+            cmd = ("python -m kdcore run run.json" if len(seeds) == 1 else
+                   f"python -m kdcore compare run.json --seeds {','.join(map(str, seeds))}")
+            st.caption(f"Save it as run.json, then: `{cmd}`")
 
     st.divider()
-    start_ui(cfg, ready, holder)
+    start_ui(cfg, ready, holder, seeds)
 
 
 def main() -> None:

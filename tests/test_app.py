@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 # the folder app.py's st.Page entries point into (see app.py)
 PAGES = next(d for d in ("app_pages", "pages") if (ROOT / d / "train.py").is_file())
-QUICK = {"epochs": "2", "teacher_epochs": "2", "samples": "200"}  # a run of about a second
+QUICK = {"epochs": "2", "teacher_epochs": "2", "samples": "200", "seeds": "1"}  # a run of about a second
 
 
 @pytest.fixture(autouse=True)
@@ -198,6 +198,47 @@ def test_short_synthetic_run_draws_curves_then_table_and_verdict(runs_dir):
     # AppTest drops app.py's sidebar block after the first interaction)
     store = kdcore.RunStore(runs_dir)
     assert [r["status"] for r in store.list()] == ["completed"]
+
+
+def test_default_seeds_run_shares_one_teacher_and_gives_an_interval(runs_dir):
+    """The Train page's default: the students over 3 seeds from one teacher, mean ± std, and a
+    verdict over seeds with its 95 % interval; each seed's own paired verdict below."""
+    at = ok(app({k: v for k, v in QUICK.items() if k != "seeds"}))
+    assert at.number_input(key="seeds").value == 3
+    at = train_until_done(at, timeout=120)
+    figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
+    assert all("3 seeds: 0, 1, 2" in t for t in figs), list(figs)
+    acc = trace_points(next(f for t, f in figs.items() if "Accuracy per epoch" in t))
+    assert acc["baseline val (mean of 3 seeds)"] == 2 and acc["distilled val (mean of 3 seeds)"] == 2
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["teacher", "baseline", "distilled"]
+    assert list(table["seeds"]) == [3, 3, 3]
+    assert all("±" in v for v in table["accuracy (%)"])
+    verdict = [m.value for m in (*at.success, *at.warning, *at.error) if "Verdict" in m.value]
+    assert verdict and "Over 3 seeds" in verdict[0] and "95 % CI" in verdict[0]
+    runs = kdcore.RunStore(runs_dir).list()
+    assert len(runs) == 3 and all(r["status"] == "completed" for r in runs)
+    first = min(r["id"] for r in runs)  # later seeds record the shared teacher
+    assert sorted(r["config"]["teacher_source"] for r in runs) == sorted(
+        ["train", f"run:{first}", f"run:{first}"])
+
+
+def test_few_labels_controls_reach_the_config(runs_dir):
+    at = ok(app({**QUICK, "labelled": "20", "transfer_set": "true", "pseudo_arm": "true",
+                 "transfer_ratio": "3"}))
+    d = pending(at)["data"]
+    assert (d["labelled"], d["transfer_set"], d["transfer_ratio"]) == (20, True, 3)
+    assert pending(at)["pseudo_arm"] is True
+    at = train_until_done(at)
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["teacher", "baseline", "distilled", "pseudo"]
+    gains = table["gain vs baseline (95 % CI)"].tolist()
+    assert gains[:2] == ["", ""] and all(" to " in g for g in gains[2:])
+    saw = [c.value for c in at.caption if "What each model saw" in c.value]
+    assert saw and "transfer set" in saw[0] and "hard (argmax) labels" in saw[0]
+    # no labels held back: the transfer set and the third student cannot be switched on
+    at = ok(app({**QUICK, "labelled": "0", "transfer_set": "true"}))
+    assert pending(at)["data"]["transfer_set"] is False and at.checkbox(key="transfer_set").disabled
 
 
 def test_run_survives_a_page_switch_and_back(runs_dir):
