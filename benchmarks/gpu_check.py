@@ -19,7 +19,7 @@ the training steps plus the validation pass, which brings the logits to the host
 finished the epoch when the clock stops); the first epoch (cuDNN autotuning, compilation) is
 reported apart. The checks before the timings compare the device against the CPU and the
 resident-data path against the streamed one; ``tests/test_gpu.py`` runs the same checks under
-pytest. With 2+ GPUs a 2-process DDP (NCCL) KD epoch is timed too (gloo on ``--device cpu``).
+pytest. With 2+ GPUs a 2-process DDP (NCCL) KD epoch is timed too (with gloo under ``--device cpu --quick``).
 """
 from __future__ import annotations
 
