@@ -103,6 +103,8 @@ def load_config(path: str | None, overrides: list[str], args) -> RunConfig:
         data["data_dir"] = args.data_dir
     if getattr(args, "download", False):
         data["download"] = True
+    if getattr(args, "retrain_teacher", False):
+        d["retrain_teacher"] = True
     if getattr(args, "device", None):
         d["device"] = args.device
     cfg = from_dict(d)
@@ -378,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--download", action="store_true", help="let torchvision download the dataset")
         sp.add_argument("--device", help="cpu, cuda, cuda:1, mps")
         sp.add_argument("--no-save", action="store_true", help="do not write to the run history")
+        sp.add_argument("--retrain-teacher", action="store_true",
+                        help="train the teacher even when a finished run trained the same one (default: load it)")
         sp.add_argument("--log-every", type=_positive("--log-every", 0, 10**9), default=0, metavar="N", help="print every N steps")
 
     def nproc(sp, cmd):

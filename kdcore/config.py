@@ -229,6 +229,9 @@ class RunConfig:
     # a third student arm: trained alone on the labelled samples plus the teacher's argmax labels on
     # the transfer set; against it the distilled student shows what soft targets add to the answer
     pseudo_arm: bool = False
+    # a teacher that a finished run in the history already trained (same architecture, params,
+    # training data, optimiser, seed and device) is loaded, not trained again; true retrains it
+    retrain_teacher: bool = False
 
     def __post_init__(self) -> None:
         _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed", self.seed,
@@ -240,6 +243,7 @@ class RunConfig:
                "one of " + ", ".join(TEACHER_SOURCES))
         self._check_teachers()
         _check(isinstance(self.pseudo_arm, bool), "pseudo_arm", self.pseudo_arm, "true or false")
+        _check(isinstance(self.retrain_teacher, bool), "retrain_teacher", self.retrain_teacher, "true or false")
         _check(not self.pseudo_arm or self.data.transfer_set, "pseudo_arm", self.pseudo_arm,
                "false unless data.transfer_set is true (the hard labels are the teacher's on the transfer set)")
         if self.data.transfer_set:

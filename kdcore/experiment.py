@@ -33,7 +33,8 @@ from .trainer import Alone, fit, make_distiller, predict_logits
 
 __all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
-           "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil"]
+           "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil",
+           "find_trained_teacher", "teacher_fingerprint"]
 
 STUDENT_ARMS = ("baseline", "distilled", "pseudo")  # students of one run; all start from one init
 
@@ -72,6 +73,7 @@ class RunResult:
     seconds: float = 0.0
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)  # phase -> test-set classes
     seed: int | None = None  # the training seed of the run
+    teacher_from: int | None = None  # the history run whose trained teacher this run reused
 
     @property
     def gain(self) -> float | None:
@@ -258,13 +260,21 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             cb(ev)
 
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
+    reuse = dict(reuse or {})
     try:
         data = data if data is not None else load_data(cfg.data)  # inside: a missing set fails the run
         if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
             from .teaching import boundary_recorder
 
             cbs[:0] = boundary_recorder(cfg, store, data)
-        _pipeline(cfg, res, store, emit, stop, dict(reuse or {}), data)
+        if store is not None and "teacher" not in reuse:  # a teacher is trained once
+            res.teacher_from = find_trained_teacher(store, cfg, exclude=run_id)
+            if res.teacher_from is not None:
+                t = build_model(cfg.teacher.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
+                                params=cfg.teacher.params)
+                t.load_state_dict(store.load_weights(res.teacher_from, "teacher"))
+                reuse["teacher"] = t
+        _pipeline(cfg, res, store, emit, stop, reuse, data)
     except ConfigError as e:
         res.status, res.message = "failed", str(e)
     except Exception as e:  # keep the history consistent; the UI shows the message
@@ -272,10 +282,44 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
     res.seconds = time.perf_counter() - t0
     if res.status == "completed":
         res.message = verdict(res.metrics)
+        if res.teacher_from is not None:
+            res.message += (f" The teacher was not trained again: run {res.teacher_from} trained the same "
+                            "one (architecture, data, optimiser, seed); retrain_teacher = true trains it anew.")
     if store:
         store.finish_run(run_id, res.status, res.message, res.metrics)
     emit(RunEnd(res.status, res.message, res.metrics, run_id))
     return res
+
+
+# DataConfig fields that decide only what the students see, or where files are looked for: a
+# teacher trained under any value of them is the same teacher
+STUDENT_ONLY_DATA = ("labelled", "balanced", "transfer_set", "transfer_ratio", "omit_class", "download",
+                     "data_dir")
+
+
+def teacher_fingerprint(config: dict) -> str:
+    """What decides a trained teacher's weights, as one string (from a stored config dict)."""
+    data = {k: v for k, v in config["data"].items() if k not in STUDENT_ONLY_DATA}
+    return json.dumps({"data": data, "teacher": config["teacher"], "teacher_optim": config["teacher_optim"],
+                       "seed": config["seed"], "device": str(config.get("device", "cpu")).split(":")[0]},
+                      sort_keys=True, default=str)
+
+
+def find_trained_teacher(store: RunStore, cfg: RunConfig, *, exclude: int | None = None) -> int | None:
+    """The newest finished run that trained exactly the teacher ``cfg`` would train, or None.
+
+    Only a run whose teacher was trained (``teacher_source = train``) and whose teacher weights
+    are on disk counts; ``cfg.retrain_teacher`` or a teacher from elsewhere returns None.
+    """
+    if cfg.teacher_source != "train" or cfg.retrain_teacher:
+        return None
+    want = teacher_fingerprint(to_dict(cfg))
+    for r in store.list(status="completed"):
+        c = r["config"]
+        if (r["id"] != exclude and c.get("teacher_source") == "train" and "teacher_optim" in c
+                and teacher_fingerprint(c) == want and store.weights_path(r["id"], "teacher").exists()):
+            return r["id"]
+    return None
 
 
 def without_class(data, k: int):

@@ -140,9 +140,13 @@ def active_run_ids() -> set[int]:
         return {r.run_id for r in _active if r.run_id is not None}
 
 
-def _planned_phases(cfg: RunConfig) -> tuple[str, ...]:
-    """The training phases a run goes through, in order (loaded teachers train nothing)."""
-    phases = ["teacher"] if cfg.teacher_source == "train" else []
+def _planned_phases(cfg: RunConfig, store: RunStore | None = None) -> tuple[str, ...]:
+    """The training phases a run goes through, in order (loaded teachers train nothing, nor does a
+    teacher that a finished run in ``store`` already trained)."""
+    from .experiment import find_trained_teacher
+
+    trains = cfg.teacher_source == "train" and (store is None or find_trained_teacher(store, cfg) is None)
+    phases = ["teacher"] if trains else []
     extra = getattr(cfg, "extra_teachers", ())
     sources = getattr(cfg, "extra_teacher_sources", ()) or ("train",) * len(extra)
     phases += [f"teacher_{i + 2}" for i, src in enumerate(sources) if src == "train"]
@@ -443,7 +447,7 @@ class LiveRun(Worker):
         self.result: RunResult | None = None
         self.first_point = threading.Event()  # set at the first StepEnd: a page may wait for it
         self._first_point: float | None = None
-        self._phases = _planned_phases(cfg)
+        self._phases = _planned_phases(cfg, store)
         self._planned: dict[str, int] = {}  # phase -> planned steps (estimated until it starts)
         self._done_steps: dict[str, int] = {}
         self._started: set[str] = set()
@@ -666,7 +670,7 @@ class LiveSeeds(LiveRun):
                  max_points: int = 300):
         super().__init__(cfg, store=store, max_points=max_points)
         self.seeds = list(seeds)
-        base = _planned_phases(cfg)
+        base = _planned_phases(cfg, store)
         teachers = tuple(p for p in base if p.startswith("teacher"))
         students = tuple(p for p in base if not p.startswith("teacher"))
         self._phases = teachers + tuple(seed_phase(p, s) for s in self.seeds for p in students)

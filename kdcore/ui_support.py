@@ -148,7 +148,8 @@ def build_config(v: dict[str, Any]) -> RunConfig:
                     extra_teacher_sources=sources if any(s != "train" for s in sources) else (),
                     teacher_weights=weights,
                     seed=int(v.get("seed", 0)), name=str(v.get("name", "")).strip(),
-                    pseudo_arm=bool(v.get("pseudo_arm", False)))
+                    pseudo_arm=bool(v.get("pseudo_arm", False)),
+                    retrain_teacher=bool(v.get("retrain_teacher", False)))
     check_budget(cfg)  # an over-budget run is refused here, before anything is built
     return cfg
 

@@ -466,7 +466,7 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str]:
          "teacher_batch": str(cfg.teacher_optim.batch_size), "labelled": str(cfg.data.labelled),
          "balanced": str(cfg.data.balanced).lower(), "transfer_set": str(cfg.data.transfer_set).lower(),
          "transfer_ratio": str(cfg.data.transfer_ratio),
-         "pseudo_arm": str(cfg.pseudo_arm).lower()}
+         "pseudo_arm": str(cfg.pseudo_arm).lower(), "retrain_teacher": str(cfg.retrain_teacher).lower()}
     if spec.kind == "2d":
         q.update(noise=f"{cfg.data.noise:g}", samples=str(cfg.data.n_samples))
         if not spec.fixed_classes:

@@ -17,7 +17,7 @@ import kdcore
 from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
 from kdcore import ui_support as ui
 from kdcore.data import teacher_overlap
-from kdcore.experiment import arm_descriptions, little_to_distil
+from kdcore.experiment import arm_descriptions, find_trained_teacher, little_to_distil
 from kdcore.stats import verdict_word
 from kdcore.live import LiveSeeds, RunLimitReached
 from kdcore.methods.ensemble import normalise_weights
@@ -461,6 +461,10 @@ def training_ui(teacher_trains: bool) -> dict:
         v["name"] = c2.text_input("Run name", "", key=K("name"), bind=URL, max_chars=80)
         v["teacher_batch"] = c3.select_slider("Teacher batch size", BATCHES, D.teacher_optim.batch_size,
                                               key=K("teacher_batch"), bind=URL, disabled=not teacher_trains)
+        v["retrain_teacher"] = c4.checkbox(
+            "Retrain the teacher", D.retrain_teacher, key=K("retrain_teacher"), bind=URL, disabled=not teacher_trains,
+            help="A teacher that a finished run already trained (same architecture, data, optimiser and "
+                 "seed) is loaded instead of trained again; tick this to train it anew.")
     return v
 
 
@@ -753,6 +757,10 @@ def setup_ui(holder: sh.SessionRuns) -> None:
         st.error(f"This setup cannot run: {e}", icon=":material/error:")
     ready = data["_available"] and teacher["_ready"] and more["_ready"]
     seeds = list(range(int(train["seed"]), int(train["seed"]) + int(train["seeds"])))
+    if cfg is not None and (rid := find_trained_teacher(store, cfg)) is not None:
+        st.info(f"Run {rid} already trained this teacher (same architecture, data, optimiser and seed): it "
+                "is loaded, not trained again, and the results are the same. Tick **Retrain the teacher** "
+                "under More options to train it anew.", icon=":material/recycling:")
     if cfg is not None:
         with st.expander("This run as a config file (replay it with the CLI)"):
             st.code(kdcore.to_json(cfg), language="json")
