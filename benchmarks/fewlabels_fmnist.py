@@ -148,7 +148,7 @@ def report(rows: list[dict], teachers: list[tuple], args, seconds: float) -> str
              f"{args.jobs} processes x 1 thread, torch {__import__('torch').__version__}).", "",
              "Teacher: MLP 784-256-256-10, 8 epochs on all 54,000 training images, one per seed: "
              + ", ".join(f"seed {s} {a * 100:.2f} %" for s, _, a, _ in teachers) + ". Student: MLP "
-             "784-32-10. T = 2, α = 0.1 (α weighs the hard-label CE), batch 32 labelled (+ 7 × 32 transfer "
+             "784-32-10. T = 2, α = 0.1 (α weighs the hard-label CE), batch 32 labelled (+ 31 × 32 transfer "
              "samples for the transfer arms), Adam 1e-3; the labelled set is a class-balanced draw from "
              "data seed 0. Accuracy on the 10,000 test images, mean ± std over seeds; gain = arm − baseline "
              "of the same seed (points), with the t-based 95 % interval over seeds and, in brackets, how "

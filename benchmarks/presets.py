@@ -164,9 +164,23 @@ def main() -> int:
     p.add_argument("--data-dir", default=None, help="folder holding FashionMNIST/raw (else the defaults)")
     p.add_argument("--skip-timing", action="store_true", help="leave out the timed end-to-end preset run")
     p.add_argument("--quick", action="store_true", help="tiny versions of every run, seed 0: checks the script only")
+    p.add_argument("--only-timing", action="store_true",
+                   help="only the timed end-to-end few-labels run; appends its line to --out")
     p.add_argument("--out", default=str(ROOT / "docs" / "presets.md"))
     args = p.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    if args.only_timing:
+        _init(2, args.data_dir)
+        tm = timed_preset()
+        line = (f"\n## Time of the few-labels preset, end to end, on the 2-core development machine\n\n"
+                f"`python benchmarks/presets.py --only-timing`: one run with a fresh teacher in one process, "
+                f"2 torch threads: **{tm['seconds']:.0f} s** (load average {tm['load_before']:.1f} before, "
+                f"{tm['load_after']:.1f} after, {os.cpu_count()} cores, torch {__import__('torch').__version__}); "
+                f"seconds per phase {tm['phases']}.\n")
+        print(line)
+        with open(args.out, "a") as f:
+            f.write(line)
+        return 0
     from kdcore.presets import run_presets
 
     presets = run_presets()

@@ -96,8 +96,12 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
             from .store import RunStore
 
             store = RunStore(runs_dir)
+        filing = dict(filing)
+        teacher_state = filing.pop("teacher_state", None)
+        reuse = {"teacher": _rebuild(cfg, {"teacher": teacher_state})["teacher"]} if teacher_state else {}
+        # every rank makes the same teacher decision: the parent looked in the history for all of them
         res = run_experiment(rank_config(cfg, rank), store=store, callbacks=callbacks if rank == 0 else (),
-                             **filing)
+                             reuse=reuse, find_teacher=False, **filing)
         weights = {p: {k: v.detach().cpu() for k, v in m.state_dict().items()}
                    for p, m in res.models.items() if p != "ensemble"}
         buf = io.BytesIO()
@@ -125,7 +129,8 @@ def _rebuild(cfg: RunConfig, weights: dict) -> dict:
 
 def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike | None = None,
                     callbacks: Iterable[Callback] = (), timeout_s: float = 1800,
-                    kind: str = "run", group: str | None = None) -> DistributedRun:
+                    kind: str = "run", group: str | None = None,
+                    teacher_state: dict | None = None) -> DistributedRun:
     """Run ``cfg`` on ``nproc`` local processes with DistributedDataParallel.
 
     Args:
@@ -135,6 +140,9 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
             a callback that appends to a list in this process sees nothing).
         timeout_s: how long a collective waits for a slow rank before the run fails.
         kind, group: how the run is filed in the history (as in run_experiment).
+        teacher_state: trained teacher weights every rank loads instead of training; when None and
+            the history holds a finished run that trained this very teacher, its weights are used
+            (decided here, once, so every rank does the same).
     Returns:
         DistributedRun with rank 0's RunResult and every rank's final weights.
     Raises:
@@ -147,10 +155,17 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
                           f"{torch.cuda.device_count()}")
     import torch.multiprocessing as mp
 
+    if teacher_state is None and runs_dir is not None:
+        from .experiment import find_trained_teacher
+        from .store import RunStore
+
+        store = RunStore(runs_dir)
+        if (rid := find_trained_teacher(store, cfg)) is not None:
+            teacher_state = store.load_weights(rid, "teacher")
     out = mp.get_context("spawn").Queue()
     procs = mp.start_processes(_worker, args=(cfg, nproc, _free_port(), None if runs_dir is None else str(runs_dir),
                                               list(callbacks), out, timeout_s,
-                                              {"kind": kind, "group": group}),
+                                              {"kind": kind, "group": group, "teacher_state": teacher_state}),
                                nprocs=nproc, join=False, start_method="spawn")
     got: dict[int, tuple] = {}
     done = False

@@ -238,7 +238,7 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
 def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
                    callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
                    reuse: dict[str, nn.Module] | None = None, data=None, kind: str = "run",
-                   group: str | None = None) -> RunResult:
+                   group: str | None = None, find_teacher: bool = True) -> RunResult:
     """Train (or load) the teacher, then the baseline and the distilled student, and test all three.
 
     Args:
@@ -248,6 +248,8 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             trained again; a sweep trains them once and reuses them in every cell.
         data: an already loaded DataBundle for cfg.data (saves reloading in sweeps).
         kind, group: how the run is filed in the history.
+        find_teacher: with a store, load a teacher that a finished run trained the same way instead
+            of training it (:func:`find_trained_teacher`); distributed ranks decide this beforehand.
     Returns:
         RunResult; never raises for a run that diverges or is stopped (see ``status``).
     """
@@ -267,7 +269,7 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             from .teaching import boundary_recorder
 
             cbs[:0] = boundary_recorder(cfg, store, data)
-        if store is not None and "teacher" not in reuse:  # a teacher is trained once
+        if find_teacher and store is not None and "teacher" not in reuse:  # a teacher is trained once
             res.teacher_from = find_trained_teacher(store, cfg, exclude=run_id)
             if res.teacher_from is not None:
                 t = build_model(cfg.teacher.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
@@ -531,8 +533,10 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         from .distributed import run_distributed
 
         def one(c, reuse):
+            state = reuse["teacher"].state_dict() if "teacher" in reuse else None
             return run_distributed(c, nproc, runs_dir=None if store is None else store.root,
-                                   callbacks=callbacks, kind="compare", group=group).result
+                                   callbacks=callbacks, kind="compare", group=group,
+                                   teacher_state=state).result
     else:
         data = data if data is not None else load_data(cfg.data)
 
@@ -549,8 +553,7 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         if runs and share_teacher and cfg.teacher_source == "train" and runs[0].status == "completed":
             if runs[0].run_id is not None:  # the stored config says where the teacher came from
                 c = replace(c, teacher_source=f"run:{runs[0].run_id}")
-            if nproc == 1:
-                reuse = {p: m for p, m in runs[0].models.items() if p == "teacher" or p.startswith("teacher_")}
+            reuse = {p: m for p, m in runs[0].models.items() if p == "teacher" or p.startswith("teacher_")}
         r = one(c, reuse)
         runs.append(r)
         if r.status == "stopped":

@@ -65,10 +65,11 @@ def test_compare_nproc_trains_each_seed_on_two_processes_like_one(tmp_path):
     path.write_text(to_json(cfg))
     runs = tmp_path / "runs"
     out = subprocess.run([sys.executable, "-m", "kdcore", "--runs-dir", str(runs), "compare", str(path),
-                          "--seeds", "0,1", "--nproc", "2"], capture_output=True, text=True, timeout=300)
+                          "--seeds", "0,1", "--nproc", "2", "--teacher-per-seed"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("[distilled] epoch 2/2") == 2  # two seeds, each printed once (rank 0)
-    assert "over 2 seed(s)" in out.stdout
+    assert "Over 2 seeds distillation" in out.stdout
     rows = RunStore(runs).list()
     assert [r["kind"] for r in rows] == ["compare", "compare"] and len({r["grp"] for r in rows}) == 1
     # the same seeds in one process give the same students (mlp: no BatchNorm statistics to differ)
@@ -77,3 +78,20 @@ def test_compare_nproc_trains_each_seed_on_two_processes_like_one(tmp_path):
         one = run_experiment(replace(cfg, seed=seed))
         for phase in ("teacher", "baseline", "distilled"):
             assert got[seed][phase]["accuracy"] == pytest.approx(one.metrics[phase]["accuracy"], abs=0.01)
+
+
+def test_compare_nproc_shares_one_teacher_across_ranks_and_seeds(tmp_path):
+    """Every rank makes the same teacher decision: seed 1's ranks load seed 0's teacher."""
+    cfg = replace(CFG, extra_teachers=(), optim=OptimConfig(epochs=1, batch_size=64),
+                  teacher_optim=OptimConfig(epochs=1, batch_size=64))
+    path = tmp_path / "cfg.json"
+    path.write_text(to_json(cfg))
+    runs = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "kdcore", "--runs-dir", str(runs), "compare", str(path),
+                          "--seeds", "0,1", "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    store = RunStore(runs)
+    first, second = sorted(r["id"] for r in store.list())
+    assert store.get(second)["config"]["teacher_source"] == f"run:{first}"
+    a, b = store.load_weights(first, "teacher"), store.load_weights(second, "teacher")
+    assert all(torch.equal(a[k], b[k]) for k in a)
