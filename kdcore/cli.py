@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import threading
@@ -385,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--log-every", type=_positive("--log-every", 0, 10**9), default=0, metavar="N", help="print every N steps")
 
     def nproc(sp, cmd):
-        sp.add_argument("--nproc", type=_positive("--nproc", 1, 64), default=1, metavar="N",
+        sp.add_argument("--nproc", type=_positive("--nproc", 1, max(2, os.cpu_count() or 1)), default=1, metavar="N",
                         help="train with N local processes (DistributedDataParallel, gloo on CPU; "
                              f"or launch with: torchrun --nproc_per_node N -m kdcore {cmd} CONFIG)")
 
@@ -451,8 +452,6 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # last resort: still one line; KD_DEBUG=1 shows the traceback
-        import os
-
         if os.environ.get("KD_DEBUG"):
             raise
         print(f"error: unexpected {type(e).__name__}: {_one_line(e)} (KD_DEBUG=1 shows where)", file=sys.stderr)
