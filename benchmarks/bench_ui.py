@@ -11,6 +11,8 @@
    the full rerun reached the browser (target median < 300 ms). The same with no run
    training is printed for comparison: the difference is what training costs the page.
    The server's share alone (the script rerun in-process with AppTest) is printed too.
+4. ``--gc``: why a long session froze (issue 14): the full garbage collection Streamlit ran after
+   every script run, and what it did to a training thread.
 
 Needs Debian's Chromium (/usr/bin/chromium or $KD_CHROMIUM) and the playwright package.
 """
@@ -153,11 +155,87 @@ def script_rerun(runs_dir: str, n: int) -> tuple[list[float], list[float]]:
     return idle, busy
 
 
+def gc_starvation(runs_dir: str, seconds: float = 4.0) -> None:
+    """Why a long session froze (issue 14): Streamlit's gc.collect(2) after every script run.
+
+    Loads every page in-process (AppTest), counts the objects a full collection walks, times it,
+    then measures a training thread's steps per second while the main thread collects every
+    0.5 s (what fragments polling twice a second cost with ``runner.postScriptGC`` on) against
+    the same with the startup objects frozen (app.py's ``gc.freeze()``) and with no collection.
+    """
+    import gc
+    import threading
+
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["KD_RUNS_DIR"] = runs_dir
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    for name in ("temperature_lab", "sweep", "runs", "soft_targets", "boundaries", "presets"):
+        at.switch_page(f"pages/{name}.py").run()
+    gc.unfreeze()  # app.py froze them: measure what Streamlit's default would walk
+
+    def collect_ms(n: int = 5) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            gc.collect(2)
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    def steps_per_s(collect: bool) -> float:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        opt = torch.optim.Adam(model.parameters())
+        x, y = torch.randn(32, 2), torch.randint(2, (32,))
+        done, stop = [0], threading.Event()
+
+        def train() -> None:
+            while not stop.is_set():
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                done[0] += 1
+
+        t = threading.Thread(target=train)
+        t0 = time.perf_counter()
+        t.start()
+        while time.perf_counter() - t0 < seconds:
+            if collect:
+                gc.collect(2)
+            time.sleep(0.5)
+        stop.set()
+        t.join()
+        return done[0] / (time.perf_counter() - t0)
+
+    objects = len(gc.get_objects())
+    full = collect_ms()
+    busy = steps_per_s(True)
+    gc.freeze()
+    frozen = collect_ms()
+    busy_frozen = steps_per_s(True)
+    quiet = steps_per_s(False)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\ngc after every script run, every page loaded in-process ({os.cpu_count()} cores, load {load})\n")
+    print("| measure | result |")
+    print("|---|---|")
+    print(f"| objects a full collection walks | {objects:,} |")
+    print(f"| gc.collect(2), Streamlit's post-run default | {full:.0f} ms median of 5 |")
+    print(f"| gc.collect(2) after gc.freeze() | {frozen:.1f} ms median of 5 |")
+    print(f"| training steps/s, gc.collect(2) every 0.5 s | {busy:.0f} |")
+    print(f"| training steps/s, same after gc.freeze() | {busy_frozen:.0f} |")
+    print(f"| training steps/s, no collections | {quiet:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--starts", type=int, default=5, help="Start -> first point repeats")
     ap.add_argument("--changes", type=int, default=20, help="widget changes while training")
+    ap.add_argument("--gc", action="store_true", help="only the garbage-collection starvation figures")
     args = ap.parse_args()
+    if args.gc:
+        with tempfile.TemporaryDirectory() as runs:
+            gc_starvation(runs)
+        return
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as runs:

@@ -263,12 +263,21 @@ def sidebar_status() -> None:
 def _sidebar_run(holder: SessionRuns) -> None:
     from kdcore.live import active_runs, max_runs
 
-    polling = holder.running
+    # The jobs training when the page was drawn: the page is redrawn once when they have all
+    # ended. (Waiting on the last *run* instead, while a sweep trained after a finished run,
+    # redrew the page again and again: the sweep paused for every redraw and the page never
+    # finished drawing: the long-session freeze of issue 14.)
+    training = [job for job in (holder.live, holder.sweep) if job is not None and job.running]
 
-    @st.fragment(run_every=4 * POLL_S if polling else None)
+    @st.fragment(run_every=4 * POLL_S if training else None)
     def line() -> None:
+        sweep = holder.sweep
         snap = holder.live.snapshot() if holder.live is not None else None
-        if snap is None:
+        if sweep is not None and sweep.running:
+            s = sweep.snapshot()
+            st.write(f"Training a sweep: {len(s.cells)} of {len(s.alphas) * len(s.temps)} cells, "
+                     f"{s.progress:.0%}")
+        elif snap is None:
             st.write("No run yet.")
         else:
             rid = f"run {snap.run_id}" if snap.run_id is not None else "run"
@@ -277,7 +286,7 @@ def _sidebar_run(holder: SessionRuns) -> None:
             else:
                 st.write(f"Last {rid}: {snap.status}")
         st.caption(f"Server: {active_runs()} of {max_runs()} training slot(s) in use")
-        if polling and snap is not None and snap.done:  # redraw the page once with the result
+        if training and not any(job.running for job in training):  # redraw once with the result
             st.rerun(scope="app")
 
     line()

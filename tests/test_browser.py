@@ -33,6 +33,11 @@ LOSS_POINTS = """() => {
   return counts.length ? Math.max(...counts) : -1;
 }"""
 
+FINISHED_RUN = """() => {
+  const m = [...document.querySelectorAll('[data-testid=stProgress]')]
+    .map(e => /Run (\\d+) finished/.exec(e.innerText)).filter(Boolean);
+  return m.length ? Math.max(...m.map(x => +x[1])) : 0;
+}"""
 DISTILLED_POINTS = LOSS_POINTS.replace("g.data.reduce", "g.data.filter(t => t.name === 'distilled').reduce")
 
 
@@ -274,12 +279,15 @@ def test_a_long_session_stays_responsive_and_presets_load(server):
     with playwright() as p:
         browser, page, offline = browser_page(p, url, height=1400)
         try:
-            page.goto(f"{url}/?epochs=2&teacher_epochs=2&samples=200", wait_until="domcontentloaded")
+            page.goto(f"{url}/?epochs=2&teacher_epochs=2&samples=200&seeds=1", wait_until="domcontentloaded")
             page.get_by_text("Will run:").wait_for(timeout=90_000)
             settle(page)
-            for k in range(1, 6):
+            last = 0
+            for _ in range(5):
                 page.locator(".st-key-start button").click()
-                wait_text(page, f"Run {k} finished", 120)
+                # "Run N finished" with a new N (a multi-seed start files one run per seed)
+                page.wait_for_function(f"({FINISHED_RUN})() > {last}", timeout=120_000)
+                last = page.evaluate(FINISHED_RUN)
                 settle(page)
             # a sweep in the same session: two cells on two moons
             page.get_by_role("link", name="α × T sweep", exact=True).click()

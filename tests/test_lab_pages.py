@@ -303,3 +303,33 @@ def test_a_deep_link_opened_first_gets_the_apps_navigation(history):
     assert PagesManager.uses_pages_directory is False
     assert "This session" in " ".join(c.value for c in ok(at).sidebar.caption)
     assert any("What knowledge distillation is" in m.value for m in at.markdown)
+
+
+def test_a_sweep_after_a_finished_run_shows_its_panel_and_finishes(history):
+    """The long-session freeze (issue 14): with a finished run in the session, starting a sweep
+    made the sidebar redraw the page again and again; the sweep paused for every redraw."""
+    at = ok(page("train", epochs="2", teacher_epochs="2", samples="200", seeds="1"))
+    at.button(key="start").click().run()
+    deadline = time.time() + 60
+    while not any("finished" in (p.proto.text or "") for p in at.get("progress")) and time.time() < deadline:
+        time.sleep(0.2)
+        at.run()
+    at = visit(at, "sweep")
+    for k, v in (("dataset", "blobs"), ("teacher", "mlp"), ("student", "mlp")):
+        at.selectbox(key=key("sweep", k)).set_value(v).run()
+    at.number_input(key=key("sweep", "subset")).set_value(0)
+    at.text_input(key=key("sweep", "teacher_params")).set_value("8")
+    at.text_input(key=key("sweep", "student_params")).set_value("4")
+    at.number_input(key=key("sweep", "teacher_epochs")).set_value(2)
+    at.number_input(key=key("sweep", "epochs")).set_value(2)
+    at.multiselect(key=key("sweep", "alphas")).set_value([0.5])
+    at.multiselect(key=key("sweep", "temps")).set_value([1.0, 4.0])
+    at.run()
+    t0 = time.time()
+    at.button(key="sweep_start").click().run(timeout=30)  # the page run ends (no redraw loop)
+    assert time.time() - t0 < 30 and any(h.value == "This session's sweep" for h in ok(at).subheader)
+    deadline = time.time() + 60
+    while not any("Sweep finished" in s.value for s in at.success) and time.time() < deadline:
+        time.sleep(0.3)
+        at.run(timeout=30)
+    assert any("Sweep finished" in s.value for s in ok(at).success)
