@@ -88,6 +88,9 @@ def main() -> None:
           f"{torch.__version__}, {torch.get_num_threads()} thread(s); load before {os.getloadavg()[0]:.2f}")
     rows = {
         "kdcore fit()": lambda m: kdcore_epochs(m, data, args.epochs),
+        # weights in channels-last before fit(): mkldnn keeps activations in that layout
+        "kdcore fit(), model in channels-last": lambda m: kdcore_epochs(m.to(memory_format=torch.channels_last),
+                                                                        data, args.epochs),
         "bare loop": lambda m: bare_epochs(m, data, args.epochs),
         "bare loop, channels-last": lambda m: bare_epochs(m, data, args.epochs, channels_last=True),
     }
