@@ -406,8 +406,8 @@ def profile(model: nn.Module, in_shape, *, batch_size: int = 128, device="cpu", 
     tensors = [*model.parameters(), *model.buffers()]
     size_mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     device = torch.device(device)
-    # its own generator: a profile in one thread must not draw from the RNG another run inits from
-    x = torch.randn(batch_size, *in_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with _INIT_LOCK:  # a profile's draw never lands inside another thread's seeded build
+        x = torch.randn(batch_size, *in_shape, device=device)
 
     def sync() -> None:
         if device.type == "cuda":

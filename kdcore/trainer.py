@@ -109,14 +109,19 @@ def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
         in_shape: one input's shape; a Distiller class with ``needs_in_shape = True`` (feature
             and adversarial methods) sizes its own trainable parts from a probe of this shape.
     """
+    from .models import _INIT_LOCK
+
     entry = LOSSES.get(loss_cfg.name)
-    if isinstance(entry, type) and issubclass(entry, Distiller):
-        if getattr(entry, "needs_in_shape", False):
-            if in_shape is None:
-                raise ValueError(f"loss {loss_cfg.name!r} sizes its parts from the input: pass in_shape=")
-            return entry(student, teacher, loss_cfg, in_shape=tuple(in_shape))
-        return entry(student, teacher, loss_cfg)
-    return LogitDistiller(student, teacher, loss_cfg)
+    # a distiller's own parts (FitNets' regressor, a discriminator) draw their init from torch's
+    # process RNG: under the init lock so those draws never land inside another run's seeded build
+    with _INIT_LOCK:
+        if isinstance(entry, type) and issubclass(entry, Distiller):
+            if getattr(entry, "needs_in_shape", False):
+                if in_shape is None:
+                    raise ValueError(f"loss {loss_cfg.name!r} sizes its parts from the input: pass in_shape=")
+                return entry(student, teacher, loss_cfg, in_shape=tuple(in_shape))
+            return entry(student, teacher, loss_cfg)
+        return LogitDistiller(student, teacher, loss_cfg)
 
 
 def _world() -> tuple[int, int]:
