@@ -177,8 +177,12 @@ def _delete(tmp: Path, root: Path) -> dict:
         except sqlite3.OperationalError:
             pass
         time.sleep(0.05)
-    rc, line = _cli(root, runs, "runs", "delete", "1")
-    text = p.communicate(timeout=600)[0]
+    try:
+        rc, line = _cli(root, runs, "runs", "delete", "1")
+        text = p.communicate(timeout=600)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
     status = next((ln for ln in text.splitlines() if ln.startswith("status:")), text.strip().splitlines()[-1])
     out["runs delete 1 while another process trains run 1"] = {
         "exit": rc, "says": line, "the training process then": status[:200], "its exit": p.returncode}
@@ -262,8 +266,12 @@ def main() -> None:
         return
     print(f"# kdcore from {root}; load: {os.getloadavg()[0]:.1f}")
     for name in a.only.split(","):
-        r = subprocess.run([sys.executable, __file__, "--root", str(root), "--section", name],
-                           capture_output=True, text=True, cwd=tempfile.gettempdir())
+        try:  # a section that hangs is reported, not waited for (its child is killed with it)
+            r = subprocess.run([sys.executable, __file__, "--root", str(root), "--section", name],
+                               capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=900)
+        except subprocess.TimeoutExpired:
+            print(f"## {name}: did not finish in 900 s")
+            continue
         if r.returncode:
             print(f"## {name}: the section itself failed (exit {r.returncode}): {r.stderr.strip()[-400:]}")
             continue
