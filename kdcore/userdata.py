@@ -58,6 +58,8 @@ TEST_FRACTION = 0.2  # share held out as the test set when the folder has no tes
 MAX_ZIP_FILES = 100_000  # entries in an uploaded zip
 MAX_ZIP_BYTES = 2 * 2**30  # unpacked bytes of an uploaded zip
 STATS_SAMPLE = 2000  # streamed sets: training images the mean/std are measured on
+BATCH_FLOOR_IMAGES = 1024  # streamed sets: a selection of up to this many images is a batch, decoded
+BATCH_FLOOR_BYTES = 256 * 2**20  # ... or up to this many decoded bytes, whichever allows more
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
 
 
@@ -296,6 +298,14 @@ class StreamedImages:
     def size_of_one(self) -> int:
         return self.channels * self.size * self.size * 4
 
+    def numel(self) -> int:
+        # a streamed set never counts as fitting a device's memory (the trainer's resident-data
+        # check multiplies numel by element_size): it stays on disk and goes batch by batch
+        return 1 << 62
+
+    def element_size(self) -> int:
+        return 4
+
     def to(self, *args, **kwargs) -> "StreamedImages":
         return self
 
@@ -306,6 +316,8 @@ class StreamedImages:
             files = self.files[key]
         else:
             idx = torch.as_tensor(key)
+            if idx.dim() == 0:  # a 0-d tensor or numpy integer: one image
+                return self._tensor([self.files[int(idx)]])[0]
             if idx.dtype == torch.bool:
                 idx = idx.nonzero().flatten()
             files = [self.files[i] for i in idx.tolist()]
@@ -407,9 +419,12 @@ class ImageFolderSpec(DatasetSpec):
             mean, std = _channel_stats(_decode_many([train_files[i] for i in pick], size, c))
             # every file opens (its header is read), so a non-image fails now, not mid-epoch
             _check_headers([f for v in parts.values() for f, _ in v])
-            # a batch decoded on the fly must stay small: a quarter of the budget at most
+            # what one indexing may decode into a tensor: any batch the trainer or an evaluation
+            # asks for (BATCH_FLOOR_IMAGES, or BATCH_FLOOR_BYTES of small images), a quarter of the
+            # budget when that is more; a larger selection (a subset of the set) stays streamed
+            limit = max(budget // 4, BATCH_FLOOR_BYTES, BATCH_FLOOR_IMAGES * per_image)
             xs = {k: StreamedImages([f for f, _ in v], size=size, channels=c, mean=mean, std=std,
-                                    budget_bytes=max(budget // 4, 64 * per_image))
+                                    budget_bytes=limit)
                   for k, v in parts.items()}
             how = (f"streamed from disk ({n_all * per_image / 2**20:.0f} MiB decoded > "
                    f"data.memory_mb = {cfg.memory_mb})")

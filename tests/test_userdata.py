@@ -101,7 +101,7 @@ def test_streamed_run_equals_in_memory_run(tmp_path):
     base = {"data": {"name": "image_folder", "path": path, "image_size": 16},
             "teacher": {"name": "cnn", "params": {"width": 4, "hidden": 16}},
             "student": {"name": "mlp", "params": {"hidden": [16]}},
-            "optim": {"epochs": 3, "batch_size": 16}, "teacher_optim": {"epochs": 2, "batch_size": 16}}
+            "optim": {"epochs": 3, "batch_size": 16}, "teacher_optim": {"epochs": 2, "batch_size": 128}}
     mem = run_experiment(from_dict(base))
     streamed_cfg = from_dict({**base, "data": {**base["data"], "memory_mb": 0}})
     b = load_data(streamed_cfg.data)
@@ -112,6 +112,30 @@ def test_streamed_run_equals_in_memory_run(tmp_path):
         assert streamed.metrics[phase]["accuracy"] == mem.metrics[phase]["accuracy"]
         assert streamed.metrics[phase]["nll"] == pytest.approx(mem.metrics[phase]["nll"], rel=1e-5)
     assert mem.metrics["baseline"]["accuracy"] > 0.6  # the shapes are learnable: chance is 1/3
+
+
+def test_streamed_images_index_like_a_tensor(tmp_path):
+    from kdcore.userdata import StreamedImages
+
+    path = make_folder(tmp_path / "shapes", n_per_class=8)
+    mem = load_data(DataConfig(name="image_folder", path=path, image_size=12))
+    lazy = load_data(DataConfig(name="image_folder", path=path, image_size=12, memory_mb=0)).x_train
+    assert isinstance(lazy, StreamedImages) and lazy.shape == mem.x_train.shape
+    # a batch the size a trainer asks for is decoded into the same tensor the in-memory set holds
+    idx = torch.tensor([3, 0, 7, 7])
+    assert torch.allclose(lazy[idx], mem.x_train[idx], atol=1e-6)
+    assert torch.allclose(lazy[2:5], mem.x_train[2:5], atol=1e-6)
+    assert torch.allclose(lazy[torch.tensor(1)], mem.x_train[1], atol=1e-6)
+    # past its decode limit a selection stays streamed: masks, subsets and cat keep it on disk
+    small = StreamedImages(lazy.files, size=12, channels=3, mean=(0,) * 3, std=(1,) * 3,
+                           budget_bytes=5 * lazy.size_of_one())
+    mask = torch.zeros(len(small), dtype=torch.bool)
+    mask[:10] = True
+    view = small[mask]
+    assert isinstance(view, StreamedImages) and len(view) == 10
+    both = torch.cat([view, small[torch.arange(10, 16)]])
+    assert isinstance(both, StreamedImages) and both.files == small.files[:16]
+    assert small[torch.arange(5)].shape == (5, 3, 12, 12)
 
 
 def test_image_folder_run_exports_to_onnx(tmp_path, store):
