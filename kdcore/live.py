@@ -589,16 +589,17 @@ class LiveRun(Worker):
         overhead = max(pace - load * compute, o0) if compute < HEAVY_STEP_S else o0
         return load, overhead
 
-    def phase_estimate(self, phase: str, pace: float) -> float:
+    def phase_estimate(self, phase: str, pace: float, *, teacher_logits: bool = True) -> float:
         """Planned seconds of a phase that has not started, given the current phase's ``pace``
-        (seconds per step): its probed work times the load, plus the per-step overhead."""
+        (seconds per step): its probed work times the load, plus the per-step overhead; with
+        ``teacher_logits`` a distilled phase first computes the teacher's logits it caches."""
         probe = self._probe or {}
         if _probed(probe, phase) is None or _probed(probe, self._phase) is None or "overhead" not in probe:
             return self._planned.get(phase, 0) * pace
         load, overhead = self._load_overhead(pace, probe)
         out = (self._planned.get(phase, 0) * overhead + load * self._train_s(phase, probe)
                + self._finish_s(phase, probe, load))
-        if split_phase(phase)[0] == "distilled" and "teacher_forward" in probe:
+        if teacher_logits and split_phase(phase)[0] == "distilled" and "teacher_forward" in probe:
             out += load * self._sizes.get("train", 0) * probe["teacher_forward"].forward_s
         return out
 

@@ -20,7 +20,6 @@ import torch
 
 from . import live as _live
 from .config import LossConfig, RunConfig, replace
-from .registry import DATASETS
 from .data import load_data
 from .errors import ConfigError
 from .events import Callback, EpochEnd, PhaseStart, StepEnd
@@ -155,7 +154,7 @@ def _cell(alpha: float, T: float, res) -> dict:
 
 def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iterable[Callback] = (),
               stop: threading.Event | None = None, on_cell: Callable[[dict], None] | None = None,
-              group: str | None = None) -> SweepResult:
+              group: str | None = None, data=None) -> SweepResult:
     """Run every cell of ``plan``, training the teacher and the baseline only once.
 
     Args:
@@ -164,6 +163,7 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
         on_cell: called with each finished cell's dict (alpha, T, status, run_id, teacher,
             baseline, distilled — test accuracies — gain, seconds, message).
         group: the history group of the cells (default: a fresh ``sweep-<hex>``).
+        data: an already loaded DataBundle for ``plan.base.data`` (None = load it here).
     Returns:
         SweepResult; never raises for a cell that fails (the sweep stops and says why).
     """
@@ -171,7 +171,7 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
     group = group or f"sweep-{uuid.uuid4().hex[:8]}"
     out = SweepResult("completed", "", group)
     try:
-        data = load_data(plan.base.data)
+        data = data if data is not None else load_data(plan.base.data)
     except Exception as e:  # DataUnavailable, ConfigError: the page shows the message
         out.status, out.message = "failed", str(e)
         return out
@@ -256,26 +256,31 @@ class SweepRun(_live.Worker):
         # does; each later cell trains one distilled student, timed once the first has
         self._est = self._estimator(0, None)
         self._distilled_t0: float | None = None
-        self._distilled_s: list[float] = []
+        self._distilled_s: list[float] = []  # the first cell's distilled phase, to its end
+        self._cell_ends: list[float] = []  # when each cell ended: later cells take the gaps
+        self._sizes: dict = {}
 
     def _estimator(self, cell: int, last: _live.LiveRun | None) -> _live.LiveRun:
         cells = self.plan.cells
         est = _live.LiveRun(self.plan.config(*cells[min(cell, len(cells) - 1)]), store=None)
         if cell > 0:  # teacher and baseline are reused: only the distilled student trains
             est._phases, est._phase = ("distilled",), "distilled"
-        try:
-            spec = DATASETS.get(self.plan.base.data.name)
-            est._sizes = {"in_shape": tuple(spec.in_shape(self.plan.base.data)),
-                          "classes": int(spec.num_classes(self.plan.base.data))}
-        except Exception:  # noqa: BLE001  (no probe: the ETA uses the measured pace)
-            pass
+        est._sizes = dict(getattr(self, "_sizes", {}))
         if last is not None:  # probed once per sweep
             est._probe, est._load_factor = last._probe, last._load_factor
         return est
 
     def _run(self) -> SweepResult:
+        try:  # loaded here for the sizes the ETA plans with; a failure is run_sweep's to report
+            data = load_data(self.plan.base.data)
+        except Exception:  # noqa: BLE001
+            data = None
+        else:
+            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
+                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
+            self._est._sizes = dict(self._sizes)
         return run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
-                         stop=self.stop_event, on_cell=self._on_cell, group=self.group)
+                         stop=self.stop_event, on_cell=self._on_cell, group=self.group, data=data)
 
     def _finally(self) -> None:
         with self._lock:
@@ -302,9 +307,11 @@ class SweepRun(_live.Worker):
                 self._current = cells[done] if done < len(cells) else None
 
     def _on_cell(self, cell: dict) -> None:
+        now = time.perf_counter()
         if self._distilled_t0 is not None:
-            self._distilled_s.append(time.perf_counter() - self._distilled_t0)
+            self._distilled_s.append(now - self._distilled_t0)
             self._distilled_t0 = None
+        self._cell_ends.append(now)
         self._est = self._estimator(len(self._cells) + 1, self._est)
         with self._lock:
             self._cells.append(dict(cell))
@@ -315,20 +322,33 @@ class SweepRun(_live.Worker):
     # -- reading -----------------------------------------------------------------------
     def _eta(self, now: float, cells_after: int) -> float | None:
         """The cell in progress as a run's ETA has it, plus each cell after it at the measured
-        time of a distilled phase (its planned work until one has been timed)."""
+        time of a later cell (start to end, evaluations included), else of the first cell's
+        distilled phase, else its planned work."""
         est = self._est
         pace = est.pace(now)
         with est._lock:
             _, cell_eta = est._progress_eta(now)
             if cell_eta is None or pace is None:
                 return None
-            if self._distilled_s:
-                per_cell = sorted(self._distilled_s)[len(self._distilled_s) // 2]
+            gaps = [b - a for a, b in zip(self._cell_ends, self._cell_ends[1:])]
+            first_extra = 0.0
+            probe = est._probe or {}
+            if not self._cell_ends and cells_after > 0 and "teacher" in probe and est._load_factor is not None:
+                # the second cell runs the remembering teacher over the test and training sets
+                # once (kdcore.sweep._remembering); later cells reuse those outputs
+                n = sum(self._sizes.get(k, 0) for k in ("train", "test"))
+                first_extra = est._load_factor * n * probe["teacher"].forward_s
+            if len(gaps) > 1:  # the second cell's gap holds that one-off work: leave it out
+                per_cell = sorted(gaps[1:])[len(gaps[1:]) // 2]
+            elif gaps:  # the second cell also ran the remembering teacher once: at most that
+                per_cell = min(gaps[0], self._distilled_s[0]) if self._distilled_s else gaps[0]
+            elif self._distilled_s:
+                per_cell = self._distilled_s[0]
             elif est._phase == "distilled":
                 per_cell = pace * est._total
             else:
-                per_cell = est.phase_estimate("distilled", pace)
-        return cell_eta + max(cells_after, 0) * per_cell
+                per_cell = est.phase_estimate("distilled", pace, teacher_logits=False)  # remembered
+        return cell_eta + first_extra + max(cells_after, 0) * per_cell
 
     def snapshot(self) -> SweepSnapshot:
         now = time.perf_counter()
