@@ -34,8 +34,8 @@ from kdcore import RunStore, from_dict, run_experiment  # noqa: E402
 from kdcore.data import load_data  # noqa: E402
 
 
-def config(data: dict) -> dict:
-    return {"data": data, "teacher": {"name": "cnn", "params": {}},
+def config(data: dict, subset: int = 0) -> dict:
+    return {"data": {**data, "train_subset": subset}, "teacher": {"name": "cnn", "params": {}},
             "student": {"name": "mlp", "params": {"hidden": [32]}},
             "loss": {"name": "kd", "temperature": 4.0, "alpha": 0.5},
             "optim": {"epochs": 5, "lr": 1e-3, "batch_size": 128},
@@ -57,6 +57,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", default="/tmp/fmnist_png", help="output of benchmarks/fmnist_to_folder.py")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the epoch timing")
+    ap.add_argument("--subset", type=int, default=0, help="data.train_subset for the runs (0 = all 54,000)")
+    ap.add_argument("--reuse", metavar="RUNS_DIR:RUN_ID", help="skip section 2: export run RUN_ID of the "
+                    "history RUNS_DIR (a folder run made by an earlier call of this script)")
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
@@ -69,16 +72,19 @@ def main() -> None:
     print(f"\n## 1. Loading\n\n{mem.source}: {len(mem.y_train)} train / {len(mem.y_val)} val / "
           f"{len(mem.y_test)} test, shape {mem.in_shape}, loaded in **{t_load:.1f} s**")
 
-    store = RunStore(tempfile.mkdtemp(prefix="kd_owndata_"))
+    store = RunStore(args.reuse.rsplit(":", 1)[0] if args.reuse else tempfile.mkdtemp(prefix="kd_owndata_"))
+    print(f"run history: {store.root}")
     rows = {}
-    for label, data in (("image folder (PNG)", folder), ("built-in fashion_mnist (IDX)", {"name": "fashion_mnist"})):
+    compared = (("image folder (PNG)", folder), ("built-in fashion_mnist (IDX)", {"name": "fashion_mnist"}))
+    for label, data in () if args.reuse else compared:
         t0 = time.perf_counter()
-        cfg = from_dict(config(data))
-        res = run_experiment(cfg, store=store, data=mem if data is folder else None)  # loaded once
+        cfg = from_dict(config(data, args.subset))
+        res = run_experiment(cfg, store=store, data=mem if data is folder and not args.subset else None)
         assert res.status == "completed", res.message
         rows[label] = (res, time.perf_counter() - t0)
-    print("\n## 2. One run, CNN teacher -> MLP 784-32-10 student (T = 4, alpha = 0.5, seed 0)\n")
-    print("| data | teacher | baseline | distilled | gain (points) | wall time |\n|---|---|---|---|---|---|")
+    if rows:
+        print("\n## 2. One run, CNN teacher -> MLP 784-32-10 student (T = 4, alpha = 0.5, seed 0)\n")
+        print("| data | teacher | baseline | distilled | gain (points) | wall time |\n|---|---|---|---|---|---|")
     for label, (res, secs) in rows.items():
         m = res.metrics
         print(f"| {label} | {m['teacher']['accuracy']:.2%} | {m['baseline']['accuracy']:.2%} | "
@@ -98,7 +104,7 @@ def main() -> None:
     from kdcore.compress import load_run_model
     from kdcore.export import export_run, load_safetensors_model
 
-    rid = rows["image folder (PNG)"][0].run_id
+    rid = int(args.reuse.rsplit(":", 1)[1]) if args.reuse else rows["image folder (PNG)"][0].run_id
     print("\n## 4. Export of the distilled student (run on the folder)\n")
     print("| variant | agreement with PyTorch | max logit diff | accuracy (onnx) | onnxruntime | PyTorch | file |")
     print("|---|---|---|---|---|---|---|")

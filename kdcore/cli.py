@@ -299,7 +299,10 @@ def cmd_export(args) -> int:
               f"{v['torch_accuracy']:.4f} (torch)")
         print(f"CPU latency, batch of {v['latency_batch']}, {v['threads']} thread(s): onnxruntime "
               f"{v['onnx_latency_ms']:.3f} ms, PyTorch {v['torch_latency_ms']:.3f} ms")
-        if not res.verified:
+        if not res.target_applies:
+            print("(int8: onnxruntime's and PyTorch's dynamic quantizers round differently, so the "
+                  "agreement is reported, not required)")
+        elif not res.verified:
             print("error: the ONNX file does not agree with PyTorch often enough", file=sys.stderr)
             return 1
     return 0

@@ -62,7 +62,7 @@ def test_upload_zip_train_export_onnx_download(server, tmp_path):
             page.get_by_role("heading", name="Ship a student").wait_for(timeout=30_000)
             settle(page)
             page.get_by_role("button", name="Export and verify").click()
-            page.get_by_text("test samples (target").wait_for(timeout=120_000)
+            page.get_by_text("Target ≥ 99.9%: met.").wait_for(timeout=120_000)
             settle(page)
             assert page.locator("[data-testid=stException]").count() == 0
             page.get_by_role("heading", name="Ship a student").scroll_into_view_if_needed()
