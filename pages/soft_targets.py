@@ -68,7 +68,7 @@ def main() -> None:
         x = data.x_test.numpy()
         st.plotly_chart(charts.plane_figure(x, data.y_test.numpy(), classes, picked, "plane"),
                         key="soft_plane", config={"displaylogo": False})
-    else:
+    elif data.kind == "image":  # a CSV table's rows ("table") have no picture
         cols = st.columns(len(picked))
         imgs = data.unnormalize(data.x_test[picked]).clamp(0, 1)
         for col, i, img in zip(cols, picked, imgs):
