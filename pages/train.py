@@ -95,8 +95,8 @@ def labels_ui() -> dict:
                        "student get the labels of only this many samples (a seeded draw from the data "
                        "seed). Validation and test never change."))
     c1, c2 = st.columns(2)
-    balanced = c1.checkbox("Same number per class", D.data.balanced, key=K("balanced"), bind=URL,
-                           disabled=n == 0, help="Draw the labelled samples class by class.")
+    balanced = c1.checkbox("Balanced", D.data.balanced, key=K("balanced"), bind=URL,
+                           disabled=n == 0, help="Draw the labelled samples class by class: the same number of each.")
     transfer = c2.checkbox("Transfer set", D.data.transfer_set, key=K("transfer_set"), bind=URL,
                            disabled=n == 0,
                            help="The distilled student also gets the teacher's soft targets on the rest of "
@@ -505,10 +505,6 @@ def live_ui(holder: sh.SessionRuns) -> None:
         charts_ui(NO_DATA, NO_DATA)  # empty axes now: the browser loads the chart code before a run
         return
     polling = live.running
-    if polling and not live.first_point.is_set():
-        # Just started: the first step is usually a few ms away, so draw it in this run rather
-        # than at the next chart tick (Start -> first point is a number this page must meet).
-        live.first_point.wait(FIRST_POINT_WAIT_S)
 
     # Two fragments: the progress line is cheap and redraws often; the charts cost the browser
     # a Plotly remount each time their data changes, so they redraw less often.
@@ -549,6 +545,11 @@ def live_ui(holder: sh.SessionRuns) -> None:
     if label.startswith("Previous"):
         st.warning(f"The charts and results below are from {label[0].lower()}{label[1:]}: its setup "
                    "differs from the one above. Press Start to run the new one.", icon=":material/history:")
+    if polling and not live.first_point.is_set():
+        # Just started: the first step is usually a few ms away, so draw it in this run rather
+        # than at the next chart tick (Start -> first point is a number this page must meet).
+        # The progress line and Stop above are already on their way to the browser.
+        live.first_point.wait(FIRST_POINT_WAIT_S)
     plots()
     snap = live.snapshot()
     if snap.done:

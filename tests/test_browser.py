@@ -151,7 +151,7 @@ def test_train_live_then_find_the_run(server):
         browser, page, offline = browser_page(p, url)
         try:
             # ~20 s of training on 2 idle cores (longer when busy): long enough to watch mid-run
-            page.goto(f"{url}/?epochs=150&teacher_epochs=150&samples=2000&batch=16",
+            page.goto(f"{url}/?epochs=150&teacher_epochs=150&samples=2000&batch=16&seeds=1",
                       wait_until="domcontentloaded")
             page.get_by_text("Will run:").wait_for(timeout=90_000)
             settle(page)
@@ -182,6 +182,7 @@ def test_train_live_then_find_the_run(server):
             page.get_by_text("Test-set comparison").wait_for(timeout=300_000)
             page.get_by_text("Verdict.").wait_for(timeout=10_000)
             settle(page)
+            assert page.get_by_text("95 % CI").count() >= 1  # the verdict carries its interval
             assert page.locator("[data-testid=stDataFrame]").count() >= 1
             assert page.get_by_text("Last run 1: completed").count() == 1  # the sidebar knows
             page.get_by_text("Test-set comparison").scroll_into_view_if_needed()
@@ -232,6 +233,18 @@ def test_train_live_then_find_the_run(server):
             assert page.get_by_text("out of range").count() == 0
             assert page.locator("[data-testid=stException]").count() == 0
             shot(page, "8_train_after_lab")
+
+            # several seeds from one teacher: the verdict over seeds with its interval
+            page.goto(f"{url}/?epochs=3&teacher_epochs=3&samples=400&seeds=3", wait_until="domcontentloaded")
+            page.get_by_text("students over seeds 0, 1, 2, one teacher").wait_for(timeout=90_000)
+            settle(page)
+            page.locator(".st-key-start button").click()
+            page.get_by_text("Test-set comparison over 3 seeds").wait_for(timeout=300_000)
+            page.get_by_text("Over 3 seeds distillation").wait_for(timeout=10_000)
+            assert page.get_by_text("95 % CI").count() >= 1
+            assert page.locator("[data-testid=stException]").count() == 0
+            settle(page)
+            shot(page, "9_train_three_seeds")
             offline.check()
         except Exception:
             shot(page, "failure")
