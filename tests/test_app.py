@@ -373,7 +373,7 @@ def test_multi_teacher_controls_build_the_config_and_show_every_teacher(runs_dir
     runs_row = ui.comparison_table(kdcore.RunStore(runs_dir), [1]).iloc[0]  # the Runs page's table
     assert runs_row["ensemble acc"] == stored["ensemble"]["accuracy"] and runs_row["teacher"].endswith("+ 2 more")
     figs = {f["layout"]["title"]["text"]: f for f in figures(at)}
-    acc = trace_points(figs["Accuracy: baseline vs distilled"])
+    acc = trace_points(next(f for t, f in figs.items() if "Accuracy per epoch" in t))
     assert acc["teacher_2 val"] == 2 and acc["teacher_3 val"] == 2
     # the next run reuses run 1's teacher as teacher 2; equal weights are stored as "average"
     at.radio(key="t2_from").set_value("from history")

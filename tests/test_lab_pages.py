@@ -181,7 +181,8 @@ def test_presets_links_set_up_exactly_their_runs(history):
         for link, cfg in zip(train_links, p.configs):
             train = ok(page("train", link.query))
             assert train.session_state["kd_pending_config"] == to_dict(cfg), (p.key, link.label)
-    sweep_link = next(link for link in presets[2].links if link.page == "pages/sweep.py")
+    by_key = {p.key: p for p in presets}
+    sweep_link = next(link for link in by_key["tiny_student"].links if link.page == "pages/sweep.py")
     sw = ok(page("sweep", sweep_link.query))
     assert sw.multiselect(key=key("sweep", "temps")).value == [1.0, 2.5, 4.0, 8.0, 16.0]
     assert sw.text_input(key=key("sweep", "student_params")).value == "30, 30"
@@ -189,7 +190,7 @@ def test_presets_links_set_up_exactly_their_runs(history):
     # the shareable address: lists become repeated parameters, as Streamlit's multiselect reads them
     assert lab.page_url("sweep", {"temps": ["1.0", "4.0"], "student_params": "30, 30"}) == \
         "/sweep?temps=1.0&temps=4.0&student_params=30%2C+30"
-    oc_link = presets[3].links[1]
+    oc_link = by_key["omitted"].links[1]
     oc = ok(page("omitted_class", oc_link.query))
     assert oc.selectbox(key=key("omitted_class", "omit")).value == 3 and oc.number_input(key=key("omitted_class", "subset")).value == 10000
 
@@ -281,7 +282,7 @@ def test_presets_load_the_same_in_a_used_session(history):
             at = visit(at, "train", link.query)
             assert pending(at) == fresh[link.label] == to_dict(cfg), link.label
             assert "link" not in at.query_params  # one-shot: later reruns keep the user's edits
-    sweep_link = next(link for link in presets[0].links if link.page == "pages/sweep.py")
+    sweep_link = next(link for p in presets for link in p.links if link.page == "pages/sweep.py")
     at = visit(at, "sweep")
     at.number_input(key=key("sweep", "epochs")).set_value(20)
     at.select_slider(key=key("sweep", "lr")).set_value(0.01)
