@@ -153,6 +153,19 @@ def _planned_phases(cfg: RunConfig, store: RunStore | None = None) -> tuple[str,
     return tuple(phases) + ("baseline", "distilled") + (("pseudo",) if getattr(cfg, "pseudo_arm", False) else ())
 
 
+def load_with_sizes(data_cfg) -> tuple[Any, dict]:
+    """(the DataBundle, the sizes an ETA plans with), loaded before a job so it is loaded once;
+    (None, {}) when it cannot be loaded: the job loads it again and reports why."""
+    from .data import load_data
+
+    try:
+        data = load_data(data_cfg)
+    except Exception:  # noqa: BLE001  (the job's own load names the problem)
+        return None, {}
+    return data, {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
+                  "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
+
+
 def _tiny_step(model: torch.nn.Module, num_classes: int) -> None:
     x = torch.ones(8, 1)
     loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long))
@@ -462,15 +475,7 @@ class LiveRun(Worker):
         self._sizes: dict[str, int] = {}  # test and training set sizes, for the planned evaluations
 
     def _run(self) -> RunResult:
-        from .data import load_data
-
-        try:  # loaded here to know the sizes the ETA plans with; a failure is run_experiment's to report
-            data = load_data(self.cfg.data)
-        except Exception:  # noqa: BLE001
-            data = None
-        else:
-            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
-                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
+        data, self._sizes = load_with_sizes(self.cfg.data)
         return run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
                               stop=self.stop_event, data=data)
 
@@ -681,15 +686,9 @@ class LiveSeeds(LiveRun):
         self._seed: int | None = None
 
     def _run(self):
-        from .data import load_data
         from .experiment import compare
 
-        try:  # loaded here for the sizes the ETA plans with; a failure is compare's to report
-            data = load_data(self.cfg.data)
-            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
-                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
-        except Exception:  # noqa: BLE001
-            data = None
+        data, self._sizes = load_with_sizes(self.cfg.data)
         return compare(self.cfg, seeds=self.seeds, store=self.store, callbacks=[self._relabel],
                        stop=self.stop_event, data=data)
 

@@ -271,14 +271,8 @@ class SweepRun(_live.Worker):
         return est
 
     def _run(self) -> SweepResult:
-        try:  # loaded here for the sizes the ETA plans with; a failure is run_sweep's to report
-            data = load_data(self.plan.base.data)
-        except Exception:  # noqa: BLE001
-            data = None
-        else:
-            self._sizes = {"test": len(data.y_test), "train": len(data.y_train), "val": len(data.y_val),
-                           "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
-            self._est._sizes = dict(self._sizes)
+        data, self._sizes = _live.load_with_sizes(self.plan.base.data)
+        self._est._sizes = dict(self._sizes)
         return run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
                          stop=self.stop_event, on_cell=self._on_cell, group=self.group, data=data)
 
