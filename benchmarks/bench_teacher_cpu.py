@@ -72,6 +72,31 @@ def kdcore_epochs(model, data, epochs: int):
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
 
 
+def cache_table(data, rounds: int) -> None:
+    """CPU time of kdcore's teacher-logit cache (predict_logits over the training set) by batch size."""
+    from kdcore.trainer import predict_logits
+
+    torch.manual_seed(0)
+    teacher = build_model("cnn", in_shape=data.in_shape, num_classes=10, params={"width": 16, "hidden": 256}).eval()
+    cases = {f"batch {bs}": (bs, False) for bs in (128, 256, 1024)}
+    cases["batch 1024, channels-last"] = (1024, True)
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    ref = predict_logits(teacher, data.x_train, batch_size=128)
+    worst = 0.0
+    for _ in range(rounds):
+        for name, (bs, cl) in cases.items():
+            teacher.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            c0 = time.process_time()
+            out = predict_logits(teacher, data.x_train, batch_size=bs)
+            times[name].append(time.process_time() - c0)
+            worst = max(worst, (out - ref).abs().max().item())
+    print(f"\nteacher-logit cache over {len(data.x_train)} samples, {rounds} interleaved rounds, "
+          f"load after {os.getloadavg()[0]:.2f}; largest logit difference between rows {worst:.1e}\n")
+    print("| predict_logits | CPU s (median) |\n|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=12800, help="training samples per epoch (0 = all 54k)")
@@ -79,9 +104,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs per row and round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row")
+    ap.add_argument("--cache-only", action="store_true",
+                    help="only time the teacher-logit cache (predict_logits) at several batch sizes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data(DataConfig(name="fashion_mnist", train_subset=args.samples))
+    if args.cache_only:
+        return cache_table(data, args.rounds)
     # empty validation set: fit() then times training only, like the bare loop
     data = dataclasses.replace(data, x_val=data.x_val[:0], y_val=data.y_val[:0])
     print(f"Fashion-MNIST: {len(data.x_train)} training samples per epoch, batch {BATCH}; torch "
