@@ -37,7 +37,7 @@ def _rows(x: torch.Tensor) -> set[tuple[float, ...]]:
 
 
 def test_dataset_names_synthetic_first():
-    assert dataset_names() == SYNTHETIC + ["fashion_mnist", "mnist", "cifar10"]
+    assert dataset_names() == SYNTHETIC + ["fashion_mnist", "mnist", "cifar10", "image_folder", "csv"]
 
 
 @pytest.mark.parametrize("name, shape, k", [

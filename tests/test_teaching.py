@@ -200,6 +200,7 @@ def test_boundary_recorder_is_bounded_and_round_trips_through_the_store(store):
     assert ep == 49 and (pred[:, -1] == 1).all() and (pred[:, 0] == 0).all()  # 49 = 100 - 17 * 3
     assert conf.max() <= 1.0 and conf[0, -1] == pytest.approx(1 / (1 + math.exp(-2 * 1.5)), abs=1 / 255)
     assert b.at("distilled", 0)[0] == 1  # before the first snapshot: the first one
+    store.finish_run(rid, "completed", "", {})  # a run still training cannot be deleted
     store.delete(rid)
     assert tg.load_boundaries(store, rid) is None
 
