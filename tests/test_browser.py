@@ -151,7 +151,8 @@ def test_train_live_then_find_the_run(server):
         browser, page, offline = browser_page(p, url)
         try:
             # ~20 s of training on 2 idle cores (longer when busy): long enough to watch mid-run
-            page.goto(f"{url}/?epochs=150&teacher_epochs=150&samples=2000&batch=16&seeds=1",
+            # every label (labelled=0): the students' phases last as long as the teacher's
+            page.goto(f"{url}/?epochs=150&teacher_epochs=150&samples=2000&batch=16&seeds=1&labelled=0",
                       wait_until="domcontentloaded")
             page.get_by_text("Will run:").wait_for(timeout=90_000)
             settle(page)
