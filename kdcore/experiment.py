@@ -274,8 +274,7 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             if res.teacher_from is not None:
                 t = build_model(cfg.teacher.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
                                 params=cfg.teacher.params)
-                t.load_state_dict(store.load_weights(res.teacher_from, "teacher"))
-                reuse["teacher"] = t
+                reuse["teacher"] = load_teacher_weights(t, f"run:{res.teacher_from}", store)
         _pipeline(cfg, res, store, emit, stop, reuse, data)
     except ConfigError as e:
         res.status, res.message = "failed", str(e)

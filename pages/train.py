@@ -648,20 +648,10 @@ def _seeds_results_ui(live: LiveSeeds) -> None:
             "agreement with teacher (%)": pm("agreement", digits=1), "ECE": pm("ece", 1, 4),
             "parameters": t["params_mean"]}
     st.dataframe(show, hide_index=True, key=K("seeds_table"))
-    saw = arm_descriptions(live.cfg)
-    first = out.runs[0].metrics if out.runs else {}
-    st.caption("What each model saw in training: " + "; ".join(
-        f"**{phase}**: {text}" for phase, text in saw.items() if phase in first) + ".")
-    if note := little_to_distil(first):
-        st.warning(note, icon=":material/warning:")
     with st.expander("Each seed's own verdict (paired test on the same test samples)"):
         for r in out.runs:
             st.markdown(f"- **seed {r.seed}** (run {r.run_id}): {r.message}")
-    word = verdict_word(*out.gain_ci) if out.gain_ci else ""
-    show_box = {"helped": st.success, "hurt": st.error}.get(word, st.warning)
-    show_box("**Verdict.** " + out.summary(), icon=":material/gavel:")
-    st.page_link(f"{Path(__file__).parent.name}/runs.py", icon=":material/history:",
-                 label="Compare with earlier runs on the Runs page")
+    _verdict_ui(live.cfg, out.runs[0].metrics if out.runs else {}, out.summary(), out.gain_ci)
 
 
 def _results_ui(snap, cfg: RunConfig) -> None:
@@ -685,16 +675,25 @@ def _results_ui(snap, cfg: RunConfig) -> None:
         "latency ± (ms)": st.column_config.NumberColumn(
             format="%.1g", help="Half the interquartile range of the 9 timings: how much to trust the median"),
     })
+    d = snap.metrics.get("distilled")
+    both = bool(snap.metrics.get("baseline") and d)
+    _verdict_ui(cfg, snap.metrics, kdcore.verdict(snap.metrics) if both else None,
+                (d["gain_ci_low"], d["gain_ci_high"]) if both and "gain_ci_low" in d else None)
+
+
+def _verdict_ui(cfg: RunConfig, metrics: dict, verdict: str | None,
+                interval: tuple[float, float] | None) -> None:
+    """The end of a results view, one seed or several: what each model saw, the "little to
+    distil" warning, the verdict coloured by its 95 % interval, and the link to the Runs page."""
     saw = arm_descriptions(cfg)
     st.caption("What each model saw in training: " + "; ".join(
-        f"**{phase}**: {text}" for phase, text in saw.items() if phase in snap.metrics) + ".")
-    if note := little_to_distil(snap.metrics):
+        f"**{phase}**: {text}" for phase, text in saw.items() if phase in metrics) + ".")
+    if note := little_to_distil(metrics):
         st.warning(note, icon=":material/warning:")
-    d = snap.metrics.get("distilled")
-    if snap.metrics.get("baseline") and d:
-        word = verdict_word(d["gain_ci_low"], d["gain_ci_high"]) if "gain_ci_low" in d else ""
+    if verdict is not None:
+        word = verdict_word(*interval) if interval else ""
         show = {"helped": st.success, "hurt": st.error}.get(word, st.warning)
-        show("**Verdict.** " + kdcore.verdict(snap.metrics), icon=":material/gavel:")
+        show("**Verdict.** " + verdict, icon=":material/gavel:")
     st.page_link(f"{Path(__file__).parent.name}/runs.py", icon=":material/history:",
                  label="Compare with earlier runs on the Runs page")
 
