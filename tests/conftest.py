@@ -1,7 +1,16 @@
+"""Fixtures shared by the test files. Shared plain helpers live in ``tests/helpers.py``,
+``tests/apptest.py`` (AppTest), ``tests/browser.py`` (Chromium) and ``tests/idx.py``."""
+import hashlib
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 import torch
+
+from tests.helpers import need
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -13,17 +22,83 @@ def store(tmp_path):
     return RunStore(tmp_path / "runs")
 
 
-def need(ok: bool, reason: str, env: str) -> None:
-    """Skip a test whose system dependency is missing, unless CI sets ``env`` to demand it."""
-    if not ok:
-        if os.environ.get(env):
-            pytest.fail(f"{reason} (required because {env} is set)")
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def fashion_mnist_installed():
     from kdcore.data import DEBIAN_FASHION_MNIST
 
     need(os.path.isdir(DEBIAN_FASHION_MNIST),
          "Debian package dataset-fashion-mnist is not installed", "KD_REQUIRE_FMNIST")
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The dashboard sets torch's process-wide thread count; give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    """An empty run history for the dashboard (``KD_RUNS_DIR``), with Streamlit's caches cleared
+    before and after so one test's session run cannot leak into the next."""
+    import streamlit as st
+
+    from kdcore.live import active_runs
+
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
+    st.cache_resource.clear()  # releases any session holder left over (stopping its run)
+    st.cache_data.clear()
+    yield tmp_path / "runs"
+    st.cache_resource.clear()
+    t0 = time.perf_counter()
+    while active_runs() and time.perf_counter() - t0 < 10:
+        time.sleep(0.05)
+
+
+def _tree_digest(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`streamlit run app.py` on a free port with an empty run history; yields (URL, runs folder).
+
+    On teardown: the shipped config kept usage metrics off, and the test left ``assets/`` (the
+    README's screenshot) as it found it (screenshots belong in test-artifacts/)."""
+    from tests.browser import ROOT, free_port
+
+    assets = _tree_digest(ROOT / "assets")
+    port = free_port()
+    env = {**os.environ, "KD_RUNS_DIR": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # the shipped .streamlit/config.toml
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 30:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("streamlit did not answer its health check in 30 s:\n"
+                        + (tmp_path / "streamlit.log").read_text())
+        print(f"\nstreamlit healthy after {time.perf_counter() - t0:.1f} s on {url}")
+        yield url, tmp_path / "runs"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    # the shipped config turns Streamlit's usage metrics off
+    assert "Collecting usage statistics" not in (tmp_path / "streamlit.log").read_text()
+    assert _tree_digest(ROOT / "assets") == assets, "a browser test changed assets/ (write to test-artifacts/)"

@@ -3,84 +3,24 @@
 The app runs against a temporary run history (``KD_RUNS_DIR``); each test starts from empty
 caches so one test's session run cannot leak into the next.
 """
-import json
 import os
 import pickle
 import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
 import kdcore
 from kdcore import ConfigError, RunConfig
 from kdcore import ui_support as ui
-from kdcore.live import LiveRun, active_runs
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-# the folder app.py's st.Page entries point into (see app.py)
-PAGES = next(d for d in ("app_pages", "pages") if (ROOT / d / "train.py").is_file())
-QUICK = {"epochs": "2", "teacher_epochs": "2", "samples": "200", "seeds": "1"}  # a run of about a second
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The dashboard sets torch's process-wide thread count; give other tests theirs back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
-    st.cache_resource.clear()  # releases any session holder left over (stopping its run)
-    st.cache_data.clear()
-    yield tmp_path / "runs"
-    st.cache_resource.clear()
-    t0 = time.perf_counter()
-    while active_runs() and time.perf_counter() - t0 < 10:
-        time.sleep(0.05)
-
-
-def app(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def pending(at: AppTest) -> dict:
-    return at.session_state["kd_pending_config"]
-
-
-def figures(at: AppTest) -> list[dict]:
-    """Plotly figure specs of every chart on the page, read from the element protos."""
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+from kdcore.live import LiveRun
+from tests.apptest import PAGES, QUICK, app, figures, ok, pending, train_until_done
 
 
 def trace_points(fig: dict) -> dict[str, int]:
     return {t.get("name"): len(t.get("x") or []) for t in fig["data"]}
-
-
-def train_until_done(at: AppTest, timeout: float = 60) -> AppTest:
-    at.button(key="start").click().run()
-    ok(at)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if at.get("arrow_data_frame") or any("finished" in (p.proto.text or "") for p in at.get("progress")):
-            if at.dataframe:
-                return ok(at)
-        time.sleep(0.2)
-        at.run()
-    raise AssertionError(f"the run did not finish in {timeout} s: {[e.value for e in at.error]}")
 
 
 # --- every page loads ---------------------------------------------------------------------------

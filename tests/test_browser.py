@@ -2,28 +2,23 @@
 
 Open the app, choose a synthetic set, start, watch the live loss chart gain points, read the
 final table, find the run on the Runs page. A screenshot of every page goes to
-``test-artifacts/screens/`` (printed); a test writes nothing else (the README's screenshot is made
-from a real run, not here). Every test fails if the browser requests anything from a host other
-than the app's: the app must work offline and not phone home.
+``test-artifacts/screens/`` (printed); a test writes nothing else: the README's screenshot in
+``assets/`` is retaken by hand from a real run, and the ``server`` fixture fails a test that changed
+``assets/``. Every test fails if the browser requests anything from a host other than the app's:
+the app must work offline and not phone home.
 
 Skips without Chromium or Playwright, unless KD_REQUIRE_BROWSER is set (CI).
 """
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
-SCREENS = ROOT / "test-artifacts" / "screens"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.browser import SCREENS, browser_page, need_chromium, playwright, settle, shot
+
+pytestmark = pytest.mark.browser
+
 # points on the loss chart, read from the Plotly graph divs the page holds
 LOSS_POINTS = """() => {
   // a redrawn Plotly chart is remounted, and the old copy lingers hidden for a moment: take the max
@@ -41,110 +36,14 @@ FINISHED_RUN = """() => {
 DISTILLED_POINTS = LOSS_POINTS.replace("g.data.reduce", "g.data.filter(t => t.name === 'distilled').reduce")
 
 
-def need(ok: bool, reason: str) -> None:
-    if not ok:
-        if os.environ.get("KD_REQUIRE_BROWSER"):
-            pytest.fail(f"{reason} (required because KD_REQUIRE_BROWSER is set)")
-        pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    """`streamlit run app.py` on a free port with an empty run history; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "KD_RUNS_DIR": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # the shipped .streamlit/config.toml
-    url = f"http://127.0.0.1:{port}"
-    try:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 30:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("streamlit did not answer its health check in 30 s:\n"
-                        + (tmp_path / "streamlit.log").read_text())
-        print(f"\nstreamlit healthy after {time.perf_counter() - t0:.1f} s on {url}")
-        yield url, tmp_path / "runs"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-    # the shipped config turns Streamlit's usage metrics off
-    assert "Collecting usage statistics" not in (tmp_path / "streamlit.log").read_text()
-
-
-class Offline:
-    """Records every request the page makes to a host other than the app's (none may happen)."""
-
-    def __init__(self, page, url: str) -> None:
-        self.app = urlsplit(url).netloc
-        self.outside: list[str] = []
-        page.on("request", self._seen)
-
-    def _seen(self, request) -> None:
-        parts = urlsplit(request.url)
-        if parts.scheme in ("data", "blob", "about"):
-            return
-        if parts.netloc != self.app:
-            self.outside.append(request.url)
-
-    def check(self) -> None:
-        assert not self.outside, f"{len(self.outside)} request(s) left the machine: {self.outside[:5]}"
-
-
-def browser_page(p, url: str, height: int = 2150):
-    need(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-    page = browser.new_page(viewport={"width": 1400, "height": height})
-    return browser, page, Offline(page, url)
-
-
-def playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright package is not installed")
-    return sync_playwright()
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished the script run and drawn every lazy element."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')", timeout=60_000)
-    page.wait_for_timeout(300)
-
-
 def will_run(page) -> str:
     """The Train page's "Will run: <summary>" line (or "Next run:" while one trains)."""
     line = page.locator("[data-testid=stMarkdownContainer] p").filter(has_text="run:")
     return " ".join(line.first.inner_text().split())
 
 
-def shot(page, name: str) -> Path:
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    path = SCREENS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
-
-
 def test_train_live_then_find_the_run(server):
-    need(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    need_chromium()
     url, runs = server
     print(f"screenshots in {SCREENS}")
     with playwright() as p:

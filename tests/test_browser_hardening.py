@@ -4,7 +4,11 @@ import re
 import time
 from pathlib import Path
 
-from tests.test_browser import browser_page, playwright, server  # noqa: F401  (server is a fixture)
+import pytest
+
+from tests.browser import browser_page, playwright
+
+pytestmark = pytest.mark.browser
 
 RSS_BOUND_MB = 1500  # the server idles near 0.5 GB; building the 416M-parameter MLP took it to 2.4 GB
 

@@ -1,6 +1,6 @@
 """End to end in Chromium: upload a zip of your own images, train, export the student as ONNX, download it.
 
-Uses the server fixture and helpers of tests/test_browser.py. Skips without Chromium or
+Uses the server fixture (conftest) and the helpers in tests/browser.py. Skips without Chromium or
 Playwright, unless KD_REQUIRE_BROWSER is set (CI).
 """
 import io
@@ -9,9 +9,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tests.test_browser import CHROMIUM, ARGS, need, server, settle, shot  # noqa: F401  (server: fixture)
+from tests.browser import browser_page, need_chromium, playwright, settle, shot
 from tests.test_userdata import CLASSES, _shape_image
+
+pytestmark = pytest.mark.browser
 
 
 def _images_zip(path: Path, n_per_class: int = 12) -> Path:
@@ -28,18 +31,13 @@ def _images_zip(path: Path, n_per_class: int = 12) -> Path:
 
 
 def test_upload_zip_train_export_onnx_download(server, tmp_path):
-    need(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright package is not installed")
+    need_chromium()
     import onnxruntime as ort
 
     url, runs = server
     zip_path = _images_zip(tmp_path / "shapes.zip")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+    with playwright() as p:
+        browser, page, _ = browser_page(p, url, height=2000, accept_downloads=True)
         try:
             page.goto(f"{url}/?epochs=3&teacher_epochs=3&batch=16", wait_until="domcontentloaded")
             page.get_by_text("Will run:").wait_for(timeout=90_000)

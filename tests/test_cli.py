@@ -5,7 +5,7 @@ import sys
 
 from kdcore import to_json
 from kdcore.cli import main
-from tests.test_engine import FAST
+from tests.helpers import FAST
 
 
 def test_help_explains_t_and_alpha():

@@ -7,7 +7,7 @@ from kdcore import ConfigError, ModelConfig, OptimConfig, replace, run_experimen
 from kdcore.cli import main
 from kdcore.compress import compression_table, prune_magnitude, quantize_int8, serialized_mb, sparsity
 from kdcore.data import load_data
-from tests.test_engine import FAST
+from tests.helpers import FAST
 
 WIDE = replace(FAST, student=ModelConfig("mlp", {"hidden": [256, 256]}),
                optim=OptimConfig(epochs=4, lr=1e-2, batch_size=64),

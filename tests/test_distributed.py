@@ -7,7 +7,7 @@ import torch
 
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunStore, replace, run_experiment, to_json
 from kdcore.distributed import run_distributed
-from tests.test_engine import FAST
+from tests.helpers import FAST
 
 # 800 points -> 576 training samples = 9 batches of 64, so both ranks always get 32 samples and
 # the averaged gradient is exactly the one-process gradient of the whole batch

@@ -19,7 +19,7 @@ from kdcore import ConfigError, RunStore, to_json
 from kdcore.config import ModelConfig, OptimConfig, replace, to_dict
 from kdcore.errors import StoreUnavailable
 from kdcore.experiment import run_experiment
-from tests.test_engine import FAST
+from tests.helpers import FAST
 
 
 def _epochs_in(db_path, run_id=None) -> int:
@@ -243,7 +243,7 @@ def test_a_damaged_history_file_is_a_message(tmp_path):
 
 # --- the dashboard ------------------------------------------------------------------------------
 
-from tests.test_app import PAGES, QUICK, app, keep_torch_threads, ok, runs_dir, train_until_done  # noqa: E402,F401
+from tests.apptest import PAGES, QUICK, app, ok, train_until_done  # noqa: E402
 
 
 def test_on_a_shared_server_a_session_deletes_its_own_runs_only(runs_dir, monkeypatch):

@@ -3,28 +3,20 @@
 The pages run inside app.py (its navigation), against a run history this module fills with a
 few tiny runs on a 2-D set, so nothing here needs downloaded data.
 """
-import json
 import math
 import os
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore, replace,
-                    run_experiment, to_dict)
+from kdcore import RunStore, replace, run_experiment, to_dict
 from kdcore import teaching as tg
 from kdcore.data import load_data
 from kdcore.sweep import SweepPlan, run_sweep
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-BASE = RunConfig(
-    data=DataConfig(name="blobs", n_samples=400, n_classes=3, noise=0.4),
-    teacher=ModelConfig("mlp", {"hidden": [32]}), student=ModelConfig("mlp", {"hidden": [4]}),
-    loss=LossConfig(temperature=4.0, alpha=0.5),
-    optim=OptimConfig(epochs=3, lr=2e-2), teacher_optim=OptimConfig(epochs=3, lr=2e-2))
+from tests.apptest import APP, figures, ok, pending
+from tests.helpers import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +27,9 @@ def history(tmp_path_factory):
     os.environ["KD_RUNS_DIR"] = str(root)
     torch.set_num_threads(1)  # tiny models; see kdcore.live.worker_threads
     store = RunStore(root)
-    ids = {"plain": run_experiment(BASE, store=store).run_id,
-           "omitted": run_experiment(replace(BASE, data=replace(BASE.data, omit_class=2)), store=store).run_id}
-    ids["sweep"] = run_sweep(SweepPlan(BASE, (0.5,), (1.0, 4.0)), store=store).group
+    ids = {"plain": run_experiment(SMALL, store=store).run_id,
+           "omitted": run_experiment(replace(SMALL, data=replace(SMALL.data, omit_class=2)), store=store).run_id}
+    ids["sweep"] = run_sweep(SweepPlan(SMALL, (0.5,), (1.0, 4.0)), store=store).group
     yield store, ids
     torch.set_num_threads(before_threads)
     if before_env is None:
@@ -61,15 +53,6 @@ def key(page_name: str, name: str) -> str:
     from pages import _shared as sh
 
     return sh.SCOPES[page_name].prefix + name
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def metric(at: AppTest, label_start: str) -> str:
@@ -126,7 +109,7 @@ def test_omitted_class_bias_slider_recovers_the_class(history):
     store, ids = history
     at = ok(page("omitted_class", run=str(ids["omitted"])))
     _, _, total = metric(at, "baseline: errors on").split()
-    assert int(total) == int((load_data(BASE.data).y_test == 2).sum())  # "k of <test images of class 2>"
+    assert int(total) == int((load_data(SMALL.data).y_test == 2).sum())  # "k of <test images of class 2>"
     at.slider(key=key("omitted_class", "bias")).set_value(15.0).run()  # a huge bias: everything is called the omitted class
     assert metric(ok(at), "distilled: accuracy on") == "100.0%"
     assert int(metric(at, "other images now called")) > 0
@@ -210,10 +193,6 @@ def visit(at: AppTest, name: str, params: dict | None = None) -> AppTest:
     at.query_params.clear()
     at.query_params.update(params or {})
     return ok(at.switch_page(f"pages/{name}.py").run())
-
-
-def pending(at: AppTest) -> dict:
-    return at.session_state["kd_pending_config"]
 
 
 def test_settings_stay_on_their_page_in_any_order(history):

@@ -10,12 +10,12 @@ import torch
 
 from kdcore import ConfigError, ModelConfig, RunStore, replace, run_experiment
 from kdcore.experiment import build_models, load_teacher_weights
-from tests.test_engine import FAST
+from tests.helpers import FAST
 
 
 def test_history_survives_a_process_restart(tmp_path):
     root = tmp_path / "runs"
-    code = ("import kdcore, sys; from tests.test_engine import FAST; "
+    code = ("import kdcore, sys; from tests.helpers import FAST; "
             "r = kdcore.run_experiment(FAST, store=kdcore.RunStore(sys.argv[1])); print(r.run_id)")
     out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
     run_id = int(out.stdout.strip().splitlines()[-1])

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kdcore import (ConfigError, DataConfig, EpochEnd, LossConfig, ModelConfig, OptimConfig, PhaseStart,
-                    RunConfig, RunEnd, run_experiment)
+from kdcore import ConfigError, EpochEnd, PhaseStart, RunConfig, RunEnd, run_experiment
 from kdcore import teaching as tg
 from kdcore.live import RunLimitReached
 from kdcore.sweep import SweepPlan, SweepRun, preset_plan, run_sweep
+from tests.helpers import SMALL
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -211,13 +211,6 @@ def test_store_artifacts_refuse_odd_names(store):
         store.save_artifact(rid, "../evil", {"a": np.zeros(1)})
     with pytest.raises(KeyError):
         store.load_artifact(rid, "missing")
-
-
-SMALL = RunConfig(
-    data=DataConfig(name="blobs", n_samples=400, n_classes=3, noise=0.4),
-    teacher=ModelConfig("mlp", {"hidden": [32]}), student=ModelConfig("mlp", {"hidden": [4]}),
-    loss=LossConfig(temperature=4.0, alpha=0.5),
-    optim=OptimConfig(epochs=3, lr=2e-2), teacher_optim=OptimConfig(epochs=3, lr=2e-2))
 
 
 def test_runs_on_2d_sets_record_boundaries(store):
