@@ -9,7 +9,10 @@ Two datasets are registered in ``DATASETS``:
     RGB (3; ``data.channels``, 0 = RGB if any class's first image has colour) and resized to
     ``data.image_size`` squared. When the decoded set fits ``data.memory_mb`` it is held in
     memory as one float tensor, like the built-in sets; otherwise it is streamed: each batch is
-    decoded from disk when the trainer asks for it, by a pool of worker threads.
+    decoded from disk when the trainer asks for it (``x[idx]``, so cached teacher logits still line
+    up by index). Decoding, of a streamed batch or of a whole set, goes through a
+    ``torch.utils.data.DataLoader`` whose worker processes (``$KD_DATA_WORKERS``, default 2, 0 =
+    none) decode the request's chunks in order; idle workers are shut down after a minute.
     Normalisation: per channel, with the training split's mean and std.
 
 ``csv``  ``data.path`` is a CSV file: the class in ``data.label_column`` (any values, named by
@@ -26,6 +29,7 @@ files and bytes, checked while copying, not only from the zip's own header).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import io
@@ -50,7 +54,8 @@ from .registry import DATASETS
 __all__ = ["ImageFolderSpec", "CsvSpec", "StreamedImages", "extract_zip", "data_root_choices",
            "resolve_in_data_root", "DATA_ROOT_ENV", "IMAGE_EXTENSIONS", "TEST_FRACTION",
            "MAX_ZIP_FILES", "MAX_ZIP_BYTES", "scan_image_folder", "uploads_dir", "save_csv_upload",
-           "save_zip_upload", "resolve_source", "MAX_CSV_BYTES"]
+           "save_zip_upload", "resolve_source", "MAX_CSV_BYTES", "data_workers", "close_decoders",
+           "DATA_WORKERS_ENV"]
 
 DATA_ROOT_ENV = "KD_DATA_ROOT"  # the only server folder whose data the dashboard offers
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -60,11 +65,13 @@ MAX_ZIP_BYTES = 2 * 2**30  # unpacked bytes of an uploaded zip
 STATS_SAMPLE = 2000  # streamed sets: training images the mean/std are measured on
 BATCH_FLOOR_IMAGES = 1024  # streamed sets: a selection of up to this many images is a batch, decoded
 BATCH_FLOOR_BYTES = 256 * 2**20  # ... or up to this many decoded bytes, whichever allows more
+DATA_WORKERS_ENV = "KD_DATA_WORKERS"  # decode processes; 0 decodes in the calling thread
+DEFAULT_DATA_WORKERS = 2  # a shared server's few cores also train: two decoders keep a batch coming
+MAX_DATA_WORKERS = 8
+DECODE_CHUNK = 256  # most images one worker decodes per task: a batch splits over every worker
+DECODE_TIMEOUT_S = 120.0  # a worker silent this long is taken as hung: the request fails, it is stopped
+DECODE_IDLE_S = 60.0  # workers idle this long are shut down; the next request starts new ones
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
-
-
-def _workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,58 +195,185 @@ def scan_image_folder(path: str) -> _Scan:
 
 
 def _decode(path: str, size: int, channels: int):
-    """One image as uint8 numpy [C, size, size]; ConfigError naming the file if it cannot be read."""
+    """One image as uint8 numpy [C, size, size]; ConfigError naming the file if it cannot be read.
+
+    ``size`` 0 only opens the file (its header is read): shape [C, 0, 0].
+    """
     import numpy as np
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if size == 0:
+                return np.empty((channels, 0, 0), dtype=np.uint8)
             im = im.convert("L" if channels == 1 else "RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
-    except ConfigError:
-        raise
     except Exception as e:  # noqa: BLE001  (truncated, not an image, unsupported...)
         raise ConfigError(f"image {path!r} cannot be read: {_first_line(e)}") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-_POOL: list = []
-_POOL_LOCK = threading.Lock()
+def data_workers() -> int:
+    """Decode processes in force: ``$KD_DATA_WORKERS`` (0 = decode in the calling thread), else 2.
+
+    Raises:
+        ConfigError: the variable is not an integer in [0, MAX_DATA_WORKERS].
+    """
+    raw = os.environ.get(DATA_WORKERS_ENV, "").strip()
+    if not raw:
+        return min(DEFAULT_DATA_WORKERS, os.cpu_count() or 1)
+    if not raw.isdigit() or int(raw) > MAX_DATA_WORKERS:
+        raise ConfigError(f"{DATA_WORKERS_ENV} = {raw!r} is not allowed; it must be an integer in "
+                          f"[0, {MAX_DATA_WORKERS}] (0 = decode in the training thread)")
+    return int(raw)
 
 
-def _pool():
-    from concurrent.futures import ThreadPoolExecutor
+class _ImageFiles(torch.utils.data.Dataset):
+    """Keys ``(path, size, channels)`` -> uint8 [C, size, size]. A file that cannot be read gives
+    its one-line message (a str) instead of raising, so the DataLoader does not wrap it in a
+    worker traceback."""
 
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="kd-decode"))
-        return _POOL[0]
+    def __getitem__(self, key):
+        try:
+            return _decode(*key)
+        except ConfigError as e:
+            return str(e)
+
+
+def _collate(items: list):
+    """A chunk's images stacked into one uint8 tensor (shared memory), or the first file's message."""
+    import numpy as np
+
+    bad = next((i for i in items if isinstance(i, str)), None)
+    return bad if bad is not None else torch.from_numpy(np.stack(items))
+
+
+class _Chunks:
+    """The DataLoader's batch sampler: the chunks of the request in progress. Each ``iter()`` of
+    the loader reads it afresh, so one loader (and its persistent workers) serves every request."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[tuple[str, int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+class _Decoder:
+    """One process's image decoding: a ``DataLoader`` whose worker processes decode the chunks of
+    each request, in order (so a batch comes back exactly as the in-memory set would hold it).
+
+    Requests are served one at a time (a lock); workers persist between requests and are shut
+    down after DECODE_IDLE_S without one, on an error or a timeout, and by :func:`close_decoders`.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._chunks = _Chunks()
+        self._loader = None
+        self._used = 0  # requests served; an idle timer shuts workers down only if none came since
+
+    def _make_loader(self):
+        from torch.utils.data import DataLoader
+
+        kw: dict = {}
+        if self.workers:
+            # persistent: a worker is forked once per busy period, not once per batch; timeout: a hung
+            # or stalled worker fails the request instead of blocking the run forever
+            kw = {"persistent_workers": True, "timeout": DECODE_TIMEOUT_S, "prefetch_factor": 2}
+        return DataLoader(_ImageFiles(), batch_sampler=self._chunks, num_workers=self.workers,
+                          collate_fn=_collate, **kw)
+
+    def decode(self, files: list[str], size: int, channels: int) -> torch.Tensor:
+        n = len(files)
+        out = torch.empty((n, channels, size, size), dtype=torch.uint8)
+        if n == 0:
+            return out
+        per = max(1, min(DECODE_CHUNK, math.ceil(n / (2 * max(self.workers, 1)))))
+        with self._lock:
+            if self._loader is None:
+                self._loader = self._make_loader()
+            self._chunks.chunks = [[(f, size, channels) for f in files[i:i + per]] for i in range(0, n, per)]
+            at = 0
+            try:
+                for part in self._loader:
+                    if isinstance(part, str):
+                        raise ConfigError(part)
+                    out[at:at + len(part)] = part
+                    at += len(part)
+            except ConfigError:
+                self._shutdown()  # the rest of this request is still queued in the workers
+                raise
+            except (RuntimeError, OSError) as e:  # a worker killed, hung past the timeout, or unable to start
+                self._shutdown()
+                raise RuntimeError(f"decoding {n} images failed ({_first_line(e)}); the decode workers "
+                                   f"were stopped (set {DATA_WORKERS_ENV}=0 to decode without them)") from None
+            finally:
+                self._chunks.chunks = []
+            self._used += 1
+            if self.workers:
+                t = threading.Timer(DECODE_IDLE_S, self._idle, args=(self._used,))
+                t.daemon = True
+                t.start()
+        return out
+
+    def _idle(self, used: int) -> None:
+        with self._lock:
+            if used == self._used:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        loader, self._loader = self._loader, None
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()  # joins the workers now, rather than whenever it is collected
+
+    def close(self) -> None:
+        with self._lock:
+            self._shutdown()
+
+
+_DECODER: list[_Decoder] = []
+_DECODER_LOCK = threading.Lock()
+
+
+def _decoder() -> _Decoder:
+    import multiprocessing
+
+    # a daemonic process (someone else's worker) may not start processes: it decodes in its own thread
+    workers = 0 if multiprocessing.current_process().daemon else data_workers()
+    with _DECODER_LOCK:
+        d = _DECODER[0] if _DECODER else None
+        if d is not None and d.pid == os.getpid() and d.workers == workers:
+            return d
+        if d is not None and d.pid == os.getpid():
+            d.close()
+        # (a decoder inherited through fork belongs to the parent: its workers are not ours to stop)
+        _DECODER[:] = [_Decoder(workers)]
+        return _DECODER[0]
+
+
+def close_decoders() -> None:
+    """Shut this process's decode workers down now (a later decode starts new ones)."""
+    with _DECODER_LOCK:
+        d = _DECODER[0] if _DECODER and _DECODER[0].pid == os.getpid() else None
+    if d is not None:
+        d.close()
+
+
+atexit.register(close_decoders)
 
 
 def _decode_many(files, size: int, channels: int) -> torch.Tensor:
-    """uint8 [N, C, size, size] of ``files``, decoded by the worker pool (PIL releases the GIL)."""
-    import numpy as np
-
-    out = np.empty((len(files), channels, size, size), dtype=np.uint8)
-
-    def one(i: int) -> None:
-        out[i] = _decode(files[i], size, channels)
-
-    if len(files) < 16:
-        for i in range(len(files)):
-            one(i)
-    else:
-        chunk = max(1, len(files) // (4 * _workers()))
-
-        def run(lo: int) -> None:
-            for i in range(lo, min(lo + chunk, len(files))):
-                one(i)
-
-        for f in [_pool().submit(run, lo) for lo in range(0, len(files), chunk)]:
-            f.result()  # re-raises a file's ConfigError
-    return torch.from_numpy(out)
+    """uint8 [N, C, size, size] of ``files``, decoded by the DataLoader's worker processes."""
+    return _decoder().decode(list(files), size, channels)
 
 
 def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -418,7 +552,7 @@ class ImageFolderSpec(DatasetSpec):
             pick = torch.randperm(len(train_files), generator=g)[:STATS_SAMPLE].tolist()
             mean, std = _channel_stats(_decode_many([train_files[i] for i in pick], size, c))
             # every file opens (its header is read), so a non-image fails now, not mid-epoch
-            _check_headers([f for v in parts.values() for f, _ in v])
+            _check_headers([f for v in parts.values() for f, _ in v], c)
             # what one indexing may decode into a tensor: any batch the trainer or an evaluation
             # asks for (BATCH_FLOOR_IMAGES, or BATCH_FLOOR_BYTES of small images), a quarter of the
             # budget when that is more; a larger selection (a subset of the set) stays streamed
@@ -435,19 +569,9 @@ class ImageFolderSpec(DatasetSpec):
             augment=None, source=f"{s.root} ({n_all} images, {how})")
 
 
-def _check_headers(files: list[str]) -> None:
-    from PIL import Image
-
-    def one(f: str) -> None:
-        try:
-            with Image.open(f):
-                pass
-        except Exception as e:  # noqa: BLE001
-            raise ConfigError(f"image {f!r} cannot be read: {_first_line(e)}") from None
-
-    for fut in [_pool().submit(lambda fs=files[i:i + 512]: [one(f) for f in fs])
-                for i in range(0, len(files), 512)]:
-        fut.result()
+def _check_headers(files: list[str], channels: int) -> None:
+    """Open every file (its header is read, nothing decoded), so a non-image fails before training."""
+    _decode_many(files, 0, channels)
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import time
 import zipfile
 
 import numpy as np
@@ -136,6 +137,68 @@ def test_streamed_images_index_like_a_tensor(tmp_path):
     both = torch.cat([view, small[torch.arange(10, 16)]])
     assert isinstance(both, StreamedImages) and both.files == small.files[:16]
     assert small[torch.arange(5)].shape == (5, 3, 12, 12)
+
+
+@pytest.fixture(autouse=True)
+def decoders():
+    """Every test's decode workers are stopped when it ends, whatever happened in it."""
+    from kdcore.userdata import close_decoders
+
+    yield
+    close_decoders()
+
+
+def _children() -> list:
+    import multiprocessing
+
+    return multiprocessing.active_children()
+
+
+def test_streamed_batches_come_from_dataloader_workers_in_order(tmp_path, monkeypatch, decoders):
+    from kdcore import userdata
+
+    monkeypatch.setenv("KD_DATA_WORKERS", "2")
+    path = make_folder(tmp_path / "shapes", n_per_class=30)
+    mem = load_data(DataConfig(name="image_folder", path=path, image_size=12))
+    userdata.close_decoders()
+    lazy = load_data(DataConfig(name="image_folder", path=path, image_size=12, memory_mb=0)).x_train
+    # a shuffled batch that spans several chunks comes back in the trainer's order, bit for bit
+    idx = torch.randperm(len(lazy), generator=torch.Generator().manual_seed(3))[:50]
+    assert torch.equal(lazy[idx], mem.x_train[idx])
+    assert len(_children()) == 2  # the DataLoader's two worker processes did the decoding
+    before = {p.pid for p in _children()}
+    assert torch.equal(lazy[idx[:7]], mem.x_train[idx[:7]])
+    assert {p.pid for p in _children()} == before  # persistent: not forked again per batch
+    userdata.close_decoders()
+    assert _children() == []
+    # idle workers go away by themselves
+    monkeypatch.setattr(userdata, "DECODE_IDLE_S", 0.2)
+    assert torch.equal(lazy[idx[:5]], mem.x_train[idx[:5]])
+    assert len(_children()) == 2
+    deadline = time.monotonic() + 20
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _children() == []
+    # without workers (0) the same batch is decoded in the calling thread
+    monkeypatch.setenv("KD_DATA_WORKERS", "0")
+    assert torch.equal(lazy[idx], mem.x_train[idx]) and _children() == []
+    monkeypatch.setenv("KD_DATA_WORKERS", "lots")
+    with pytest.raises(ConfigError, match=r"KD_DATA_WORKERS = 'lots'.*integer in \[0, 8\]"):
+        lazy[idx]
+
+
+def test_a_file_spoilt_after_loading_is_named_mid_run(tmp_path, monkeypatch, decoders):
+    monkeypatch.setenv("KD_DATA_WORKERS", "2")
+    path = make_folder(tmp_path / "shapes", n_per_class=10)
+    lazy = load_data(DataConfig(name="image_folder", path=path, image_size=12, memory_mb=0)).x_train
+    bad = lazy.files[4]
+    open(bad, "wb").write(b"overwritten after the header check")
+    with pytest.raises(ConfigError) as e:
+        lazy[torch.arange(10)]
+    assert os.path.basename(bad) in str(e.value) and "cannot be read" in str(e.value)
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)  # one line, not a worker's traceback
+    assert _children() == []  # the request's workers were stopped with it
+    assert lazy[torch.arange(4)].shape == (4, 3, 12, 12)  # and the next batch starts new ones
 
 
 def test_image_folder_run_exports_to_onnx(tmp_path, store):
