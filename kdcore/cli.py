@@ -17,7 +17,7 @@ from .lazy import pandas as pd  # imported on first use: start-up stays fast
 from .config import RunConfig, from_dict, to_dict, to_json
 from .errors import ConfigError, DataUnavailable, StoreUnavailable
 from .events import EpochEnd, PhaseEnd, PhaseStart, SeedStart, StepEnd
-from .registry import DATASETS, LOSSES, MODELS
+from .registry import LOSSES
 
 KD_HELP = """\
 Knowledge distillation (Hinton et al. 2015). The distilled student minimises
@@ -36,6 +36,17 @@ Configs are JSON (see `python -m kdcore config`); override any field with --set 
 Models: {models}. Datasets: {datasets}. Losses: {losses}
 (each explained, with its loss.params, by `python -m kdcore methods`).
 """
+
+# What --help lists. The registries fill by importing torch (a second or more), and --help must
+# answer without it, so it reads these names; tests/test_startup.py fails when they differ from
+# the filled registries. The help of every subcommand is static text for the same reason.
+HELP_NAMES = {
+    "models": ("mlp", "lenet5", "cnn", "resnet8", "resnet20", "resnet32", "resnet18", "mobilenet_v3_small",
+               "torchvision"),
+    "datasets": ("moons", "circles", "spirals", "blobs", "fashion_mnist", "mnist", "cifar10", "image_folder",
+                 "csv"),
+    "losses": ("kd", "soft_ce", "mse_logits", "dkd", "logit_std", "fitnets", "at", "sp", "rkd", "adversarial"),
+}
 
 
 def _set(d: dict, dotted: str, raw: str) -> None:
@@ -172,7 +183,7 @@ def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
 
 def cmd_run(args) -> int:
     from .distributed import run_distributed
-    from .experiment import arm_descriptions, little_to_distil, results_table, run_experiment
+    from .experiment import run_experiment
 
     def job(cfg, store, cbs, nproc):
         if nproc > 1:
@@ -182,8 +193,14 @@ def cmd_run(args) -> int:
 
     res_cfg = load_config(args.config, args.set, args)
     res, report = _execute(args, res_cfg, job)
-    if not report:  # rank 0 reports for everyone
-        return 0 if res.status == "completed" else 1
+    if report:  # rank 0 reports for everyone
+        _report_run(res, res_cfg)
+    return 0 if res.status == "completed" else 1
+
+
+def _report_run(res, res_cfg: RunConfig) -> None:
+    from .experiment import arm_descriptions, little_to_distil, results_table
+
     if res.metrics:
         print(results_table(res.metrics).set_index("model").to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"status: {res.status}" + (f" (run {res.run_id})" if res.run_id else "") + f", {res.seconds:.1f}s")
@@ -193,7 +210,6 @@ def cmd_run(args) -> int:
     if note := little_to_distil(res.metrics):
         print(note)
     print(res.message)
-    return 0 if res.status == "completed" else 1
 
 
 def cmd_compare(args) -> int:
@@ -309,9 +325,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    if args.action in ("show", "config", "delete") and not args.id:
+    with_id = ("show", "config", "delete", "resume")
+    if args.action in with_id and not args.id:
         raise ConfigError(f"runs {args.action} needs a run id, e.g. python -m kdcore runs {args.action} 3")
-    run_id = run_id_arg(args.id) if args.action in ("show", "config", "delete") else None
+    run_id = run_id_arg(args.id) if args.action in with_id else None
     if args.action == "export" and args.ids is not None:
         ids = [run_id_arg(i, "--ids entry") if i.strip().isdigit() else None for i in args.ids.split(",")]
         if None in ids or not ids:
@@ -344,6 +361,15 @@ def cmd_runs(args) -> int:
     elif args.action == "delete":
         store.delete(run_id)
         print(f"deleted run {run_id}")
+    elif args.action == "resume":
+        from .config import from_dict
+        from .experiment import resume
+
+        run = store.get(run_id)
+        print(f"resuming run {run_id} ({run['status']}): {run['message']}", flush=True)
+        res = resume(run_id, store=store, callbacks=[Progress(0)], stop=threading.Event())
+        _report_run(res, from_dict(run["config"]))
+        return 0 if res.status == "completed" else 1
     return 0
 
 
@@ -371,8 +397,7 @@ def _positive(name: str, lo: int, hi: int):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m kdcore", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=KD_HELP.format(models=", ".join(MODELS.names()), datasets=", ".join(DATASETS.names()),
-                                   losses=", ".join(LOSSES.names())))
+        description=KD_HELP.format(**{k: ", ".join(v) for k, v in HELP_NAMES.items()}))
     p.add_argument("--runs-dir", default=None, help="run history folder (default ./runs or $KD_RUNS_DIR)")
     sub = p.add_subparsers(dest="cmd", metavar="command", required=True, parser_class=_Parser)
 
@@ -412,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--scope", choices=["global", "layer"], default="global", help="global or per-layer pruning")
     cp.add_argument("--no-quantize", action="store_true", help="leave out the int8 rows")
     r = sub.add_parser("runs", help="the run history")
-    r.add_argument("action", choices=["list", "show", "config", "export", "delete"])
-    r.add_argument("id", nargs="?", help="run id (show, config, delete)")
+    r.add_argument("action", choices=["list", "show", "config", "export", "delete", "resume"],
+                   help="resume: train an interrupted or stopped run on from its last finished epoch")
+    r.add_argument("id", nargs="?", help="run id (show, config, delete, resume)")
     r.add_argument("--out", default="runs.csv", help="export: CSV path")
     r.add_argument("--ids", help="export: comma-separated run ids (default all)")
     r.add_argument("--tensorboard", metavar="DIR", help="export: write each run's curves (every loss "
@@ -432,10 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every mistake is one ``error:`` line on stderr and a non-zero exit.
 
-    ``KD_DEBUG=1`` lets an unexpected exception through with its traceback.
+    ``KD_DEBUG=1`` lets an unexpected exception through with its traceback. Parsing and every
+    ``--help`` import no torch; a command loads what it uses (the registries fill on first lookup).
     """
-    import kdcore  # noqa: F401  (fills the registries)
-
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "config":
