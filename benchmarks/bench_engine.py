@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, compare,  # noqa: E402
+from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, compare,
                     replace)
-from kdcore.data import batches, load_data  # noqa: E402
-from kdcore.experiment import build_models  # noqa: E402
-from kdcore.trainer import Alone, LogitDistiller, fit, make_generator, predict_logits  # noqa: E402
+from kdcore.data import batches, load_data
+from kdcore.experiment import build_models
+from kdcore.trainer import Alone, LogitDistiller, fit, make_generator, predict_logits
 
 CFG = RunConfig(
     data=DataConfig(name="fashion_mnist"),

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import kdcore  # noqa: E402
-from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
-from kdcore.live import LiveRun  # noqa: E402
+import kdcore
+from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+from kdcore.live import LiveRun
 
 TARGET = 0.30
 

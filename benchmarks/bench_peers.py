@@ -40,13 +40,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, replace  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
-from kdcore.events import EpochEnd, PhaseStart  # noqa: E402
-from kdcore.models import build_model  # noqa: E402
-from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits  # noqa: E402
+from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, replace
+from kdcore.data import load_data
+from kdcore.events import EpochEnd, PhaseStart
+from kdcore.models import build_model
+from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits
 
 T, ALPHA, LR, BATCH = 4.0, 0.5, 1e-3, 128
 TEACHER = ModelConfig("cnn", {"width": 16, "hidden": 256})

@@ -10,14 +10,11 @@ bookkeeping (three .item(), the train-accuracy count, a StepEnd event); kdcore's
 terms with (1-alpha)*T^2 folded into one multiply; kdcore's loss + bookkeeping.
 """
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_num_threads(1)
 from kdcore import DataConfig  # noqa: E402
 from kdcore.data import load_data

@@ -16,19 +16,15 @@ import copy
 import dataclasses
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import DataConfig, OptimConfig  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
-from kdcore.models import build_model  # noqa: E402
-from kdcore.trainer import Alone, fit  # noqa: E402
+from kdcore import DataConfig, OptimConfig
+from kdcore.data import load_data
+from kdcore.models import build_model
+from kdcore.trainer import Alone, fit
 
 LR, BATCH = 1e-3, 128
 

@@ -15,15 +15,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, run_experiment  # noqa: E402
-from kdcore.compress import compression_table  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
+from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, run_experiment
+from kdcore.compress import compression_table
+from kdcore.data import load_data
 
 
 def main() -> int:

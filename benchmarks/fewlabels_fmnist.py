@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 EPOCHS = {300: 40, 1000: 30, 3000: 20, 0: 10}  # labelled size (0 = all) -> student epochs
 

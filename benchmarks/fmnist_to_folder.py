@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore.data import DATASETS, DEBIAN_FASHION_MNIST  # noqa: E402
+from kdcore.data import DATASETS, DEBIAN_FASHION_MNIST
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -38,14 +38,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import trainer  # noqa: E402
-from kdcore.config import LossConfig, OptimConfig  # noqa: E402
-from kdcore.data import DataBundle  # noqa: E402
-from kdcore.events import EpochEnd, StepEnd  # noqa: E402
-from kdcore.models import build_model, count_params  # noqa: E402
-from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits  # noqa: E402
+from kdcore import trainer
+from kdcore.config import LossConfig, OptimConfig
+from kdcore.data import DataBundle
+from kdcore.events import EpochEnd, StepEnd
+from kdcore.models import build_model, count_params
+from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits
 
 KD = LossConfig(name="kd", temperature=4.0, alpha=0.5)
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",

@@ -10,18 +10,13 @@ VALIDATION split; test gains are reported for every cell, chosen or not.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_engine import CFG  # noqa: E402
-from kdcore import LossConfig, replace, run_experiment  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
+from bench_engine import CFG
+from kdcore import LossConfig, replace, run_experiment
+from kdcore.data import load_data
 
 TEMPS, ALPHAS, SEEDS = (1.0, 2.0, 4.0), (0.1, 0.5, 0.9), (0, 1, 2)
 

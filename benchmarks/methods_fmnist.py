@@ -25,11 +25,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import (METHOD_INFO, DataConfig, LossConfig, ModelConfig, OptimConfig,  # noqa: E402
+from kdcore import (METHOD_INFO, DataConfig, LossConfig, ModelConfig, OptimConfig,
                     RunConfig, replace, run_experiment)
-from kdcore.data import load_data  # noqa: E402
+from kdcore.data import load_data
 
 METHODS = ["kd", "dkd", "logit_std", "fitnets", "at", "sp", "rkd", "adversarial", "multi_teacher"]
 # schedule variants, run only when named in --methods: (loss.name, loss.params, table title)

@@ -24,13 +24,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import RunStore, replace, run_experiment, to_dict  # noqa: E402
-from kdcore import teaching as tg  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
-from kdcore.live import worker_threads  # noqa: E402
-from kdcore.trainer import predict_logits  # noqa: E402
+from kdcore import RunStore, replace, run_experiment, to_dict
+from kdcore import teaching as tg
+from kdcore.data import load_data
+from kdcore.live import worker_threads
+from kdcore.trainer import predict_logits
 
 
 def main() -> int:

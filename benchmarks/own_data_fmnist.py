@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import kdcore  # noqa: E402
-from kdcore import RunStore, from_dict, run_experiment  # noqa: E402
-from kdcore.data import load_data  # noqa: E402
+import kdcore
+from kdcore import RunStore, from_dict, run_experiment
+from kdcore.data import load_data
 
 
 def config(data: dict, subset: int = 0) -> dict:

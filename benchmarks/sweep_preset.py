@@ -20,12 +20,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdcore import RunStore, to_dict  # noqa: E402
-from kdcore import teaching as tg  # noqa: E402
-from kdcore.live import worker_threads  # noqa: E402
-from kdcore.sweep import PRESET, preset_plan, run_sweep  # noqa: E402
+from kdcore import RunStore, to_dict
+from kdcore import teaching as tg
+from kdcore.live import worker_threads
+from kdcore.sweep import PRESET, preset_plan, run_sweep
 
 BUDGET_S = 300
 
