@@ -19,7 +19,7 @@ from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 
-from .config import RunConfig, phase_architectures, replace, to_dict
+from .config import RunConfig, from_dict, phase_architectures, replace, to_dict
 from .data import load_data, student_views
 from .errors import ConfigError
 from .losses import UNLABELLED
@@ -31,7 +31,7 @@ from .store import RunStore
 from .methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
 
-__all__ = ["RunResult", "run_experiment", "compare", "CompareResult", "load_teacher_weights",
+__all__ = ["RunResult", "run_experiment", "resume", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
            "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil",
            "find_trained_teacher", "teacher_fingerprint"]
@@ -88,10 +88,10 @@ def build_models(cfg: RunConfig, in_shape, num_classes) -> tuple[nn.Module, nn.M
     Each build holds the init lock (``seeded_init``), so a run started while another thread
     builds models gets the same weights as when it runs alone.
     """
-    with seeded_init(cfg.seed, fork=False):
+    with seeded_init(cfg.seed):
         teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
                               params=cfg.teacher.params)
-    with seeded_init(cfg.seed, fork=False):  # leaves the process RNG seeded, as training expects
+    with seeded_init(cfg.seed):
         student = build_model(cfg.student.name, in_shape=in_shape, num_classes=num_classes,
                               params=cfg.student.params)
     return teacher, student
@@ -252,44 +252,38 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             of training it (:func:`find_trained_teacher`); distributed ranks decide this beforehand.
     Returns:
         RunResult; never raises for a run that diverges or is stopped (see ``status``).
+
+    With a store, each phase keeps its last finished epoch as a checkpoint until the run ends, so
+    a run whose process dies (``interrupted``) or that is stopped can be :func:`resume`\\ d.
     """
-    t0 = time.perf_counter()
     run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
-    cbs = list(callbacks) + ([store.recorder(run_id)] if store else [])
-
-    def emit(ev):
-        for cb in cbs:
-            cb(ev)
-
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
-    reuse = dict(reuse or {})
-    try:
-        data = data if data is not None else load_data(cfg.data)  # inside: a missing set fails the run
-        if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
-            from .teaching import boundary_recorder
+    return _Pipeline(cfg, res, store, callbacks, stop, dict(reuse or {}), data).run(find_teacher)
 
-            cbs[:0] = boundary_recorder(cfg, store, data)
-        if find_teacher and store is not None and "teacher" not in reuse:  # a teacher is trained once
-            res.teacher_from = find_trained_teacher(store, cfg, exclude=run_id)
-            if res.teacher_from is not None:
-                t = build_model(cfg.teacher.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
-                                params=cfg.teacher.params)
-                reuse["teacher"] = load_teacher_weights(t, f"run:{res.teacher_from}", store)
-        _pipeline(cfg, res, store, emit, stop, reuse, data)
-    except ConfigError as e:
-        res.status, res.message = "failed", str(e)
-    except Exception as e:  # keep the history consistent; the UI shows the message
-        res.status, res.message = "failed", f"{type(e).__name__}: {e}"
-    res.seconds = time.perf_counter() - t0
-    if res.status == "completed":
-        res.message = verdict(res.metrics)
-        if res.teacher_from is not None:
-            res.message += (f" The teacher was not trained again: run {res.teacher_from} trained the same "
-                            "one (architecture, data, optimiser, seed); retrain_teacher = true trains it anew.")
-    if store:
-        store.finish_run(run_id, res.status, res.message, res.metrics)
-    emit(RunEnd(res.status, res.message, res.metrics, run_id))
-    return res
+
+def resume(run_id: int, *, store: RunStore, callbacks: Iterable[Callback] = (),
+           stop: threading.Event | None = None, data=None) -> RunResult:
+    """Train an ``interrupted`` or ``stopped`` run on from where it ended, under the same id.
+
+    Phases that finished are loaded from their saved weights; the phase that was cut short goes on
+    from its last finished epoch's checkpoint (weights, optimiser, schedule, data-order and dropout
+    generators), so on the CPU the run ends with the weights an uninterrupted run would have.
+
+    A phase with no checkpoint (cut short in its first epoch, or trained on several processes,
+    which keep none) trains again from its start, on this one process.
+
+    Args:
+        run_id: the run. store: its history. callbacks, stop, data: as in :func:`run_experiment`.
+    Raises:
+        KeyError: no such run. ConfigError: the run is not interrupted or stopped.
+    """
+    cfg = from_dict(store.get(run_id)["config"])  # a config this version cannot read fails here
+    store.reopen_run(run_id)
+    done = {p: store.load_weights(run_id, p) for p in phase_architectures(cfg)
+            if store.weights_path(run_id, p).is_file()}
+    res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
+    return _Pipeline(cfg, res, store, callbacks, stop, {}, data, done=done).run(find_teacher=False)
+
 
 
 # DataConfig fields that decide only what the students see, or where files are looked for: a
@@ -339,109 +333,186 @@ def extra_teacher_seed(cfg: RunConfig, k: int) -> int:
     return cfg.seed + 1000 * (k - 1)
 
 
-def _pipeline(cfg, res: RunResult, store, emit, stop, reuse: dict, data) -> None:
-    device = torch.device(cfg.device)
-    # the teacher learns from every class; students may be denied one (the omitted-class experiment)
-    student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
-    # few labels: the baseline sees only the labelled samples; the distilled student also the
-    # transfer set (the rest of the training split, unlabelled) when there is one
-    labelled, transfer = student_views(student_data, cfg.data)
-    t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))
-    baseline = copy.deepcopy(student)  # the same initial weights as the distilled student
-    pseudo = copy.deepcopy(student) if cfg.pseudo_arm else None  # ... and as the hard-label arm
-    bs = cfg.optim.batch_size
+class _Pipeline:
+    """One run's phases: the teacher(s), the baseline, the distilled student, the pseudo arm.
 
-    def train(name, distiller, optim, phase_data, teacher_logits=None, seed=cfg.seed) -> bool:
-        r = fit(distiller, phase_data, optim, phase=name, seed=seed, device=device, callbacks=[emit],
-                stop=stop, teacher_logits=teacher_logits, run_id=res.run_id)
+    :meth:`run` files the run and turns any failure into its status; each phase goes through
+    :meth:`train` (fit it, or load it when it finished before an interruption) and :meth:`finish`
+    (test it, save it).
+    """
+
+    def __init__(self, cfg: RunConfig, res: RunResult, store: RunStore | None, callbacks, stop,
+                 reuse: dict[str, nn.Module], data, *, done: dict[str, dict] | None = None):
+        self.cfg, self.res, self.store, self.stop, self.reuse, self.data = cfg, res, store, stop, reuse, data
+        self.done = done or {}  # phase -> state_dict of phases that finished before an interruption
+        self.resuming = done is not None
+        self.cbs = list(callbacks) + ([store.recorder(res.run_id)] if store else [])
+        self.device = torch.device(cfg.device)
+
+    def emit(self, ev) -> None:
+        for cb in self.cbs:
+            cb(ev)
+
+    def run(self, find_teacher: bool) -> RunResult:
+        cfg, res, store = self.cfg, self.res, self.store
+        t0 = time.perf_counter()
+        try:
+            if self.data is None:
+                self.data = load_data(cfg.data)  # inside: a missing set fails the run
+            if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
+                from .teaching import boundary_recorder
+
+                self.cbs[:0] = boundary_recorder(cfg, store, self.data)
+            if find_teacher and store is not None and "teacher" not in self.reuse:  # a teacher is trained once
+                res.teacher_from = find_trained_teacher(store, cfg, exclude=res.run_id)
+                if res.teacher_from is not None:
+                    t = build_model(cfg.teacher.name, in_shape=tuple(self.data.in_shape),
+                                    num_classes=len(self.data.classes), params=cfg.teacher.params)
+                    self.reuse["teacher"] = load_teacher_weights(t, f"run:{res.teacher_from}", store)
+            self.phases()
+        except ConfigError as e:
+            res.status, res.message = "failed", str(e)
+        except Exception as e:  # keep the history consistent; the UI shows the message
+            res.status, res.message = "failed", f"{type(e).__name__}: {e}"
+        res.seconds = time.perf_counter() - t0
+        if res.status == "completed":
+            res.message = verdict(res.metrics)
+            if res.teacher_from is not None:
+                res.message += (f" The teacher was not trained again: run {res.teacher_from} trained the same "
+                                "one (architecture, data, optimiser, seed); retrain_teacher = true trains it anew.")
+        if store:
+            store.finish_run(res.run_id, res.status, res.message, res.metrics)
+        self.emit(RunEnd(res.status, res.message, res.metrics, res.run_id))
+        return res
+
+    def train(self, name: str, distiller, optim, phase_data, teacher_logits=None, seed: int | None = None) -> bool:
+        """Fit one phase (from its checkpoint when resuming); False when it stopped or diverged."""
+        res, store = self.res, self.store
+        if name in self.done:  # it finished before the run was interrupted: its weights are on disk
+            distiller.student.load_state_dict(self.done[name])
+            stored = store.epochs(res.run_id)
+            res.history[name] = stored[stored["phase"] == name].drop(columns=["run_id", "phase"],
+                                                                     errors="ignore").to_dict("records")
+            return True
+        ckpt = (lambda state: store.save_checkpoint(res.run_id, name, state)) if store else None
+        start = store.load_checkpoint(res.run_id, name) if self.resuming else None
+        r = fit(distiller, phase_data, optim, phase=name, seed=self.cfg.seed if seed is None else seed,
+                device=self.device, callbacks=[self.emit], stop=self.stop, teacher_logits=teacher_logits,
+                run_id=res.run_id, checkpoint=ckpt, resume=start)
         res.history[name] = r.epochs
         if r.status != "completed":
             res.status, res.message = r.status, r.message
-            emit(PhaseEnd(name, r.status, {}, r.message, res.run_id))
+            self.emit(PhaseEnd(name, r.status, {}, r.message, res.run_id))
         return r.status == "completed"
 
-    def finish(name, model, teacher_test=None, save=True):
+    def finish(self, name: str, model: nn.Module, teacher_test=None, save: bool = True) -> torch.Tensor:
+        """Test a trained phase, pair a student with the baseline, save the weights; its test logits."""
+        res, data = self.res, self.data
         model.eval()
         res.models[name] = model
-        m, logits = _evaluate(model, data, device, bs, teacher_test)
+        m, logits = _evaluate(model, data, self.device, self.cfg.optim.batch_size, teacher_test)
         if name in STUDENT_ARMS:
             m.update(compression(m, res.metrics["teacher"]))
         if name in STUDENT_ARMS and name != "baseline":  # paired with the baseline on the test set
             m.update(paired_comparison(res.predictions["baseline"], logits.argmax(1), data.y_test).as_metrics())
         res.metrics[name] = m
         res.predictions[name] = logits.argmax(1)
-        if store and save:
-            store.save_weights(res.run_id, name, model.state_dict())
-        emit(PhaseEnd(name, "completed", m, "", res.run_id))
+        if self.store and save:
+            self.store.save_weights(res.run_id, name, model.state_dict())
+        self.emit(PhaseEnd(name, "completed", m, "", res.run_id))
         return logits
 
-    # 1. teacher: reused, loaded, or trained
-    if "teacher" in reuse:
-        t_model = reuse["teacher"]
-    elif cfg.teacher_source == "train":
-        if not train("teacher", Alone(t_model), cfg.teacher_optim, data):
-            return
-    else:
-        load_teacher_weights(t_model, cfg.teacher_source, store)
-    t_model.to(device).eval()
-    for p in t_model.parameters():
-        p.requires_grad_(False)
-    t_test = finish("teacher", t_model)
+    def frozen(self, model: nn.Module) -> nn.Module:
+        model.to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
 
-    # 1b. multi-teacher KD: teacher_2, teacher_3, ... and their ensemble become "the teacher"
-    if cfg.extra_teachers:
+    def phases(self) -> None:
+        cfg, data = self.cfg, self.data
+        t_model, student = build_models(cfg, tuple(data.in_shape), len(data.classes))
+        teacher = self.teacher(t_model)
+        if teacher is None:
+            return
+        self.students(student, *teacher)
+
+    def teacher(self, t_model: nn.Module) -> tuple[nn.Module, torch.Tensor] | None:
+        """1. The teacher: reused, loaded or trained; with extra teachers, their ensemble.
+
+        Returns:
+            (the model the students learn from, its test logits), or None when training ended early.
+        """
+        cfg = self.cfg
+        if "teacher" in self.reuse:
+            t_model = self.reuse["teacher"]
+        elif cfg.teacher_source == "train" or "teacher" in self.done:
+            if not self.train("teacher", Alone(t_model), cfg.teacher_optim, self.data):
+                return None
+        else:
+            load_teacher_weights(t_model, cfg.teacher_source, self.store)
+        t_test = self.finish("teacher", self.frozen(t_model))
+        if not cfg.extra_teachers:
+            return t_model, t_test
+        # multi-teacher KD: teacher_2, teacher_3, ... and their ensemble become "the teacher"
         members, member_logits = [t_model], {"teacher": t_test}
         for i, mcfg in enumerate(cfg.extra_teachers):
             name, seed_k = f"teacher_{i + 2}", extra_teacher_seed(cfg, i + 2)
             src = cfg.extra_teacher_sources[i] if cfg.extra_teacher_sources else "train"
-            # a forked RNG keeps the baseline and the distilled student exactly as in the
-            # single-teacher run with the same seed
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed_k)
-                if name in reuse:
-                    m = reuse[name]
+            if name in self.reuse:
+                m = self.reuse[name]
+            else:
+                with seeded_init(seed_k):
+                    m = build_model(mcfg.name, in_shape=tuple(self.data.in_shape),
+                                    num_classes=len(self.data.classes), params=mcfg.params)
+                if src == "train" or name in self.done:
+                    if not self.train(name, Alone(m), cfg.teacher_optim, self.data, seed=seed_k):
+                        return None
                 else:
-                    m = build_model(mcfg.name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
-                                    params=mcfg.params)
-                    if src == "train":
-                        if not train(name, Alone(m), cfg.teacher_optim, data, seed=seed_k):
-                            return
-                    else:
-                        load_teacher_weights(m, src, store)
-            m.to(device).eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-            member_logits[name] = finish(name, m)
+                    load_teacher_weights(m, src, self.store)
+            member_logits[name] = self.finish(name, self.frozen(m))
             members.append(m)
-        t_model = Ensemble(members, cfg.teacher_weights).to(device).eval()
-        t_test = finish("ensemble", t_model, save=False)  # its members are saved one by one
+        ensemble = Ensemble(members, cfg.teacher_weights).to(self.device).eval()
+        e_test = self.finish("ensemble", ensemble, save=False)  # its members are saved one by one
         for name, logits in member_logits.items():  # how far each teacher is from the ensemble
-            res.metrics[name].update(teacher_agreement(logits, t_test))
+            self.res.metrics[name].update(teacher_agreement(logits, e_test))
+        return ensemble, e_test
 
-    # 2. baseline and 3. distilled share init, data order and schedule (all from cfg.seed)
-    if "baseline" in reuse:
-        baseline = reuse["baseline"]
-    elif not train("baseline", Alone(baseline), cfg.optim, labelled):
-        return
-    finish("baseline", baseline, t_test)
-    distiller = make_distiller(cfg.loss, student, t_model, in_shape=tuple(data.in_shape))
-    distil_data = transfer if transfer is not None else labelled
-    cache = None
-    if distil_data.augment is None and (distiller.uses_teacher_logits_only or pseudo is not None):
-        cache = predict_logits(t_model, distil_data.x_train, device=device)
-    if not train("distilled", distiller, cfg.optim, distil_data,
-                 cache if distiller.uses_teacher_logits_only else None):
-        return
-    finish("distilled", distiller.student, t_test)
-    if pseudo is not None:  # 4. the same student on the teacher's argmax over the transfer set
+    def students(self, student: nn.Module, t_model: nn.Module, t_test: torch.Tensor) -> None:
+        """2. the baseline, 3. the distilled student and 4. the pseudo-label arm: one init, one data order."""
+        cfg, data, device = self.cfg, self.data, self.device
+        # the teacher learns from every class; students may be denied one (the omitted-class experiment)
+        student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
+        # few labels: the baseline sees only the labelled samples; the distilled student also the
+        # transfer set (the rest of the training split, unlabelled) when there is one
+        labelled, transfer = student_views(student_data, cfg.data)
+        baseline = copy.deepcopy(student)  # the same initial weights as the distilled student
+        pseudo = copy.deepcopy(student) if cfg.pseudo_arm else None  # ... and as the hard-label arm
+        if "baseline" in self.reuse:
+            baseline = self.reuse["baseline"]
+        elif not self.train("baseline", Alone(baseline), cfg.optim, labelled):
+            return
+        self.finish("baseline", baseline, t_test)
+        distiller = make_distiller(cfg.loss, student, t_model, in_shape=tuple(data.in_shape), seed=cfg.seed)
+        distil_data = transfer if transfer is not None else labelled
+        cache = None
+        if distil_data.augment is None and (distiller.uses_teacher_logits_only or pseudo is not None):
+            cache = predict_logits(t_model, distil_data.x_train, device=device)
+        if not self.train("distilled", distiller, cfg.optim, distil_data,
+                          cache if distiller.uses_teacher_logits_only else None):
+            return
+        self.finish("distilled", distiller.student, t_test)
+        if pseudo is None:
+            return
+        # 4. the same student on the teacher's argmax over the transfer set
         hard = cache if cache is not None else predict_logits(t_model, distil_data.x_train, device=device)
         y = torch.where(distil_data.y_train == UNLABELLED, hard.argmax(1), distil_data.y_train)
-        if not train("pseudo", Alone(pseudo), cfg.optim, dataclasses.replace(distil_data, y_train=y)):
+        if not self.train("pseudo", Alone(pseudo), cfg.optim, dataclasses.replace(distil_data, y_train=y)):
             return
-        finish("pseudo", pseudo, t_test)
+        self.finish("pseudo", pseudo, t_test)
         # what soft targets add to the teacher's answer: distilled against the hard-label arm
-        res.metrics["distilled"].update(paired_comparison(
-            res.predictions["pseudo"], res.predictions["distilled"], data.y_test).as_metrics("vs_pseudo"))
+        self.res.metrics["distilled"].update(paired_comparison(
+            self.res.predictions["pseudo"], self.res.predictions["distilled"], data.y_test).as_metrics("vs_pseudo"))
+
 
 
 @dataclass

@@ -316,21 +316,15 @@ _INIT_LOCK = threading.RLock()
 
 
 @contextmanager
-def seeded_init(seed: int, *, fork: bool = True):
+def seeded_init(seed: int):
     """Build models inside this to draw their init from ``seed``, alone among threads.
 
-    Args:
-        seed: what the init is drawn from. fork: restore the process RNG afterwards (a probe
-            that must not change anything); False leaves it seeded, as a run's training expects.
+    The process RNG is restored afterwards: training draws from the run's own generators
+    (data order, augmentation, dropout), never from the process-wide one.
     """
-    with _INIT_LOCK:
-        if fork:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                yield
-        else:
-            torch.manual_seed(seed)
-            yield
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def build_model(name: str, *, in_shape, num_classes: int, params: dict | None = None) -> nn.Module:

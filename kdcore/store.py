@@ -7,6 +7,9 @@ Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
                             weights saved again (a reused teacher or baseline in every sweep cell,
                             a ``run:<id>`` teacher) become a hard link to the first file
     <run_id>/<name>.npz     artifacts: named numeric arrays (e.g. decision-boundary snapshots)
+    <run_id>/checkpoints/<phase>.pt
+                            the last finished epoch of a phase (weights, optimiser, schedule,
+                            generators), kept while the run is unfinished so it can be resumed
 
 Epoch rows are committed as each epoch ends and step rows with them, so a crash loses at most
 the epoch in progress. Every method opens its own short-lived connection, so a training worker
@@ -15,7 +18,8 @@ thread and the page that reads it never share one.
 A run records who trains it (pid, host) and a heartbeat that a daemon thread of that process
 renews every ``HEARTBEAT_S`` seconds while the run is open. Opening or listing the history
 marks ``running`` runs whose process is gone (same host, pid dead) or whose heartbeat is older
-than ``STALE_S`` as ``interrupted``; their finished epochs stay.
+than ``STALE_S`` as ``interrupted``; their finished epochs stay, and ``kdcore.experiment.resume``
+trains such a run on from its checkpoints.
 """
 from __future__ import annotations
 
@@ -104,6 +108,7 @@ _RUN_COLUMNS = (("pid", "INTEGER"), ("host", "TEXT"), ("heartbeat", "REAL"), ("o
 HEARTBEAT_S = 15.0  # how often a process renews the heartbeat of the runs it trains
 STALE_S = 120.0  # a running run whose heartbeat is older than this has lost its process
 HOST = socket.gethostname()
+RESUMABLE = ("interrupted", "stopped")  # a run left so keeps its checkpoints and can be resumed
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -280,10 +285,62 @@ class RunStore:
         return run_id
 
     def finish_run(self, run_id: int, status: str, message: str, metrics: dict) -> None:
+        """Record how a run ended; a finished run's checkpoints go (a stopped one keeps them to resume)."""
         _BEAT.remove(self, run_id)
+        if status not in RESUMABLE:
+            self.drop_checkpoints(run_id)
         with self._db() as db:
             db.execute("UPDATE runs SET status=?, message=?, finished=?, metrics=? WHERE id=?",
                        (status, message, time.time(), json.dumps(metrics), run_id))
+
+    def reopen_run(self, run_id: int) -> dict:
+        """Take over an ``interrupted`` or ``stopped`` run to resume it: it is ``running`` again,
+        trained by this process. Returns its row as it was.
+
+        Raises:
+            KeyError: no such run. ConfigError: it is not interrupted or stopped (it finished,
+                failed, diverged, or another process trains or just resumed it).
+        """
+        self.reap()
+        run = self.get(run_id)
+        now = time.time()
+        with self._db() as db:
+            taken = db.execute("UPDATE runs SET status='running', finished=NULL, pid=?, host=?, heartbeat=? "
+                               f"WHERE id=? AND status IN ({','.join('?' * len(RESUMABLE))})",
+                               (os.getpid(), HOST, now, run_id, *RESUMABLE)).rowcount
+        if not taken:
+            raise ConfigError(f"run {run_id} is {run['status']}; only {' or '.join(RESUMABLE)} runs can be "
+                              "resumed")
+        _BEAT.add(self, run_id)
+        return run
+
+    def checkpoint_path(self, run_id: int, phase: str) -> Path:
+        """Where the last finished epoch of ``phase`` is kept while the run is unfinished."""
+        w = self.weights_path(run_id, phase)  # checks the phase name
+        return w.parent / "checkpoints" / w.name
+
+    def save_checkpoint(self, run_id: int, phase: str, state: dict) -> None:
+        """Replace ``phase``'s checkpoint atomically: a kill mid-write leaves the previous one whole."""
+        path = self.checkpoint_path(run_id, phase)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreUnavailable(f"cannot write the checkpoint {path}: {e.strerror}; free space or point "
+                                   "KD_RUNS_DIR / --runs-dir at a writable folder") from None
+
+    def load_checkpoint(self, run_id: int, phase: str) -> dict | None:
+        """``phase``'s last checkpoint (tensors and plain values only), or None when there is none."""
+        path = self.checkpoint_path(run_id, phase)
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def drop_checkpoints(self, run_id: int) -> None:
+        shutil.rmtree(self.weights_path(run_id, "teacher").parent / "checkpoints", ignore_errors=True)
 
     def recorder(self, run_id: int) -> "Recorder":
         """A callback that writes this run's events as they happen."""

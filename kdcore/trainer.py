@@ -7,11 +7,12 @@ the terms, steps the optimiser and emits events. The teacher always stays in ``e
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -23,7 +24,7 @@ from .losses import hard_ce
 from .registry import LOSSES
 
 __all__ = ["Distiller", "Alone", "LogitDistiller", "make_distiller", "fit", "FitResult",
-           "predict_logits", "make_generator"]
+           "predict_logits", "make_generator", "SeededDropout", "own_dropout", "checkpoint_state"]
 
 
 class Distiller(nn.Module):
@@ -101,20 +102,20 @@ class LogitDistiller(Distiller):
 
 
 def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
-                   in_shape: tuple[int, ...] | None = None) -> Distiller:
+                   in_shape: tuple[int, ...] | None = None, seed: int = 0) -> Distiller:
     """Build the distiller a loss config names: a Distiller class from LOSSES, or a logit loss.
 
     Args:
         loss_cfg: LossConfig. student, teacher: the models (teacher may be an ensemble).
         in_shape: one input's shape; a Distiller class with ``needs_in_shape = True`` (feature
             and adversarial methods) sizes its own trainable parts from a probe of this shape.
+        seed: what a distiller's own parts (FitNets' regressor, a discriminator) draw their init
+            from, alone among threads (``seeded_init``): equal seeds give equal parts.
     """
-    from .models import _INIT_LOCK
+    from .models import seeded_init
 
     entry = LOSSES.get(loss_cfg.name)
-    # a distiller's own parts (FitNets' regressor, a discriminator) draw their init from torch's
-    # process RNG: under the init lock so those draws never land inside another run's seeded build
-    with _INIT_LOCK:
+    with seeded_init(seed + DISTILLER_SEED_OFFSET):
         if isinstance(entry, type) and issubclass(entry, Distiller):
             if getattr(entry, "needs_in_shape", False):
                 if in_shape is None:
@@ -124,6 +125,10 @@ def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
         return LogitDistiller(student, teacher, loss_cfg)
 
 
+# A distiller's own parts are initialised from the run's seed plus this, not from the student's stream.
+DISTILLER_SEED_OFFSET = 3_000_017
+
+
 def _world() -> tuple[int, int]:
     """(world size, rank) of the initialised torch.distributed group, else (1, 0)."""
     import torch.distributed as dist
@@ -131,6 +136,42 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+class SeededDropout(nn.Dropout):
+    """``nn.Dropout`` drawing its masks from a generator of the run's own (see :func:`own_dropout`).
+
+    Torch's dropout draws from the one process-wide generator, which concurrent runs in one
+    server share; with its own generator a run's masks depend on its seed alone, and a
+    checkpoint can carry the generator's state so a resumed run draws the masks it would have.
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.generator is None:
+            return F.dropout(x, self.p, self.training, self.inplace)
+        keep = 1.0 - self.p
+        if keep == 0.0:
+            return torch.zeros_like(x)
+        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+        return x * mask / keep
+
+
+def own_dropout(model: nn.Module, generator: torch.Generator) -> int:
+    """Make every dropout layer of ``model`` draw from ``generator``; returns how many there are."""
+    n = 0
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Dropout) and not isinstance(child, SeededDropout):
+                seeded = SeededDropout(child.p, child.inplace)
+                seeded.train(child.training)
+                setattr(parent, name, seeded)
+                child = seeded
+            if isinstance(child, SeededDropout):
+                child.generator = generator
+                n += 1
+    return n
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -211,38 +252,38 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
-        device: str | torch.device = "cpu", callbacks: Iterable[Callback] = (),
-        stop: threading.Event | None = None, teacher_logits: torch.Tensor | None = None,
-        run_id: int | None = None) -> FitResult:
-    """Train ``distiller.student`` (plus the distiller's own parameters) on ``data``.
+@dataclass
+class _Loop:
+    """What one :func:`fit` sets up before its first step and keeps across epochs."""
 
-    Args:
-        distiller: what to train and how the loss is made.
-        data: a DataBundle (x_train, y_train, x_val, y_val, augment).
-        optim_cfg: OptimConfig (epochs, lr, batch_size, optimizer, schedule).
-        phase: name carried by every event.
-        seed: seeds the data order and augmentation; equal seeds give equal batches.
-        device: where to train. callbacks: receive the events. stop: set it to stop between steps.
-        teacher_logits: cached [N_train, K] teacher logits, indexed per batch (no augmentation).
-        run_id: carried by every event so a store can file them.
-    Returns:
-        FitResult with the status and one dict per finished epoch.
+    model: nn.Module  # the distiller, or its DDP / compiled wrapper
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    gen: torch.Generator  # data order and augmentation
+    dropout_gen: torch.Generator  # dropout masks (see SeededDropout)
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+    x_val: torch.Tensor
+    teacher_logits: torch.Tensor | None
+    device: torch.device
+    precision: str
+    channels_last: bool
+    resident: bool
+    n: int  # labelled samples: an epoch is one pass over them
+    mixed: bool  # a transfer set rides along: accuracy counts only the labelled part of a batch
+    world: int
+    rank: int
+    steps_per_epoch: int
+    total: int
 
-    Before the first step of each epoch it calls ``distiller.set_epoch(epoch, epochs)``
-    (``epoch`` 1-based) so a method can follow the schedule; a schedule that does not fit the
-    epochs raises ``ConfigError`` there, before that phase trains.
 
-    Under an initialised ``torch.distributed`` group of N > 1 processes (see
-    :mod:`kdcore.distributed`) every rank draws the same batches, trains on its share
-    ``batch[rank::N]`` through DistributedDataParallel (gradients averaged, so the step is the
-    single-process step on the whole batch when shares are equal), and the step's loss, terms,
-    correct count and stop flag are all-reduced, so every rank reports the same numbers and
-    stops, or diverges, at the same step. A final batch smaller than N is skipped.
-    """
-    callbacks = list(callbacks)
-    emit = (lambda ev: [cb(ev) for cb in callbacks]) if callbacks else (lambda ev: None)
-    device = torch.device(device)
+# The dropout generator's seed is the run's seed plus this, so masks never repeat the data order.
+DROPOUT_SEED_OFFSET = 7_368_787
+
+
+def _place(distiller: Distiller, device: torch.device) -> bool:
+    """Move the distiller (and its teacher) to ``device``; returns whether inputs go channels-last."""
     distiller.to(device)
     teacher = distiller.__dict__.get("teacher")
     if teacher is not None:
@@ -256,12 +297,19 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         distiller.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
-    params = [p for p in distiller.parameters() if p.requires_grad]
-    opt = _optimizer(params, optim_cfg, device)
+    return channels_last
+
+
+def _set_up(distiller: Distiller, data, optim_cfg, device: torch.device, seed: int,
+            teacher_logits: torch.Tensor | None) -> _Loop:
+    """Optimiser, schedule, generators, DDP wrapping and device-resident data for one fit()."""
+    channels_last = _place(distiller, device)
+    dropout_gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    dropout_gen.manual_seed(seed + DROPOUT_SEED_OFFSET)
+    own_dropout(distiller, dropout_gen)
+    opt = _optimizer([p for p in distiller.parameters() if p.requires_grad], optim_cfg, device)
     precision = getattr(optim_cfg, "precision", "fp32")
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    n = data.n_labelled  # an epoch is one pass over the labelled samples (a transfer set rides along)
-    mixed = data.n_unlabelled > 0  # train accuracy then counts only the labelled part of a batch
+    n = data.n_labelled
     world, rank = _world()
     model: nn.Module = distiller
     if world > 1:
@@ -279,115 +327,105 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
              if optim_cfg.schedule == "cosine" else None)
     if getattr(optim_cfg, "compile", False):
         model = torch.compile(model)
-    gen = make_generator(seed)
-    aug = getattr(data, "augment", None)
     x_all, y_all, x_val = data.x_train, data.y_train, data.x_val
-    on_cpu, defer = device.type == "cpu", _defer_sync(device)
     # data resident on the device: one copy per phase instead of one per step
     resident = _fits_on(device, (x_all, y_all, x_val, teacher_logits))
     if resident:
         x_all, y_all, x_val = x_all.to(device), y_all.to(device), x_val.to(device)
         teacher_logits = teacher_logits.to(device) if teacher_logits is not None else None
-    emit(PhaseStart(phase, optim_cfg.epochs, steps_per_epoch, run_id))
+    return _Loop(model, opt, sched, torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+                 make_generator(seed), dropout_gen, x_all, y_all, x_val, teacher_logits, device, precision,
+                 channels_last, resident, n, data.n_unlabelled > 0, world, rank, steps_per_epoch, total)
 
+
+def checkpoint_state(loop: _Loop, distiller: Distiller, epoch: int, step: int, result: FitResult) -> dict:
+    """Everything a resumed fit() needs to go on after ``epoch`` exactly as if never stopped.
+
+    A copy (training goes on changing the live tensors) of plain tensors, numbers and strings
+    only, so it loads with ``torch.load(weights_only=True)``.
+    """
+    return {"epoch": epoch, "step": step, "epochs": copy.deepcopy(result.epochs),
+            "distiller": {k: v.detach().to("cpu", copy=True) for k, v in distiller.state_dict().items()},
+            "optimizer": copy.deepcopy(loop.opt.state_dict()),
+            "scheduler": copy.deepcopy(loop.sched.state_dict()) if loop.sched is not None else None,
+            "scaler": copy.deepcopy(loop.scaler.state_dict()) if loop.scaler is not None else None,
+            "generator": loop.gen.get_state(), "dropout_generator": loop.dropout_gen.get_state()}
+
+
+def _restore(loop: _Loop, distiller: Distiller, state: dict, result: FitResult) -> tuple[int, int]:
+    """Load a :func:`checkpoint_state`; returns (epochs done, steps done)."""
+    distiller.load_state_dict(state["distiller"])
+    loop.opt.load_state_dict(state["optimizer"])
+    if loop.sched is not None and state.get("scheduler") is not None:
+        loop.sched.load_state_dict(state["scheduler"])
+    if loop.scaler is not None and state.get("scaler") is not None:
+        loop.scaler.load_state_dict(state["scaler"])
+    loop.gen.set_state(state["generator"])
+    loop.dropout_gen.set_state(state["dropout_generator"])
+    result.epochs = [dict(e) for e in state["epochs"]]
+    return int(state["epoch"]), int(state["step"])
+
+
+def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
+        device: str | torch.device = "cpu", callbacks: Iterable[Callback] = (),
+        stop: threading.Event | None = None, teacher_logits: torch.Tensor | None = None,
+        run_id: int | None = None, checkpoint: Callable[[dict], None] | None = None,
+        resume: dict | None = None) -> FitResult:
+    """Train ``distiller.student`` (plus the distiller's own parameters) on ``data``.
+
+    Args:
+        distiller: what to train and how the loss is made.
+        data: a DataBundle (x_train, y_train, x_val, y_val, augment).
+        optim_cfg: OptimConfig (epochs, lr, batch_size, optimizer, schedule).
+        phase: name carried by every event.
+        seed: seeds the data order, augmentation and dropout; equal seeds give equal batches.
+        device: where to train. callbacks: receive the events. stop: set it to stop between steps.
+        teacher_logits: cached [N_train, K] teacher logits, indexed per batch (no augmentation).
+        run_id: carried by every event so a store can file them.
+        checkpoint: called after each finished epoch (after its EpochEnd) with
+            :func:`checkpoint_state`; single-process fits only.
+        resume: such a state: the fit goes on from the epoch after it and ends with the weights
+            an uninterrupted fit would have (on the CPU, bit for bit).
+    Returns:
+        FitResult with the status and one dict per finished epoch (resumed ones included).
+
+    Before the first step of each epoch it calls ``distiller.set_epoch(epoch, epochs)``
+    (``epoch`` 1-based) so a method can follow the schedule; a schedule that does not fit the
+    epochs raises ``ConfigError`` there, before that phase trains.
+
+    Under an initialised ``torch.distributed`` group of N > 1 processes (see
+    :mod:`kdcore.distributed`) every rank draws the same batches, trains on its share
+    ``batch[rank::N]`` through DistributedDataParallel (gradients averaged, so the step is the
+    single-process step on the whole batch when shares are equal), and the step's loss, terms,
+    correct count and stop flag are all-reduced, so every rank reports the same numbers and
+    stops, or diverges, at the same step. A final batch smaller than N is skipped.
+    """
+    callbacks = list(callbacks)
+    emit = (lambda ev: [cb(ev) for cb in callbacks]) if callbacks else (lambda ev: None)
+    device = torch.device(device)
+    loop = _set_up(distiller, data, optim_cfg, device, seed, teacher_logits)
     result = FitResult("completed")
+    done, step = _restore(loop, distiller, resume, result) if resume is not None else (0, 0)
+    if loop.world > 1:
+        checkpoint = None  # ranks would write one file each; a distributed run is not resumed
+    emit(PhaseStart(phase, optim_cfg.epochs, loop.steps_per_epoch, run_id))
     t_phase = time.perf_counter()
-    step = 0
-    for epoch in range(1, optim_cfg.epochs + 1):
+    for epoch in range(done + 1, optim_cfg.epochs + 1):
         # the distiller itself, not the DDP wrapper, keeps the schedule its forward reads
         distiller.set_epoch(epoch, optim_cfg.epochs)
         t0 = time.perf_counter()
-        model.train()
-        sums: dict[str, float] = {}
-        loss_sum, correct, seen = 0.0, 0, 0
-        pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
-        epoch_idx = epoch_batches(data, optim_cfg.batch_size, gen)
-        if resident:  # the epoch's order goes to the device in one copy, then is sliced there
-            cpu_idx = list(epoch_idx)
-            epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx])
-                         if cpu_idx else [])
-        for idx in epoch_idx:
-            if world == 1 and stop is not None and stop.is_set():
-                result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
-                break
-            if world > 1 and len(idx) < world:
-                continue
-            x, y = x_all[idx], y_all[idx]
-            if aug is not None:  # on the whole batch, so every rank's generator stays in step
-                x = aug(x, generator=gen)
-            t_log = teacher_logits[idx] if teacher_logits is not None else None
-            if world > 1:
-                x, y = x[rank::world], y[rank::world]
-                t_log = t_log[rank::world] if t_log is not None else None
-            if not on_cpu and not resident:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, precision):
-                logits, terms = model(x, y, t_log)
-                parts = list(terms.values())
-                loss = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if sched is not None:
-                sched.step()
-            step += 1
-            if world > 1:
-                loss_f, term_f, n_right, stop_now = _reduce_step(loss, terms, logits, y, stop, world, device)
-            elif defer:  # no host sync: the numbers come back every SYNC_EVERY steps
-                pending.append((step, torch.stack([loss.detach().float(),
-                                                   *[v.detach().float() for v in terms.values()]]),
-                                list(terms), opt.param_groups[0]["lr"]))
-                hit = logits.argmax(1) == y
-                correct += (hit & (idx < n)).sum() if mixed else hit.sum()
-                seen += (idx < n).sum() if mixed else len(idx)
-                if len(pending) >= SYNC_EVERY:
-                    block = _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id)
-                    pending.clear()
-                    if block is None:
-                        break
-                    loss_sum += block
-                continue
-            else:
-                loss_f, n_right, stop_now = loss.item(), None, False
-            if not math.isfinite(loss_f):
-                result.status, result.message = "diverged", _diverged(phase, loss_f, epoch, step, optim_cfg)
-                break
-            if world == 1:  # per-step host syncs cost more than a tiny model's step: keep them few
-                term_f = ({k: loss_f for k in terms} if len(parts) == 1
-                          else {k: v.item() for k, v in terms.items()})
-                hit = logits.argmax(1) == y  # tensors: summed, synced once an epoch
-                n_right = (hit & (idx < n)).sum() if mixed else hit.sum()
-            for k, v in term_f.items():
-                sums[k] = sums.get(k, 0.0) + v
-            loss_sum += loss_f
-            correct += n_right
-            seen += (idx < n).sum() if mixed and world == 1 else len(idx)
-            emit(StepEnd(phase, epoch, step, total, loss_f, term_f, opt.param_groups[0]["lr"], run_id))
-            if stop_now:
-                result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
-                break
-        if pending and result.status != "diverged":  # a stopped epoch still reports its steps
-            loss_sum += _flush(pending, sums, result, emit, phase, epoch, total, optim_cfg, run_id) or 0.0
+        sums, loss_sum, correct, seen, step = _train_epoch(loop, data, optim_cfg, epoch, step, stop, emit,
+                                                          result, phase, run_id)
         if result.status != "completed":
             break
-        val_logits = predict_logits(distiller.student, x_val, device=device)
-        val_loss = F.cross_entropy(val_logits, data.y_val).item() if len(data.y_val) else float("nan")
-        val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if len(data.y_val) else float("nan")
-        ev = EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / steps_per_epoch,
-                      {k: v / steps_per_epoch for k, v in sums.items()}, float(correct) / max(float(seen), 1),
-                      val_loss, val_acc, time.perf_counter() - t0, run_id, distiller.student)
+        ev = _validate(loop, distiller, data, optim_cfg, phase, epoch, sums, loss_sum, correct, seen, t0,
+                       run_id)
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})
         emit(ev)
-    if world > 1:
+        if checkpoint is not None and epoch < optim_cfg.epochs:
+            checkpoint(checkpoint_state(loop, distiller, epoch, step, result))
+    if loop.world > 1:
         import torch.distributed as dist
 
         # parameters agree by construction; buffers (BatchNorm statistics) are rank 0's
@@ -396,6 +434,117 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     distiller.eval()
     result.seconds = time.perf_counter() - t_phase
     return result
+
+
+def _train_epoch(loop: _Loop, data, optim_cfg, epoch: int, step: int, stop, emit, result: FitResult,
+                 phase: str, run_id) -> tuple[dict[str, float], float, Any, Any, int]:
+    """One pass over the labelled samples; returns (term sums, loss sum, correct, seen, step).
+
+    On a stop request or a non-finite loss it sets ``result``'s status and returns early.
+    """
+    device, world, rank, n, mixed = loop.device, loop.world, loop.rank, loop.n, loop.mixed
+    on_cpu, defer = device.type == "cpu", _defer_sync(device)
+    aug = getattr(data, "augment", None)
+    model, opt, sched, scaler = loop.model, loop.opt, loop.sched, loop.scaler
+    x_all, y_all, t_all = loop.x_all, loop.y_all, loop.teacher_logits
+    model.train()
+    sums: dict[str, float] = {}
+    loss_sum, correct, seen = 0.0, 0, 0
+    pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
+    epoch_idx = epoch_batches(data, optim_cfg.batch_size, loop.gen)
+    if loop.resident:  # the epoch's order goes to the device in one copy, then is sliced there
+        cpu_idx = list(epoch_idx)
+        epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx]) if cpu_idx else [])
+    for idx in epoch_idx:
+        if world == 1 and stop is not None and stop.is_set():
+            result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
+            break
+        if world > 1 and len(idx) < world:
+            continue
+        x, y = x_all[idx], y_all[idx]
+        if aug is not None:  # on the whole batch, so every rank's generator stays in step
+            x = aug(x, generator=loop.gen)
+        t_log = t_all[idx] if t_all is not None else None
+        if world > 1:
+            x, y = x[rank::world], y[rank::world]
+            t_log = t_log[rank::world] if t_log is not None else None
+        if not on_cpu and not loop.resident:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            t_log = t_log.to(device, non_blocking=True) if t_log is not None else None
+        if loop.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, loop.precision):
+            logits, terms = model(x, y, t_log)
+            parts = list(terms.values())
+            loss = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+        step += 1
+        if world > 1:
+            loss_f, term_f, n_right, stop_now = _reduce_step(loss, terms, logits, y, stop, world, device)
+            n_seen = len(idx)
+        else:  # tensors: summed, synced once an epoch (or once a block when deferring)
+            n_right, n_seen = _count(logits, y, idx, n, mixed)
+            if defer:  # no host sync: the numbers come back every SYNC_EVERY steps
+                pending.append((step, torch.stack([loss.detach().float(),
+                                                   *[v.detach().float() for v in terms.values()]]),
+                                list(terms), opt.param_groups[0]["lr"]))
+                correct, seen = correct + n_right, seen + n_seen
+                if len(pending) >= SYNC_EVERY:
+                    block = _flush(pending, sums, result, emit, phase, epoch, loop.total, optim_cfg, run_id)
+                    pending.clear()
+                    if block is None:
+                        break
+                    loss_sum += block
+                continue
+            loss_f, stop_now = loss.item(), False
+        if not math.isfinite(loss_f):
+            result.status, result.message = "diverged", _diverged(phase, loss_f, epoch, step, optim_cfg)
+            break
+        if world == 1:  # per-step host syncs cost more than a tiny model's step: keep them few
+            term_f = ({k: loss_f for k in terms} if len(parts) == 1
+                      else {k: v.item() for k, v in terms.items()})
+        for k, v in term_f.items():
+            sums[k] = sums.get(k, 0.0) + v
+        loss_sum += loss_f
+        correct, seen = correct + n_right, seen + n_seen
+        emit(StepEnd(phase, epoch, step, loop.total, loss_f, term_f, opt.param_groups[0]["lr"], run_id))
+        if stop_now:
+            result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
+            break
+    if pending and result.status != "diverged":  # a stopped epoch still reports its steps
+        loss_sum += _flush(pending, sums, result, emit, phase, epoch, loop.total, optim_cfg, run_id) or 0.0
+    return sums, loss_sum, correct, seen, step
+
+
+def _count(logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, n: int, mixed: bool):
+    """(correct, counted) of one batch as tensors; with a transfer set only labelled samples count."""
+    hit = logits.argmax(1) == y
+    if not mixed:
+        return hit.sum(), len(idx)
+    labelled = idx < n  # the transfer set's samples sit after the labelled ones
+    return (hit & labelled).sum(), labelled.sum()
+
+
+def _validate(loop: _Loop, distiller: Distiller, data, optim_cfg, phase: str, epoch: int, sums, loss_sum,
+              correct, seen, t0: float, run_id) -> EpochEnd:
+    """The epoch's EpochEnd: its mean train numbers and the student on the validation split."""
+    val_logits = predict_logits(distiller.student, loop.x_val, device=loop.device)
+    has_val = len(data.y_val) > 0
+    val_loss = F.cross_entropy(val_logits, data.y_val).item() if has_val else float("nan")
+    val_acc = (val_logits.argmax(1) == data.y_val).float().mean().item() if has_val else float("nan")
+    spe = loop.steps_per_epoch
+    return EpochEnd(phase, epoch, optim_cfg.epochs, loss_sum / spe, {k: v / spe for k, v in sums.items()},
+                    float(correct) / max(float(seen), 1), val_loss, val_acc, time.perf_counter() - t0,
+                    run_id, distiller.student)
 
 
 def _diverged(phase: str, loss_f: float, epoch: int, step: int, optim_cfg) -> str:

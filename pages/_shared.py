@@ -13,7 +13,7 @@ import torch
 
 import kdcore
 from kdcore import ui_support as ui
-from kdcore.live import LiveRun, LiveSeeds, RunLimitReached, worker_threads
+from kdcore.live import LiveResume, LiveRun, LiveSeeds, RunLimitReached, worker_threads
 from kdcore.store import default_runs_dir
 
 POLL_S = 0.5  # how often a live view polls while a run trains (the Train page has its own cadences)
@@ -43,9 +43,11 @@ class SessionRuns:
         """The history, filing the runs started through it as this session's."""
         return kdcore.RunStore(store.root, owner=self.owner)
 
-    def start(self, cfg: kdcore.RunConfig, store: kdcore.RunStore, seeds: list[int] | None = None) -> LiveRun:
-        """Start ``cfg`` (over ``seeds``, one teacher for all, when more than one) unless this
-        session already trains (one run per session).
+    def start(self, cfg: kdcore.RunConfig | None, store: kdcore.RunStore, seeds: list[int] | None = None, *,
+              resume_id: int | None = None) -> LiveRun:
+        """Start ``cfg`` (over ``seeds``, one teacher for all, when more than one), or resume the
+        interrupted or stopped run ``resume_id``, unless this session already trains (one run per
+        session).
 
         Raises:
             RunLimitReached: this session or the server is at its limit; the message says why.
@@ -54,7 +56,9 @@ class SessionRuns:
             if self.running:
                 raise RunLimitReached("This session is already training a run or a sweep; stop it "
                                       "or wait for it to finish before starting another.")
-            if seeds and len(seeds) > 1:
+            if resume_id is not None:
+                live = LiveResume(resume_id, store=self.owned(store), max_points=MAX_POINTS)
+            elif seeds and len(seeds) > 1:
                 live = LiveSeeds(cfg, seeds, store=self.owned(store), max_points=MAX_POINTS)
             else:
                 live = LiveRun(cfg, store=self.owned(store), max_points=MAX_POINTS)

@@ -13,7 +13,8 @@ from kdcore import ConfigError, DataUnavailable
 from kdcore.errors import StoreUnavailable
 from kdcore import ui_support as ui
 from kdcore.compress import compression_table, load_run_model
-from kdcore.live import active_run_ids
+from kdcore.live import RunLimitReached, active_run_ids
+from kdcore.store import RESUMABLE
 from pages import _charts as charts
 from pages import _shared as sh
 
@@ -114,6 +115,44 @@ def replay_ui(store, ids: list[int]) -> None:
     st.caption("The CLI runs the stored config through the same code as this dashboard.")
     with st.expander(f"Config of run {rid}"):
         st.json(store.get(rid)["config"], expanded=False)
+
+
+def _resume(rid: int) -> None:
+    """Resume button callback: the run trains on in this session's slot, shown on the Train page."""
+    try:
+        run = sh.store().get(rid)
+        if run["status"] not in RESUMABLE:
+            raise ConfigError(f"run {rid} is {run['status']}; only {' or '.join(RESUMABLE)} runs can be resumed")
+        if not single_user() and run.get("owner") != sh.session_runs().owner:
+            raise ConfigError(f"run {rid} was started by another session; on a shared server a session "
+                              "resumes only its own runs")
+        sh.session_runs().start(None, sh.store(), resume_id=rid)
+    except (ConfigError, KeyError, StoreUnavailable, RunLimitReached) as e:
+        st.session_state["resume_msg"] = ("error", str(e.args[0] if isinstance(e, KeyError) else e))
+        return
+    st.session_state["resume_msg"] = ("success", f"Resuming run {rid} from its last finished epoch.")
+
+
+def resume_ui(shown: pd.DataFrame) -> None:
+    """Runs whose process ended (interrupted) or that were stopped train on from their checkpoints."""
+    ids = [int(i) for i in shown.loc[shown["status"].isin(RESUMABLE), "id"]]
+    if not ids:
+        st.caption("No interrupted or stopped run here. A run whose process ended (server restart, "
+                   "killed CLI) or that was stopped can be resumed from its last finished epoch.")
+    else:
+        status = dict(zip(shown["id"].astype(int), shown["status"]))
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        rid = c1.selectbox("Run to resume", ids, key="resume_run", format_func=lambda i: f"{i} ({status[i]})")
+        c2.button("Resume", key="resume_go", on_click=_resume, args=(rid,), icon=":material/play_arrow:",
+                  disabled=sh.session_runs().running)
+        st.caption("Finished phases are loaded; the phase that was cut short goes on from its last "
+                   "finished epoch (weights, optimiser, schedule, random generators), so on the CPU it ends "
+                   f"with the weights of an uninterrupted run. CLI: `{ui.cli_prefix(sh.runs_dir())} runs resume "
+                   f"{rid}`.")
+    if msg := st.session_state.pop("resume_msg", None):
+        getattr(st, msg[0])(msg[1])
+        if msg[0] == "success":
+            st.page_link("pages/train.py", label="Watch it on the Train page", icon=":material/monitoring:")
 
 
 def _ask_delete(rid: int) -> None:
@@ -437,6 +476,8 @@ def main() -> None:
     st.caption("A trained model as ONNX (checked with onnxruntime on the run's test split) and as a "
                ".safetensors state_dict with its config, to download.")
     ship_ui(store, shown)
+    st.subheader("Resume")
+    resume_ui(shown)
     st.subheader("Delete")
     delete_ui([int(i) for i in shown["id"]])
 
