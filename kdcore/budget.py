@@ -2,7 +2,9 @@
 
 A shared server must not let one config allocate gigabytes: every model is built on the
 ``meta`` device (shapes only, no memory), its parameters counted and its activations measured
-with forward hooks; sample counts and epochs x samples are read from the config. Each limit
+with forward hooks; sample counts and epochs x samples are read from the config, or, for the
+user's own files, from their listing (files in an image folder, line breaks in a CSV) before
+anything is decoded or parsed. Each limit
 has a default suited to a shared CPU server and an environment variable that raises it; the
 message of a refused config names the field, the limit and the variable.
 
@@ -19,7 +21,8 @@ import torch
 from .config import ModelConfig, RunConfig
 from .errors import ConfigError
 
-__all__ = ["Limit", "LIMITS", "limit", "model_cost", "check_model", "check_budget", "preflight"]
+__all__ = ["Limit", "LIMITS", "limit", "refuse", "DataSize", "model_cost", "check_model", "check_budget",
+           "preflight"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ LIMITS = {
     "samples": Limit("KD_MAX_SAMPLES", 200_000, "samples in a generated data set"),
     # epochs x training samples of one phase: 20 Fashion-MNIST epochs are 1.1M
     "sample_epochs": Limit("KD_MAX_SAMPLE_EPOCHS", 20_000_000, "epochs x training samples per phase"),
+    # the user's own files: Fashion-MNIST as PNGs is 70k images; a folder of millions is not for a
+    # shared server
+    "data_samples": Limit("KD_MAX_DATA_SAMPLES", 1_000_000, "images or rows in one data set"),
+    # decoded images (float32) or a parsed table held in memory; data.memory_mb's default, 1024, fits
+    "data_mb": Limit("KD_MAX_DATA_MB", 2048, "MB of data held in memory"),
 }
 
 _IMAGE_TRAIN = {"idx": 60_000, "cifar": 50_000}  # training-split sizes of the built-in image sets
@@ -50,10 +58,22 @@ def limit(key: str) -> int:
     return int(raw) if raw.strip().isdigit() and int(raw) > 0 else lim.default
 
 
-def _refuse(field: str, value, key: str) -> ConfigError:
+def refuse(field: str, value, key: str, fix: str = "make it smaller") -> ConfigError:
+    """The error of a value over limit ``key``: the field, the value, the limit and its variable."""
     lim = LIMITS[key]
     return ConfigError(f"{field} = {value:,} is over this server's budget of {limit(key):,} {lim.unit}; "
-                       f"make it smaller, or whoever runs the server can raise {lim.env}")
+                       f"{fix}, or whoever runs the server can raise {lim.env}")
+
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """What a data set of the user's own files will take, counted from its listing (kdcore.userdata)."""
+
+    samples: int  # images or rows that loading reads (every split; the training split after train_subset)
+    train: int  # samples in the training split: what one epoch goes through
+    held_mb: int  # MB that stay in memory as tensors (0: the images stream from disk)
+    what: str  # how a message names them, e.g. "images in data.path 'shapes'"
 
 
 def model_cost(mcfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> tuple[int, int]:
@@ -92,15 +112,26 @@ def check_model(mcfg: ModelConfig, in_shape, num_classes: int, *, batch_size: in
     """
     params, acts = model_cost(mcfg, in_shape, num_classes)
     if params > limit("params"):
-        raise _refuse(f"{role} {mcfg.name} {mcfg.params or ''} parameters".replace("  ", " "), params, "params")
+        raise refuse(f"{role} {mcfg.name} {mcfg.params or ''} parameters".replace("  ", " "), params, "params")
     mb = acts * batch_size * 8 // 2**20  # float32 activation and its gradient
     if mb > limit("activation_mb"):
-        raise _refuse(f"{role} {mcfg.name} activations at batch_size {batch_size} (MB)", mb, "activation_mb")
+        raise refuse(f"{role} {mcfg.name} activations at batch_size {batch_size} (MB)", mb, "activation_mb")
 
 
-def _train_samples(cfg: RunConfig) -> int | None:
+def _own_size(cfg: RunConfig) -> DataSize | None:
+    """The listing's count of a data set read from the user's files; None for the built-in sets."""
     from .registry import DATASETS
 
+    # only kdcore.userdata's specs (image_folder, csv) have data_size; built-in sets are known sizes
+    sized = getattr(DATASETS.get(cfg.data.name), "data_size", None)
+    return sized(cfg.data) if sized is not None and cfg.data.path else None
+
+
+def _train_samples(cfg: RunConfig, own: DataSize | None = None) -> int | None:
+    from .registry import DATASETS
+
+    if own is not None:
+        return own.train
     spec = DATASETS.get(cfg.data.name)
     n = cfg.data.n_samples if spec.kind == "2d" else _IMAGE_TRAIN.get(getattr(spec, "layout", ""))
     if n is not None and cfg.data.train_subset:
@@ -118,17 +149,26 @@ def check_budget(cfg: RunConfig) -> None:
 
     spec = DATASETS.get(cfg.data.name)
     if spec.kind == "2d" and cfg.data.n_samples > limit("samples"):
-        raise _refuse("data.n_samples", cfg.data.n_samples, "samples")
+        raise refuse("data.n_samples", cfg.data.n_samples, "samples")
+    own = _own_size(cfg)  # counted before anything is decoded
+    if own is not None:
+        if own.samples > limit("data_samples"):
+            raise refuse(own.what, own.samples, "data_samples",
+                         "use a smaller set or data.train_subset")
+        if own.held_mb > limit("data_mb"):
+            raise refuse(f"{own.what} held in memory at data.image_size {cfg.data.image_size} (MB)",
+                         own.held_mb, "data_mb", "lower data.image_size, or data.memory_mb below that "
+                         "so the images stream from disk")
     in_shape, n_cls = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
     roles = [("teacher", cfg.teacher, cfg.teacher_optim), ("student", cfg.student, cfg.optim)]
     roles += [(f"extra_teachers[{i}]", m, cfg.teacher_optim) for i, m in enumerate(cfg.extra_teachers)]
     for role, mcfg, optim in roles:
         check_model(mcfg, in_shape, n_cls, batch_size=optim.batch_size, role=role)
-    n = _train_samples(cfg)
+    n = _train_samples(cfg, own)
     if n is not None:
         for field, optim in (("teacher_optim.epochs", cfg.teacher_optim), ("optim.epochs", cfg.optim)):
             if optim.epochs * n > limit("sample_epochs"):
-                raise _refuse(f"{field} x {n:,} training samples", optim.epochs * n, "sample_epochs")
+                raise refuse(f"{field} x {n:,} training samples", optim.epochs * n, "sample_epochs")
 
 
 def preflight(cfg: RunConfig, runs_dir=None) -> None:

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from .budget import DataSize, limit, refuse
 from .data import DataBundle, DatasetSpec, _split_pool
 from .errors import ConfigError
 from .registry import DATASETS
@@ -523,6 +524,22 @@ class ImageFolderSpec(DatasetSpec):
                       f"read as {s.channels if not cfg.channels else cfg.channels}x"
                       f"{cfg.image_size}x{cfg.image_size}")
 
+    def data_size(self, cfg: Any) -> DataSize:
+        """What :meth:`load` will read, counted from the folder's listing (no image is decoded)."""
+        s = scan_image_folder(_need_path(cfg, "a folder of images in class subfolders"))
+        n_pool, n_test = len(s.pool), len(s.test)
+        if not s.test:
+            n_test = math.floor(TEST_FRACTION * n_pool)
+            n_pool -= n_test
+        n_val = round(cfg.val_fraction * n_pool)
+        train = n_pool - n_val
+        if cfg.train_subset:
+            train = min(train, cfg.train_subset)
+        n = train + n_val + n_test
+        decoded = n * (cfg.channels or s.channels) * cfg.image_size ** 2 * 4
+        held = decoded if decoded <= int(cfg.memory_mb) * 2**20 else 0  # else streamed, as load decides
+        return DataSize(n, train, math.ceil(held / 2**20), f"images in data.path {cfg.path!r}")
+
     def load(self, cfg: Any) -> DataBundle:
         path = _need_path(cfg, "a folder of images in class subfolders")
         s = scan_image_folder(path)
@@ -574,10 +591,37 @@ def _check_headers(files: list[str], channels: int) -> None:
     _decode_many(files, 0, channels)
 
 
+def _csv_shape(path: str) -> tuple[int, int]:
+    """(data rows, columns) of a CSV file from its line breaks and header, without parsing it."""
+    import csv
+
+    with open(path, "rb") as f:
+        header = f.readline()
+        rows, last = 0, b""
+        while chunk := f.read(1 << 20):
+            rows += chunk.count(b"\n")
+            last = chunk
+    if last and not last.endswith(b"\n"):
+        rows += 1  # a last row without a line break
+    cols = next(csv.reader([header.decode("utf-8", "replace")]), [])
+    return rows, len(cols)
+
+
 @functools.lru_cache(maxsize=4)
 def _read_csv_cached(path: str, mtime_ns: int, size: int):
     import pandas as pd
 
+    try:
+        rows, cols = _csv_shape(path)
+    except OSError as e:
+        raise ConfigError(f"CSV file {path!r} cannot be read: {_first_line(e)}") from None
+    # counted before pandas parses it: a huge table never reaches memory
+    if rows > limit("data_samples"):
+        raise refuse(f"rows in CSV file {Path(path).name!r}", rows, "data_samples", "use a smaller table")
+    parsed_mb = math.ceil(rows * cols * 8 / 2**20)  # pandas keeps 8 bytes a cell (a float64 or a pointer)
+    if parsed_mb > limit("data_mb"):
+        raise refuse(f"CSV file {Path(path).name!r} parsed ({rows:,} rows x {cols} columns, MB)", parsed_mb,
+                     "data_mb", "use fewer rows or columns")
     try:
         return pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -682,6 +726,15 @@ class CsvSpec(DatasetSpec):
             return False, str(e)
         return True, (f"{len(t.y)} rows, {len(t.features)} features, {len(t.classes)} classes "
                       f"(label column {cfg.label_column!r})")
+
+    def data_size(self, cfg: Any) -> DataSize:
+        """Rows and training rows of the table (its size was checked before pandas parsed it)."""
+        t = _table(cfg)
+        n_pool = len(t.y) - math.floor(TEST_FRACTION * len(t.y))
+        train = n_pool - round(cfg.val_fraction * n_pool)
+        if cfg.train_subset:
+            train = min(train, cfg.train_subset)
+        return DataSize(len(t.y), train, math.ceil(t.x.numel() * 4 / 2**20), f"rows in data.path {cfg.path!r}")
 
     def load(self, cfg: Any) -> DataBundle:
         t = _table(cfg)

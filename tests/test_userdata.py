@@ -421,3 +421,79 @@ def test_train_page_offers_the_data_root_never_a_typed_path(tmp_path, monkeypatc
     finally:
         st.cache_resource.clear()
         torch.set_num_threads(n_threads)
+
+
+# --- budgets, counted from the listing ---------------------------------------------------------------
+
+def _own_cfg(data: dict, **top):
+    return from_dict({"data": data, "teacher": {"name": "mlp", "params": {"hidden": [8]}},
+                      "student": {"name": "mlp", "params": {"hidden": [4]}},
+                      "optim": {"epochs": 3}, "teacher_optim": {"epochs": 1}, **top})
+
+
+def test_own_data_budgets_count_the_listing_before_decoding(tmp_path, monkeypatch, capsys):
+    from kdcore.budget import check_budget
+    from kdcore.registry import DATASETS
+
+    path = make_folder(tmp_path / "shapes", n_per_class=20)  # 60 images: 12 test, 5 val, 43 train
+    make_folder(tmp_path / "split" / "train", n_per_class=10)
+    make_folder(tmp_path / "split" / "test", n_per_class=4, seed=1)
+    spec = DATASETS.get("image_folder")
+    # the count is what loading will hold, in every layout and with a subset
+    for data in ({"path": path}, {"path": path, "train_subset": 10}, {"path": str(tmp_path / "split")}):
+        cfg = DataConfig(name="image_folder", image_size=8, **data)
+        size, b = spec.data_size(cfg), load_data(cfg)
+        assert size.train == len(b.y_train)
+        assert size.samples == len(b.y_train) + len(b.y_val) + len(b.y_test)
+    # images after each class's first are not images at all: a refusal here proves none was decoded
+    for c in CLASSES:
+        for i in range(1, 20):
+            (tmp_path / "shapes" / c / f"{i:03d}.png").write_bytes(b"not decoded yet")
+    monkeypatch.setenv("KD_MAX_DATA_SAMPLES", "50")
+    with pytest.raises(ConfigError, match=r"images in data.path .*shapes' = 60 is over this server's budget "
+                                          r"of 50 images or rows.*KD_MAX_DATA_SAMPLES"):
+        check_budget(_own_cfg({"name": "image_folder", "path": path}))
+    check_budget(_own_cfg({"name": "image_folder", "path": path, "train_subset": 10}))  # 27 images
+    monkeypatch.delenv("KD_MAX_DATA_SAMPLES")
+    # 60 RGB images at 64 x 64 are 2.8 MiB of float32: over a 2 MB budget while held in memory...
+    monkeypatch.setenv("KD_MAX_DATA_MB", "2")
+    with pytest.raises(ConfigError, match=r"held in memory at data.image_size 64 \(MB\) = 3 .*"
+                                          r"data.memory_mb below that.*KD_MAX_DATA_MB"):
+        check_budget(_own_cfg({"name": "image_folder", "path": path, "image_size": 64}))
+    # ...and fine when data.memory_mb makes them stream from disk instead
+    check_budget(_own_cfg({"name": "image_folder", "path": path, "image_size": 64, "memory_mb": 2}))
+    monkeypatch.delenv("KD_MAX_DATA_MB")
+    monkeypatch.setenv("KD_MAX_SAMPLE_EPOCHS", "100")
+    with pytest.raises(ConfigError, match=r"optim.epochs x 43 training samples = 129 .*KD_MAX_SAMPLE_EPOCHS"):
+        check_budget(_own_cfg({"name": "image_folder", "path": path}))
+    # the CLI refuses it the same way, in one line, before it reads an image
+    from kdcore.cli import main
+
+    rc = main(["run", "--no-save", "--set", "data.name=image_folder", "--set", f"data.path={path}",
+               "--set", "optim.epochs=3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "KD_MAX_SAMPLE_EPOCHS" in err and "Traceback" not in err and "cannot be read" not in err
+
+
+def test_csv_budgets_are_checked_before_pandas_parses(tmp_path, monkeypatch):
+    from kdcore.budget import check_budget
+
+    path = _write_csv(tmp_path / "t.csv")  # 200 rows
+    with open(path, "a") as f:
+        f.write("1,2,3\n")  # a row pandas cannot parse: refusing first proves it never parsed the file
+    monkeypatch.setenv("KD_MAX_DATA_SAMPLES", "150")
+    with pytest.raises(ConfigError, match=r"rows in CSV file 't.csv' = 201 .*150 images or rows.*"
+                                          "KD_MAX_DATA_SAMPLES"):
+        DataConfig(name="csv", path=path, label_column="species")
+    monkeypatch.delenv("KD_MAX_DATA_SAMPLES")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b,c,d,label\n" + "1,2,3,4,x\n5,6,7,8,y\n" * 15_000)  # 30,000 x 5 cells: 1.2 MB parsed
+    monkeypatch.setenv("KD_MAX_DATA_MB", "1")
+    with pytest.raises(ConfigError, match=r"CSV file 'wide.csv' parsed \(30,000 rows x 5 columns, MB\) = 2 .*"
+                                          "KD_MAX_DATA_MB"):
+        DataConfig(name="csv", path=str(wide))
+    monkeypatch.delenv("KD_MAX_DATA_MB")
+    ok = _write_csv(tmp_path / "ok.csv")
+    monkeypatch.setenv("KD_MAX_SAMPLE_EPOCHS", "300")  # 200 rows: 40 test, 16 val, 144 train; 3 epochs = 432
+    with pytest.raises(ConfigError, match=r"optim.epochs x 144 training samples = 432"):
+        check_budget(_own_cfg({"name": "csv", "path": ok, "label_column": "species"}))
