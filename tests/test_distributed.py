@@ -9,6 +9,8 @@ from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunStore, r
 from kdcore.distributed import run_distributed
 from tests.helpers import FAST
 
+pytestmark = pytest.mark.distributed
+
 # 800 points -> 576 training samples = 9 batches of 64, so both ranks always get 32 samples and
 # the averaged gradient is exactly the one-process gradient of the whole batch
 CFG = replace(FAST, data=DataConfig(name="moons", n_samples=800, noise=0.15),

@@ -233,6 +233,7 @@ def test_every_page_keys_only_its_own_names(history):
         keys = {w.key for kind in ("slider", "select_slider", "selectbox", "radio", "multiselect",
                                    "number_input", "text_input", "checkbox", "toggle")
                 for w in getattr(at, kind) if w.key}
+        assert keys, f"no keyed widget found on {name}: the checks below would pass on nothing"
         for k in keys:
             assert seen.setdefault(k, name) == name, f"{k!r} is used by {seen[k]} and {name}"
             if name != "train":

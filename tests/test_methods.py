@@ -620,6 +620,7 @@ def test_schedules_run_end_to_end_on_moons(name, params):
         assert [h["terms"]["kd"] == 0.0 for h in hist] == [True, True, False, False]
 
 
+@pytest.mark.distributed
 def test_fitnets_hint_stage_under_two_gloo_ranks():
     # DDP wraps the distiller: the epoch must still reach it, and the head's unused stage-1
     # parameters must neither stall DDP nor move

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kdcore import ConfigError, ModelConfig, RunStore, replace, run_experiment
+from kdcore import ConfigError, ModelConfig, RunStore, StepEnd, replace, run_experiment
 from kdcore.experiment import build_models, load_teacher_weights
 from tests.helpers import FAST
 
@@ -39,6 +39,8 @@ def test_trained_teacher_is_reused_without_retraining(store):
                             callbacks=[events.append])
     assert second.status == "completed", second.message
     assert "teacher" not in second.history  # no teacher epochs: it was loaded
+    steps = {e.phase for e in events if isinstance(e, StepEnd)}
+    assert "distilled" in steps and "teacher" not in steps  # the students trained, the teacher did not
     assert second.metrics["teacher"]["accuracy"] == first.metrics["teacher"]["accuracy"]
     bad = run_experiment(replace(FAST, teacher_source="run:999"), store=store)
     assert bad.status == "failed" and "999" in bad.message
