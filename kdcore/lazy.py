@@ -1,9 +1,10 @@
 """Heavy optional libraries imported on first use, so start-up pays only for what it runs.
 
-``python -m kdcore --help`` and the dashboard's first paint need torch but not pandas (~0.4 s to
-import) or torchvision (~1 s: it pulls in ``torch._dynamo``); a module writes
-``from .lazy import pandas as pd`` and the real import happens at the first ``pd.<name>``.
-torchvision is imported inside the few functions that use it (``models.py``, ``data.py``).
+``python -m kdcore --help`` needs none of torch, pandas or torchvision (the package's names and
+registries load on first use, ``kdcore/__init__.py``); the dashboard's first paint needs torch but
+not pandas (~0.4 s to import). A module writes ``from .lazy import pandas as pd`` and the real
+import happens at the first ``pd.<name>``. torchvision (~1 s: it pulls in ``torch._dynamo``) is
+imported inside the few functions that use it (``models.py``, ``data.py``).
 """
 from __future__ import annotations
 
