@@ -30,6 +30,7 @@ from .models import build_model, profile, seeded_init
 from .store import RunStore
 from .methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
+from .weights import model_card
 
 __all__ = ["RunResult", "run_experiment", "resume", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
@@ -418,7 +419,8 @@ class _Pipeline:
         res.metrics[name] = m
         res.predictions[name] = logits.argmax(1)
         if self.store and save:
-            self.store.save_weights(res.run_id, name, model.state_dict())
+            self.store.save_weights(res.run_id, name, model.state_dict(),
+                                    model_card(self.cfg, name, data, run_id=res.run_id))
         self.emit(PhaseEnd(name, "completed", m, "", res.run_id))
         return logits
 

@@ -218,8 +218,7 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
         ConfigError: unknown run, phase, variant or format, or a format the variant cannot take.
     """
     from .compress import load_run_model, prune_magnitude
-    from .config import phase_architectures, to_dict
-    from .weights import safetensors_bytes
+    from .weights import model_card, safetensors_bytes
 
     share, int8 = parse_variant(variant)
     bad = [f for f in formats if f not in ("onnx", "safetensors")]
@@ -231,11 +230,7 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
                           "keep packed parameters, not plain tensors; export it as onnx, or export "
                           "the float variant as safetensors")
     model, data, cfg = loaded if loaded is not None else load_run_model(store, run_id, phase)
-    mcfg = phase_architectures(cfg)[phase]
-    meta = {"kdcore_format": 1, "run_id": int(run_id), "phase": phase, "variant": variant,
-            "model": {"name": mcfg.name, "params": mcfg.params}, "in_shape": list(data.in_shape),
-            "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
-            "data_kind": data.kind, "run_config": to_dict(cfg)}
+    meta = model_card(cfg, phase, data, run_id=int(run_id), variant=variant)
     base = prune_magnitude(model, share, scope="global") if share else model
     stem = f"run{int(run_id)}_{phase}_{_slug(variant)}"
     res = ExportResult(int(run_id), phase, variant)
@@ -253,28 +248,8 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
 
 
 def load_safetensors_model(path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a ``.safetensors`` file written by :func:`export_run`.
+    """Rebuild a model from a ``.safetensors`` file written by :func:`export_run` (see
+    :func:`kdcore.weights.load_model_file`, which also reads the history's ``.pt`` files)."""
+    from .weights import load_model_file
 
-    Returns:
-        (model in eval mode, the file's metadata: model, in_shape, classes, mean, std, ...).
-    Raises:
-        ConfigError: the file lacks kdcore's metadata or its weights do not fit the model.
-    """
-    from .models import build_model
-    from .weights import read_safetensors_metadata, read_state_dict
-
-    meta = read_safetensors_metadata(path)
-    if "model" not in meta or "in_shape" not in meta or "classes" not in meta:
-        raise ConfigError(f"{path}: no kdcore metadata (model, in_shape, classes); was it written by "
-                          "python -m kdcore export?")
-    params = dict(meta["model"].get("params") or {})
-    if "weights" in params:
-        params["weights"] = None  # the file holds the weights; never download them again
-    model = build_model(meta["model"]["name"], in_shape=tuple(meta["in_shape"]),
-                        num_classes=len(meta["classes"]), params=params)
-    try:
-        model.load_state_dict(read_state_dict(path), strict=True)
-    except RuntimeError as e:
-        raise ConfigError(f"{path}: weights do not fit {meta['model']['name']}: "
-                          f"{str(e).splitlines()[0][:300]}") from None
-    return model.eval(), meta
+    return load_model_file(path)

@@ -3,7 +3,8 @@
 Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
 
     history.sqlite          runs, epochs, steps
-    <run_id>/<phase>.pt     trained weights (state_dict), loaded with weights_only=True; the same
+    <run_id>/<phase>.pt     trained weights with their model card ({"state_dict", "card"}, see
+                            kdcore.weights.load_model_file), loaded with weights_only=True; the same
                             weights saved again (a reused teacher or baseline in every sweep cell,
                             a ``run:<id>`` teacher) become a hard link to the first file
     <run_id>/<name>.npz     artifacts: named numeric arrays (e.g. decision-boundary snapshots)
@@ -351,8 +352,12 @@ class RunStore:
             raise ValueError(f"phase {phase!r} must be lowercase letters, digits and _ (a model name)")
         return self.root / str(int(run_id)) / f"{phase}.pt"
 
-    def save_weights(self, run_id: int, phase: str, state_dict: dict) -> Path:
-        """Write one phase's state_dict; weights already on disk under another run are hard-linked."""
+    def save_weights(self, run_id: int, phase: str, state_dict: dict, card: dict | None = None) -> Path:
+        """Write one phase's state_dict with its model card (:func:`kdcore.weights.model_card`), so the
+        file rebuilds its model without this history; weights already on disk under another run are
+        hard-linked (the card is then the one of the run that trained them)."""
+        from .weights import card_file
+
         state = {k: v.detach().cpu() for k, v in state_dict.items()}
         sha = _state_sha(state)
         path = self.weights_path(run_id, phase)
@@ -369,7 +374,7 @@ class RunStore:
             except OSError:  # deleted since, or a file system without hard links: try the next
                 continue
         else:
-            torch.save(state, tmp)
+            torch.save(card_file(state, card or {}), tmp)
         tmp.replace(path)  # atomic: a reader never sees half a file
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO weights (run_id, phase, sha) VALUES (?,?,?)", (run_id, phase, sha))
@@ -380,7 +385,9 @@ class RunStore:
         path = self.weights_path(run_id, phase)
         if not path.exists():
             raise KeyError(f"run {run_id} has no saved {phase} weights (looked for {path})")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from .weights import unwrap
+
+        return unwrap(torch.load(path, map_location="cpu", weights_only=True), path.name)[0]
 
     def artifact_path(self, run_id: int, name: str) -> Path:
         if not _ARTIFACT_NAME.fullmatch(name):
