@@ -132,7 +132,9 @@ def torchvision_model(*, in_shape, num_classes, arch="resnet18", weights=None,
                                   f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} and could not be "
                                   f"downloaded ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}). "
                                   + weights_help(arch)) from None
-            _load(model, state, arch, "torchvision's DEFAULT weights")
+            cached = os.path.join(torch.hub.get_dir(), "checkpoints",
+                                  os.path.basename(tvm.get_model_weights(arch).DEFAULT.url))
+            _load(model, state, arch, f"torchvision's DEFAULT file {cached}")
         else:
             from .weights import read_state_dict
 

@@ -1,4 +1,5 @@
-"""torchvision models by name as teacher or student (no download: weights=None or local files)."""
+"""torchvision models by name as teacher or student (no download: weights=None, local files, or
+weights="DEFAULT" from a hub cache the test fills itself)."""
 from __future__ import annotations
 
 import urllib.error
@@ -9,6 +10,15 @@ import torchvision
 
 from kdcore import ConfigError, from_dict, run_experiment
 from kdcore.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def _decoders():
+    """Image-folder tests leave no decode workers behind."""
+    from kdcore.userdata import close_decoders
+
+    yield
+    close_decoders()
 
 
 def _tv(arch="resnet18", **kw):
@@ -72,19 +82,60 @@ def test_offline_default_weights_say_how_to_get_them(monkeypatch):
     from_dict({"data": {"name": "fashion_mnist"}, "teacher": _tv(weights="DEFAULT")})
 
 
-def test_frozen_backbone_trains_only_the_head(tmp_path):
-    import sys
+@pytest.fixture
+def cached_default(tmp_path, monkeypatch):
+    """weights="DEFAULT" for mobilenet_v3_small, offline: the file torchvision would download is put
+    in torch's hub cache (TORCH_HOME) under its exact name, made from a randomly initialised model.
+    A download attempt fails the test. Returns (arch, the file's model, the file)."""
+    import os
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_userdata import make_folder
+    def no_network(*a, **k):
+        raise AssertionError("weights='DEFAULT' tried to download although the file is cached")
 
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    arch = "mobilenet_v3_small"
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(7)
+    src = torchvision.models.get_model(arch, weights=None)  # ImageNet-shaped: 1000-class head
+    torch.save(src.state_dict(), cache / os.path.basename(url))
+    return arch, src, cache / os.path.basename(url)
+
+
+HEAD = {"classifier.3.weight", "classifier.3.bias"}  # mobilenet_v3_small's last Linear
+
+
+def test_default_weights_load_from_torchs_cache_without_network(cached_default):
+    """The online branch of weights="DEFAULT", run without a network."""
+    from kdcore.pretrained import torchvision_model
+
+    arch, src, file = cached_default
+    m = build_model("torchvision", in_shape=(3, 32, 32), num_classes=4, params={"arch": arch, "weights": "DEFAULT"})
+    for name, p in m.state_dict().items():
+        if name not in HEAD:
+            assert torch.equal(p, src.state_dict()[name]), name  # every backbone tensor is the file's
+    assert m.classifier[3].out_features == 4 and src.classifier[3].out_features == 1000
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    assert all(p.requires_grad for p in m.parameters())  # fine-tuned whole unless frozen
+    frozen = torchvision_model(in_shape=(3, 32, 32), num_classes=4, arch=arch, weights="DEFAULT",
+                               freeze_backbone=True)
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == HEAD
+    assert torch.equal(frozen.features[0][0].weight, src.features[0][0].weight)
+    # a file of another model under that name is refused, naming the file, not half-loaded
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), file)
+    with pytest.raises(ConfigError, match=f"weights in .*{file.name} do not fit it"):
+        build_model("torchvision", in_shape=(3, 32, 32), num_classes=4, params={"arch": arch, "weights": "DEFAULT"})
+
+
+def test_frozen_pretrained_backbone_trains_only_the_head(tmp_path, cached_default):
+    from tests.test_userdata import make_folder
+
+    arch, src, _ = cached_default
     path = make_folder(tmp_path / "shapes", n_per_class=8)
-    m = build_model("torchvision", in_shape=(3, 16, 16), num_classes=3,
-                    params={"arch": "mobilenet_v3_small", "freeze_backbone": True})
-    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-    assert trainable == {"classifier.3.weight", "classifier.3.bias"}
     cfg = from_dict({"data": {"name": "image_folder", "path": path, "image_size": 16},
-                     "teacher": _tv("mobilenet_v3_small", freeze_backbone=True),
+                     "teacher": _tv(arch, weights="DEFAULT", freeze_backbone=True),
                      "student": {"name": "mlp", "params": {"hidden": [8]}},
                      "optim": {"epochs": 1}, "teacher_optim": {"epochs": 1, "batch_size": 8}})
     torch.manual_seed(cfg.seed)
@@ -92,7 +143,9 @@ def test_frozen_backbone_trains_only_the_head(tmp_path):
     res = run_experiment(cfg)
     assert res.status == "completed", res.message
     t = res.models["teacher"]
-    assert torch.equal(t.features[0][0].weight, init.features[0][0].weight)  # backbone untouched
+    for name, p in t.named_parameters():
+        if name not in HEAD:  # the pretrained features stay exactly as the file has them
+            assert torch.equal(p, src.get_parameter(name)), name
     assert not torch.equal(t.classifier[3].weight, init.classifier[3].weight)  # the head learned
 
 
