@@ -55,7 +55,7 @@ from .registry import DATASETS
 __all__ = ["ImageFolderSpec", "CsvSpec", "StreamedImages", "extract_zip", "data_root_choices",
            "resolve_in_data_root", "DATA_ROOT_ENV", "IMAGE_EXTENSIONS", "TEST_FRACTION",
            "MAX_ZIP_FILES", "MAX_ZIP_BYTES", "scan_image_folder", "uploads_dir", "save_csv_upload",
-           "save_zip_upload", "resolve_source", "MAX_CSV_BYTES", "data_workers", "close_decoders",
+           "save_zip_upload", "resolve_source", "source_of", "MAX_CSV_BYTES", "data_workers", "close_decoders",
            "DATA_WORKERS_ENV"]
 
 DATA_ROOT_ENV = "KD_DATA_ROOT"  # the only server folder whose data the dashboard offers
@@ -942,6 +942,24 @@ def save_csv_upload(content: bytes, runs_dir: str | os.PathLike) -> str:
 def save_zip_upload(content: bytes, runs_dir: str | os.PathLike) -> str:
     """Unpack an uploaded zip safely (:func:`extract_zip`); returns its source, ``upload:<digest>``."""
     return f"upload:{extract_zip(content, uploads_dir(runs_dir)).name}"
+
+
+def source_of(path: str, runs_dir: str | os.PathLike, data_root: str | None = None) -> str | None:
+    """The dashboard source that names ``path``, the inverse of :func:`resolve_source`.
+
+    Returns:
+        ``root:<entry>`` for an entry of the data root, ``upload:<name>`` for an upload of this
+        server, else None (a path given on the command line, which no link may name).
+    """
+    if not path:
+        return None
+    p = Path(path).expanduser().resolve()
+    root = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV, "")
+    if root and p.parent == Path(root).resolve() and p.name in data_root_choices(root):
+        return f"root:{p.name}"
+    if p.parent == uploads_dir(runs_dir).resolve() and _DIGEST.fullmatch(p.name):
+        return f"upload:{p.name}"
+    return None
 
 
 def resolve_source(source: str, runs_dir: str | os.PathLike, data_root: str | None = None) -> str:

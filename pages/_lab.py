@@ -440,11 +440,17 @@ def _widths(params: dict) -> str:
     return ", ".join(str(h) for h in params.get("hidden", []))
 
 
-def train_query(cfg: kdcore.RunConfig) -> dict[str, str]:
+def train_query(cfg: kdcore.RunConfig) -> dict[str, str | list[str]]:
     """The Train page's query parameters that reproduce ``cfg`` (values as its widgets write them).
 
     Values equal to the Train page's defaults are left out, as Streamlit itself does. Only what
-    the Train page controls is encoded: a teacher trained anew, the data's name, size and noise.
+    the Train page controls is encoded: a teacher trained anew, the data's name, size and noise,
+    and for your own data where it comes from (an entry of the data root or an upload, never a
+    path), the image size, the label and feature columns.
+
+    Raises:
+        ConfigError: own data whose path is neither in the data root nor an upload: no link may
+            name it (the Train page would refuse it anyway).
     """
     from kdcore import DATASETS, ui_support as ui
 
@@ -471,10 +477,31 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str]:
         q.update(noise=f"{cfg.data.noise:g}", samples=str(cfg.data.n_samples))
         if not spec.fixed_classes:
             q["classes"] = str(cfg.data.n_classes)
+    if cfg.data.name in ("image_folder", "csv"):
+        q.update(_own_data_query(cfg.data))
     if cfg is _TRAIN_DEFAULTS:
         return q
     defaults = train_query(_TRAIN_DEFAULTS)
     return {k: v for k, v in q.items() if v != defaults.get(k) and v != ""}
+
+
+def _own_data_query(data: kdcore.DataConfig) -> dict[str, str | list[str]]:
+    """The Train page's own-data widgets for ``data``: its source by name, never by path."""
+    from kdcore import userdata
+
+    src = userdata.source_of(data.path, sh.runs_dir())
+    if src is None:
+        raise ConfigError(f"data.path {data.path!r} is neither a dataset of the data root "
+                          f"(${userdata.DATA_ROOT_ENV}) nor an upload of this server; a link can name only those")
+    kind, name = src.split(":", 1)
+    q: dict[str, str | list[str]] = ({"data_from": "data root", "data_entry": name} if kind == "root"
+                                     else {"data_from": "upload", "data_upload": name})
+    if data.name == "image_folder":
+        q["image_size"] = str(data.image_size)
+    else:
+        q["label_column"] = data.label_column
+        q["feature_columns"] = list(data.feature_columns)
+    return q
 
 
 _TRAIN_DEFAULTS = kdcore.RunConfig()  # what the Train page shows with no query parameters

@@ -194,10 +194,10 @@ def own_data_ui(name: str) -> dict:
         except (OSError, ValueError) as e:
             st.error(f"The CSV file cannot be read: {e}")
     v["label_column"] = st.selectbox("Label column", cols, index=cols.index("label") if "label" in cols
-                                     else max(len(cols) - 1, 0), key=K("label_column"),
+                                     else max(len(cols) - 1, 0), key=K("label_column"), bind=URL,
                                      help="The column that holds each row's class.")
     v["feature_columns"] = st.multiselect("Feature columns", [c for c in cols if c != v["label_column"]],
-                                          key=K("feature_columns"), placeholder="every numeric column",
+                                          key=K("feature_columns"), bind=URL, placeholder="every numeric column",
                                           help="Empty: every numeric column but the label. Standardised "
                                                "with the training split's mean and std.")
     return v

@@ -497,3 +497,75 @@ def test_csv_budgets_are_checked_before_pandas_parses(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_MAX_SAMPLE_EPOCHS", "300")  # 200 rows: 40 test, 16 val, 144 train; 3 epochs = 432
     with pytest.raises(ConfigError, match=r"optim.epochs x 144 training samples = 432"):
         check_budget(_own_cfg({"name": "csv", "path": ok, "label_column": "species"}))
+
+
+# --- links to the Train page ------------------------------------------------------------------------
+
+def test_train_links_reproduce_own_data_and_name_no_path(tmp_path, monkeypatch):
+    """A link made from an own-data run sets the Train page up with the same data config; it names
+    the data by its data-root entry or upload, and a hand-made link cannot reach outside those."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from kdcore.userdata import save_zip_upload
+    from pages import _lab as lab
+    from pages import _shared as sh
+
+    root = tmp_path / "root"
+    make_folder(root / "other", n_per_class=10, seed=2)
+    make_folder(root / "shapes", n_per_class=10)
+    _write_csv(root / "iris.csv")
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("KD_DATA_ROOT", str(root))
+    monkeypatch.setenv("KD_RUNS_DIR", str(runs))
+    upload = save_zip_upload(folder_zip(make_folder(tmp_path / "zipped", n_per_class=10, seed=3)), runs)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    n_threads = torch.get_num_threads()
+    app = str(__import__("pathlib").Path(__file__).parents[1] / "app.py")
+
+    def page(query=None):
+        at = AppTest.from_file(app, default_timeout=60)
+        at.query_params.update(query or {})
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    def round_trip(at):
+        """The link of the config ``at`` would launch, opened in a fresh session: the same config."""
+        cfg = at.session_state["kd_pending_config"]
+        query = sh.SCOPES["train"].link(lab.train_query(from_dict(cfg)))
+        assert not any(str(tmp_path) in str(v) for v in query.values())  # never a server path
+        assert page(query).session_state["kd_pending_config"] == cfg
+        return cfg
+
+    try:
+        at = page()
+        at.selectbox(key="dataset").set_value("image_folder").run()
+        at.selectbox(key="data_entry").set_value("shapes").run()  # not the first entry
+        at.select_slider(key="image_size").set_value(16).run()
+        data = round_trip(at)["data"]
+        assert data["path"] == str((root / "shapes").resolve()) and data["image_size"] == 16
+        at.selectbox(key="dataset").set_value("csv").run()
+        at.selectbox(key="label_column").set_value("species").run()
+        at.multiselect(key="feature_columns").set_value(["height", "width"]).run()
+        data = round_trip(at)["data"]
+        assert data["label_column"] == "species" and sorted(data["feature_columns"]) == ["height", "width"]
+        # an uploaded zip: the link names its digest, which only this server's uploads resolve
+        at = page({"dataset": "Your images (folder of class subfolders)", "data_from": "upload",
+                   "data_upload": upload.split(":", 1)[1]})
+        assert at.session_state["kd_pending_config"]["data"]["path"] == str((runs / "userdata" / upload[7:]).resolve())
+        round_trip(at)
+        # a run on a folder given on the command line cannot become a link
+        outside = from_dict({"data": {"name": "image_folder", "path": make_folder(tmp_path / "cli", n_per_class=10)}})
+        with pytest.raises(ConfigError, match=r"data.path .*cli' is neither a dataset of the data root.*upload"):
+            lab.train_query(outside)
+        # a hand-made link naming a path as the entry reaches nothing outside the root
+        for entry in (str(tmp_path / "cli"), "../cli", "shapes/../../cli"):
+            at = page({"dataset": "Your images (folder of class subfolders)", "data_from": "data root",
+                       "data_entry": entry})
+            path = at.session_state["kd_pending_config"]["data"]["path"]
+            assert __import__("pathlib").Path(path).parent == root.resolve(), entry
+    finally:
+        st.cache_resource.clear()
+        torch.set_num_threads(n_threads)
