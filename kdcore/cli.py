@@ -184,12 +184,13 @@ def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
 def cmd_run(args) -> int:
     from .distributed import run_distributed
     from .experiment import run_experiment
+    from .teaching import LAB_RECORDERS
 
     def job(cfg, store, cbs, nproc):
         if nproc > 1:
             return run_distributed(cfg, nproc, runs_dir=None if store is None else store.root,
-                                   callbacks=cbs).result
-        return run_experiment(cfg, store=store, callbacks=cbs, stop=threading.Event())
+                                   callbacks=cbs, recorders=LAB_RECORDERS).result
+        return run_experiment(cfg, store=store, callbacks=cbs, stop=threading.Event(), recorders=LAB_RECORDERS)
 
     res_cfg = load_config(args.config, args.set, args)
     res, report = _execute(args, res_cfg, job)
@@ -213,13 +214,16 @@ def _report_run(res, res_cfg: RunConfig) -> None:
 
 
 def cmd_compare(args) -> int:
+    from .distributed import seed_runner
     from .experiment import compare, parse_seeds
+    from .teaching import LAB_RECORDERS
 
     cfg = load_config(args.config, args.set, args)
     seeds = parse_seeds(args.seeds)
     out, report = _execute(args, cfg, lambda c, store, cbs, nproc: compare(
-        c, seeds=seeds, store=store, callbacks=cbs, nproc=nproc,
-        share_teacher=not args.teacher_per_seed))
+        c, seeds=seeds, store=store, callbacks=cbs, share_teacher=not args.teacher_per_seed,
+        recorders=LAB_RECORDERS,
+        runner=seed_runner(nproc, store=store, callbacks=cbs, recorders=LAB_RECORDERS) if nproc > 1 else None))
     failed = [r for r in out.runs if r.status != "completed"]
     if not report:
         return 1 if failed else 0
@@ -364,10 +368,11 @@ def cmd_runs(args) -> int:
     elif args.action == "resume":
         from .config import from_dict
         from .experiment import resume
+        from .teaching import LAB_RECORDERS
 
         run = store.get(run_id)
         print(f"resuming run {run_id} ({run['status']}): {run['message']}", flush=True)
-        res = resume(run_id, store=store, callbacks=[Progress(0)], stop=threading.Event())
+        res = resume(run_id, store=store, callbacks=[Progress(0)], stop=threading.Event(), recorders=LAB_RECORDERS)
         _report_run(res, from_dict(run["config"]))
         return 0 if res.status == "completed" else 1
     return 0

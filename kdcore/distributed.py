@@ -40,7 +40,7 @@ from .errors import ConfigError
 from .events import Callback
 from .experiment import RunResult, run_experiment
 
-__all__ = ["DistributedRun", "run_distributed", "init_from_env", "rank_config", "backend_for"]
+__all__ = ["DistributedRun", "run_distributed", "seed_runner", "init_from_env", "rank_config", "backend_for"]
 
 
 @dataclass
@@ -127,10 +127,20 @@ def _rebuild(cfg: RunConfig, weights: dict) -> dict:
     return models
 
 
+def seed_runner(nproc: int, *, store=None, callbacks: Iterable[Callback] = (), recorders=()):
+    """A ``runner`` for :func:`kdcore.experiment.compare` that trains each seed on ``nproc`` local
+    processes (:func:`run_distributed`), handing the shared teacher's weights to every rank."""
+    def one(cfg: RunConfig, reuse: dict, group: str) -> RunResult:
+        state = reuse["teacher"].state_dict() if "teacher" in reuse else None
+        return run_distributed(cfg, nproc, runs_dir=None if store is None else store.root, callbacks=callbacks,
+                               kind="compare", group=group, teacher_state=state, recorders=recorders).result
+    return one
+
+
 def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike | None = None,
                     callbacks: Iterable[Callback] = (), timeout_s: float = 1800,
                     kind: str = "run", group: str | None = None,
-                    teacher_state: dict | None = None) -> DistributedRun:
+                    teacher_state: dict | None = None, recorders=()) -> DistributedRun:
     """Run ``cfg`` on ``nproc`` local processes with DistributedDataParallel.
 
     Args:
@@ -143,6 +153,7 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
         teacher_state: trained teacher weights every rank loads instead of training; when None and
             the history holds a finished run that trained this very teacher, its weights are used
             (decided here, once, so every rank does the same).
+        recorders: as in run_experiment, used by rank 0 (module-level functions: they are pickled).
     Returns:
         DistributedRun with rank 0's RunResult and every rank's final weights.
     Raises:
@@ -165,7 +176,8 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
     out = mp.get_context("spawn").Queue()
     procs = mp.start_processes(_worker, args=(cfg, nproc, _free_port(), None if runs_dir is None else str(runs_dir),
                                               list(callbacks), out, timeout_s,
-                                              {"kind": kind, "group": group, "teacher_state": teacher_state}),
+                                              {"kind": kind, "group": group, "teacher_state": teacher_state,
+                                               "recorders": tuple(recorders)}),
                                nprocs=nproc, join=False, start_method="spawn")
     got: dict[int, tuple] = {}
     done = False

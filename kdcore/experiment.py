@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
@@ -37,7 +37,9 @@ __all__ = ["RunResult", "run_experiment", "resume", "compare", "CompareResult", 
            "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil",
            "find_trained_teacher", "teacher_fingerprint"]
 
-STUDENT_ARMS = ("baseline", "distilled", "pseudo")  # students of one run; all start from one init
+STUDENT_ARMS = ("baseline", "distilled", "pseudo")
+# makes the callbacks that file more of a run once its data is loaded: recorder(cfg, store, data)
+Recorders = Callable[[RunConfig, RunStore, Any], list[Callback]]  # students of one run; all start from one init
 
 
 def arm_descriptions(cfg: RunConfig) -> dict[str, str]:
@@ -239,7 +241,8 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
 def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
                    callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
                    reuse: dict[str, nn.Module] | None = None, data=None, kind: str = "run",
-                   group: str | None = None, find_teacher: bool = True) -> RunResult:
+                   group: str | None = None, find_teacher: bool = True,
+                   recorders: Iterable[Recorders] = ()) -> RunResult:
     """Train (or load) the teacher, then the baseline and the distilled student, and test all three.
 
     Args:
@@ -251,6 +254,9 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
         kind, group: how the run is filed in the history.
         find_teacher: with a store, load a teacher that a finished run trained the same way instead
             of training it (:func:`find_trained_teacher`); distributed ranks decide this beforehand.
+        recorders: with a store, each ``recorder(cfg, store, data)`` returns callbacks that
+            file more of the run once its data is loaded; the lab passes
+            :data:`kdcore.teaching.LAB_RECORDERS` (decision boundaries per epoch, for 2-D sets).
     Returns:
         RunResult; never raises for a run that diverges or is stopped (see ``status``).
 
@@ -259,11 +265,12 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
     """
     run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
-    return _Pipeline(cfg, res, store, callbacks, stop, dict(reuse or {}), data).run(find_teacher)
+    return _Pipeline(cfg, res, store, callbacks, stop, dict(reuse or {}), data,
+                     recorders=recorders).run(find_teacher)
 
 
 def resume(run_id: int, *, store: RunStore, callbacks: Iterable[Callback] = (),
-           stop: threading.Event | None = None, data=None) -> RunResult:
+           stop: threading.Event | None = None, data=None, recorders: Iterable[Recorders] = ()) -> RunResult:
     """Train an ``interrupted`` or ``stopped`` run on from where it ended, under the same id.
 
     Phases that finished are loaded from their saved weights; the phase that was cut short goes on
@@ -274,7 +281,8 @@ def resume(run_id: int, *, store: RunStore, callbacks: Iterable[Callback] = (),
     which keep none) trains again from its start, on this one process.
 
     Args:
-        run_id: the run. store: its history. callbacks, stop, data: as in :func:`run_experiment`.
+        run_id: the run. store: its history. callbacks, stop, data, recorders: as in
+            :func:`run_experiment` (recorders see only the epochs trained after the resume).
     Raises:
         KeyError: no such run. ConfigError: the run is not interrupted or stopped.
     """
@@ -283,7 +291,8 @@ def resume(run_id: int, *, store: RunStore, callbacks: Iterable[Callback] = (),
     done = {p: store.load_weights(run_id, p) for p in phase_architectures(cfg)
             if store.weights_path(run_id, p).is_file()}
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
-    return _Pipeline(cfg, res, store, callbacks, stop, {}, data, done=done).run(find_teacher=False)
+    return _Pipeline(cfg, res, store, callbacks, stop, {}, data, done=done,
+                     recorders=recorders).run(find_teacher=False)
 
 
 
@@ -343,12 +352,14 @@ class _Pipeline:
     """
 
     def __init__(self, cfg: RunConfig, res: RunResult, store: RunStore | None, callbacks, stop,
-                 reuse: dict[str, nn.Module], data, *, done: dict[str, dict] | None = None):
+                 reuse: dict[str, nn.Module], data, *, done: dict[str, dict] | None = None,
+                 recorders: Iterable[Recorders] = ()):
         self.cfg, self.res, self.store, self.stop, self.reuse, self.data = cfg, res, store, stop, reuse, data
         self.done = done or {}  # phase -> state_dict of phases that finished before an interruption
         self.resuming = done is not None
         self.cbs = list(callbacks) + ([store.recorder(res.run_id)] if store else [])
         self.device = torch.device(cfg.device)
+        self.recorders = tuple(recorders)
 
     def emit(self, ev) -> None:
         for cb in self.cbs:
@@ -360,10 +371,9 @@ class _Pipeline:
         try:
             if self.data is None:
                 self.data = load_data(cfg.data)  # inside: a missing set fails the run
-            if store:  # 2-D sets: the students' boundary per epoch, saved on RunEnd, for the epoch scrubber
-                from .teaching import boundary_recorder
-
-                self.cbs[:0] = boundary_recorder(cfg, store, self.data)
+            if store:
+                for make in self.recorders:
+                    self.cbs[:0] = make(cfg, store, self.data)
             if find_teacher and store is not None and "teacher" not in self.reuse:  # a teacher is trained once
                 res.teacher_from = find_trained_teacher(store, cfg, exclude=res.run_id)
                 if res.teacher_from is not None:
@@ -581,14 +591,16 @@ def parse_seeds(text: str) -> list[int]:
 
 def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore | None = None,
             callbacks: Iterable[Callback] = (), stop: threading.Event | None = None,
-            nproc: int = 1, share_teacher: bool = True, data=None) -> CompareResult:
+            runner: Callable[[RunConfig, dict, str], RunResult] | None = None,
+            share_teacher: bool = True, data=None, recorders: Iterable[Recorders] = ()) -> CompareResult:
     """Run teacher, baseline and distilled student once per seed and summarise mean ± std.
 
     Args:
         cfg: the run; its seed is replaced by each of ``seeds`` (init and data order).
-        seeds: training seeds. store, callbacks, stop: as in :func:`run_experiment`.
-        nproc: above 1, each seed trains on that many local processes
-            (:func:`kdcore.distributed.run_distributed`; ``stop`` is then not checked).
+        seeds: training seeds. store, callbacks, stop, recorders: as in :func:`run_experiment`.
+        runner: trains one seed, ``runner(cfg, reuse, group) -> RunResult``; None trains it here
+            (:func:`run_experiment`); :func:`kdcore.distributed.seed_runner` trains it on several
+            local processes (``stop`` is then not checked).
         share_teacher: train the teacher(s) once, with the first seed, and distil every seed from
             it, so the spread is the students'; with a store, later seeds record it as
             ``teacher_source = run:<first run>``. False trains a teacher per seed.
@@ -601,20 +613,12 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
     if not seeds:
         raise ConfigError("compare needs at least one seed")
     group = f"compare-{uuid.uuid4().hex[:8]}"
-    if nproc > 1:
-        from .distributed import run_distributed
-
-        def one(c, reuse):
-            state = reuse["teacher"].state_dict() if "teacher" in reuse else None
-            return run_distributed(c, nproc, runs_dir=None if store is None else store.root,
-                                   callbacks=callbacks, kind="compare", group=group,
-                                   teacher_state=state).result
-    else:
+    if runner is None:
         data = data if data is not None else load_data(cfg.data)
 
-        def one(c, reuse):
+        def runner(c, reuse, group):
             return run_experiment(c, store=store, callbacks=callbacks, stop=stop, data=data,
-                                  kind="compare", group=group, reuse=reuse)
+                                  kind="compare", group=group, reuse=reuse, recorders=recorders)
     runs: list[RunResult] = []
     reuse: dict[str, nn.Module] = {}
     cbs = list(callbacks)
@@ -626,7 +630,7 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
             if runs[0].run_id is not None:  # the stored config says where the teacher came from
                 c = replace(c, teacher_source=f"run:{runs[0].run_id}")
             reuse = {p: m for p, m in runs[0].models.items() if p == "teacher" or p.startswith("teacher_")}
-        r = one(c, reuse)
+        r = runner(c, reuse, group)
         runs.append(r)
         if r.status == "stopped":
             break

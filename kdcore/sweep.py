@@ -10,6 +10,7 @@ a locked snapshot, as :class:`kdcore.live.LiveRun` is. Nothing here imports Stre
 from __future__ import annotations
 
 import copy
+import statistics
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from .errors import ConfigError
 from .events import Callback, EpochEnd, PhaseStart, StepEnd
 from .experiment import run_experiment
 from .store import RunStore
+from .teaching import LAB_RECORDERS
 
 __all__ = ["SweepPlan", "SweepResult", "run_sweep", "SweepRun", "SweepSnapshot", "MAX_CELLS", "PRESET",
            "preset_plan"]
@@ -154,7 +156,7 @@ def _cell(alpha: float, T: float, res) -> dict:
 
 def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iterable[Callback] = (),
               stop: threading.Event | None = None, on_cell: Callable[[dict], None] | None = None,
-              group: str | None = None, data=None) -> SweepResult:
+              group: str | None = None, data=None, recorders: Iterable[Callable] = ()) -> SweepResult:
     """Run every cell of ``plan``, training the teacher and the baseline only once.
 
     Args:
@@ -164,6 +166,7 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
             baseline, distilled — test accuracies — gain, seconds, message).
         group: the history group of the cells (default: a fresh ``sweep-<hex>``).
         data: an already loaded DataBundle for ``plan.base.data`` (None = load it here).
+        recorders: as in :func:`kdcore.experiment.run_experiment`, for every cell.
     Returns:
         SweepResult; never raises for a cell that fails (the sweep stops and says why).
     """
@@ -181,7 +184,7 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
             out.status, out.message = "stopped", "stopped by request"
             break
         res = run_experiment(plan.config(alpha, T), store=store, callbacks=callbacks, stop=stop,
-                             reuse=reuse, data=data, kind="sweep", group=group)
+                             reuse=reuse, data=data, kind="sweep", group=group, recorders=recorders)
         cell = _cell(alpha, T, res)
         out.cells.append(cell)
         if on_cell is not None:
@@ -222,6 +225,7 @@ class SweepSnapshot:
     elapsed_s: float
     eta_s: float | None
     version: int
+    epoch: int = 0  # epochs finished in the phase in progress
 
     @property
     def done(self) -> bool:
@@ -251,30 +255,36 @@ class SweepRun(_live.Worker):
         self.result: SweepResult | None = None
         self._cells: list[dict] = []
         self._current: tuple[float, float] | None = None
-        self._phase, self._phase_progress = "", 0.0
+        self._phase, self._phase_progress, self._epoch = "", 0.0, 0
         # the ETA: a LiveRun (never started) follows the cell in progress as the dashboard's run
-        # does; each later cell trains one distilled student, timed once the first has
+        # does; each later cell evaluates the reused teacher and baseline and trains one distilled
+        # student, planned from the first cell's measurements until later cells have been timed
+        self._sizes: dict = {}
+        self._data = None
         self._est = self._estimator(0, None)
         self._distilled_t0: float | None = None
-        self._distilled_s: list[float] = []  # the first cell's distilled phase, to its end
-        self._cell_ends: list[float] = []  # when each cell ended: later cells take the gaps
-        self._sizes: dict = {}
+        self._cell_ends: list[float] = []  # when each cell ended
+        # per finished cell: (start, its distilled phase's start or None, end)
+        self._segments: list[tuple[float, float | None, float]] = []
 
     def _estimator(self, cell: int, last: _live.LiveRun | None) -> _live.LiveRun:
         cells = self.plan.cells
         est = _live.LiveRun(self.plan.config(*cells[min(cell, len(cells) - 1)]), store=None)
         if cell > 0:  # teacher and baseline are reused: only the distilled student trains
             est._phases, est._phase = ("distilled",), "distilled"
-        est._sizes = dict(getattr(self, "_sizes", {}))
-        if last is not None:  # probed once per sweep
-            est._probe, est._load_factor = last._probe, last._load_factor
+        est._sizes, est._data = dict(self._sizes), self._data
+        if last is not None:  # what earlier cells measured and probed carries over
+            est._probe, est._paces, est._eval_ps = last._probe, dict(last._paces), dict(last._eval_ps)
+            if "distilled" in last._planned:
+                est._planned["distilled"] = last._planned["distilled"]
         return est
 
     def _run(self) -> SweepResult:
         data, self._sizes = _live.load_with_sizes(self.plan.base.data)
-        self._est._sizes = dict(self._sizes)
-        return run_sweep(self.plan, store=self.store, callbacks=[self._on_event],
-                         stop=self.stop_event, on_cell=self._on_cell, group=self.group, data=data)
+        self._data = data
+        self._est._sizes, self._est._data = dict(self._sizes), data
+        return run_sweep(self.plan, store=self.store, callbacks=[self._on_event], stop=self.stop_event,
+                         on_cell=self._on_cell, group=self.group, data=data, recorders=LAB_RECORDERS)
 
     def _finally(self) -> None:
         with self._lock:
@@ -290,11 +300,11 @@ class SweepRun(_live.Worker):
                 self._run_id = ev.run_id
             if isinstance(ev, PhaseStart):
                 self._status = "running"
-                self._phase, self._phase_progress = ev.phase, 0.0
+                self._phase, self._phase_progress, self._epoch = ev.phase, 0.0, 0
             elif isinstance(ev, StepEnd):
                 self._phase, self._phase_progress = ev.phase, ev.step / max(ev.total_steps, 1)
             elif isinstance(ev, EpochEnd):
-                self._phase_progress = ev.epoch / max(ev.epochs, 1)
+                self._phase_progress, self._epoch = ev.epoch / max(ev.epochs, 1), ev.epoch
             if self._current is None:
                 done = len(self._cells)
                 cells = self.plan.cells
@@ -302,47 +312,47 @@ class SweepRun(_live.Worker):
 
     def _on_cell(self, cell: dict) -> None:
         now = time.perf_counter()
-        if self._distilled_t0 is not None:
-            self._distilled_s.append(now - self._distilled_t0)
-            self._distilled_t0 = None
+        self._segments.append((self._cell_ends[-1] if self._cell_ends else self._t0, self._distilled_t0, now))
+        self._distilled_t0 = None
         self._cell_ends.append(now)
         self._est = self._estimator(len(self._cells) + 1, self._est)
         with self._lock:
             self._cells.append(dict(cell))
             self._current = None
-            self._phase, self._phase_progress = "", 0.0
+            self._phase, self._phase_progress, self._epoch = "", 0.0, 0
             self._version += 1
 
     # -- reading -----------------------------------------------------------------------
     def _eta(self, now: float, cells_after: int) -> float | None:
-        """The cell in progress as a run's ETA has it, plus each cell after it at the measured
-        time of a later cell (start to end, evaluations included), else of the first cell's
-        distilled phase, else its planned work."""
+        """The cell in progress as a run's ETA has it, plus each cell after it.
+
+        A later cell evaluates the reused teacher (its latency profile; its test logits are
+        remembered) and baseline, as long as later cells took for that (the median), else planned
+        from the first cell's measured eval costs; then it trains and tests one distilled student,
+        planned at the newest measured pace of a distilled phase (the cell in progress's once it
+        has one) or, before any, the probed one. The second cell also runs the remembering teacher
+        once over the test set and the training rows it caches (:func:`_remembering`).
+        """
         est = self._est
-        pace = est.pace(now)
+        idx = len(self._cell_ends)  # the cell in progress, from 0
         with est._lock:
-            _, cell_eta = est._progress_eta(now)
-            if cell_eta is None or pace is None:
-                return None
-            gaps = [b - a for a, b in zip(self._cell_ends, self._cell_ends[1:])]
-            first_extra = 0.0
-            probe = est._probe or {}
-            if not self._cell_ends and cells_after > 0 and "teacher" in probe and est._load_factor is not None:
-                # the second cell runs the remembering teacher over the test and training sets
-                # once (kdcore.sweep._remembering); later cells reuse those outputs
-                n = sum(self._sizes.get(k, 0) for k in ("train", "test"))
-                first_extra = est._load_factor * n * probe["teacher"].forward_s
-            if len(gaps) > 1:  # the second cell's gap holds that one-off work: leave it out
-                per_cell = sorted(gaps[1:])[len(gaps[1:]) // 2]
-            elif gaps:  # the second cell also ran the remembering teacher once: at most that
-                per_cell = min(gaps[0], self._distilled_s[0]) if self._distilled_s else gaps[0]
-            elif self._distilled_s:
-                per_cell = self._distilled_s[0]
-            elif est._phase == "distilled":
-                per_cell = pace * est._total
+            teacher = est._eval_cost("teacher") or 0.0
+            c = _live._probed(est._probe or {}, "distilled")
+            once = teacher * (self._sizes.get("test", 0) + (c.pre_rows if c is not None else 0))
+            pre_s = [d - s for s, d, _ in self._segments[2:] if d is not None]  # the second holds `once`
+            pre = (statistics.median(pre_s) if pre_s else
+                   teacher * _live.PROFILE_BATCHES * est.cfg.optim.batch_size + est._finish_s("baseline"))
+            # the distilled student at the newest measured pace (this cell's, else the last one's)
+            student = est.phase_estimate("distilled", teacher_logits=False)
+            if est._step > 0:
+                _, cell_eta = est._progress_eta(now)
+            elif idx > 0:  # a later cell before its student's first step: the reused models' tests
+                cell_eta = max(pre + (once if idx == 1 else 0.0) - (now - self._cell_ends[-1]), 0.0) + student
             else:
-                per_cell = est.phase_estimate("distilled", pace, teacher_logits=False)  # remembered
-        return cell_eta + first_extra + max(cells_after, 0) * per_cell
+                cell_eta = None
+        if cell_eta is None:
+            return None
+        return cell_eta + (once if idx == 0 and cells_after > 0 else 0.0) + max(cells_after, 0) * (pre + student)
 
     def snapshot(self) -> SweepSnapshot:
         now = time.perf_counter()
@@ -374,5 +384,5 @@ class SweepRun(_live.Worker):
                 alphas=self.plan.alphas, temps=self.plan.temps,
                 cells=[dict(c) for c in self._cells], current=self._current, phase=self._phase,
                 phase_progress=self._phase_progress, progress=progress, elapsed_s=elapsed,
-                eta_s=eta, version=self._version)
+                eta_s=eta, version=self._version, epoch=self._epoch)
 

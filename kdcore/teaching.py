@@ -2,8 +2,8 @@
 
 Every number the lab pages show is computed here, from logits or models, so it can be tested
 against a hand calculation. Nothing here imports Streamlit. Softmax at T, entropy and the class
-similarity matrix are the dashboard's own (:mod:`kdcore.ui_support`), re-exported so both
-parts of the app show the same numbers; the soft loss and its gradient come from
+similarity matrix live here and every page (Train included) shows them from here; the soft loss
+and its gradient come from
 :func:`kdcore.losses.kd_div` through autograd, never from a formula re-derived here.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from .errors import ConfigError
 from .events import EpochEnd, RunEnd
 from .losses import kd_div
 from .trainer import predict_logits
-from .ui_support import class_similarity, entropy, soft_targets
 
 __all__ = [
     "soft_targets", "entropy", "effective_classes", "parse_logits", "temperature_profile",
@@ -30,7 +29,7 @@ __all__ = [
     "shift_logit", "bias_sweep", "best_bias", "BIAS_DELTAS", "omitted_class_config",
     "omitted_summary", "class_similarity", "top_confusable",
     "disagreements", "Grid", "plane_grid", "grid_surface", "BoundaryRecorder",
-    "boundary_recorder", "Boundaries", "load_boundaries", "sweep_frame", "sweep_grid",
+    "boundary_recorder", "LAB_RECORDERS", "Boundaries", "load_boundaries", "sweep_frame", "sweep_grid",
     "best_cell", "sweep_cells_from_store", "log_temperatures",
 ]
 
@@ -43,6 +42,30 @@ def log_temperatures(lo: float = 0.1, hi: float = 100.0, n: int = 61) -> list[fl
 
 # --------------------------------------------------------------------------------------------
 # Temperature
+
+
+def soft_targets(logits: torch.Tensor, T: float) -> torch.Tensor:
+    """softmax(logits / T) along the last axis, in float64."""
+    return F.softmax(logits.double() / T, dim=-1)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each distribution along the last axis (0·log 0 = 0)."""
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def class_similarity(logits: torch.Tensor, labels: torch.Tensor, T: float, num_classes: int) -> torch.Tensor:
+    """Row c = the average soft target softmax(z/T) over samples whose true class is c.
+
+    Off-diagonal mass says which classes the model finds alike ("dark knowledge").
+    """
+    p = soft_targets(logits, T)
+    out = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    for c in range(num_classes):
+        m = labels == c
+        if m.any():
+            out[c] = p[m].mean(0)
+    return out
 
 
 def effective_classes(p: torch.Tensor) -> torch.Tensor:
@@ -501,6 +524,10 @@ class Boundaries:
         i = int(np.searchsorted(eps, epoch, side="right")) - 1
         i = min(max(i, 0), len(eps) - 1)
         return int(eps[i]), self.pred[phase][i], self.conf[phase][i]
+
+
+# what the lab records while any run trains: pass as run_experiment(recorders=LAB_RECORDERS)
+LAB_RECORDERS = (boundary_recorder,)
 
 
 def load_boundaries(store, run_id: int) -> Boundaries | None:

@@ -24,6 +24,7 @@ from .experiment import results_table as experiment_results_table
 from .models import build_model, profile, seeded_init
 from .registry import DATASETS, LOSSES, MODELS
 from .store import RunStore, default_runs_dir
+from .teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
 
 __all__ = [
     "ROLE_DEFAULT_PARAMS", "default_params", "parse_params", "params_text", "models_for",
@@ -287,30 +288,6 @@ def loss_latex(loss: str, alpha: float, T: float, t2: bool) -> tuple[str, str]:
     numbers = (rf"\mathcal{{L}} = {alpha:.2f}\cdot\mathrm{{CE}} + {1 - alpha:.2f}"
                + (rf"\cdot {factor:g}" if factor != 1.0 else "") + r"\cdot\mathcal{L}_{\mathrm{soft}}")
     return general, numbers
-
-
-def soft_targets(logits: torch.Tensor, T: float) -> torch.Tensor:
-    """softmax(logits / T) along the last axis, in float64."""
-    return F.softmax(logits.double() / T, dim=-1)
-
-
-def entropy(p: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in nats of each distribution along the last axis (0·log 0 = 0)."""
-    return -torch.special.xlogy(p, p).sum(-1)
-
-
-def class_similarity(logits: torch.Tensor, labels: torch.Tensor, T: float, num_classes: int) -> torch.Tensor:
-    """Row c = the average soft target softmax(z/T) over samples whose true class is c.
-
-    Off-diagonal mass says which classes the model finds alike ("dark knowledge").
-    """
-    p = soft_targets(logits, T)
-    out = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    for c in range(num_classes):
-        m = labels == c
-        if m.any():
-            out[c] = p[m].mean(0)
-    return out
 
 
 def cli_prefix(runs_dir: str | os.PathLike | None = None) -> str:

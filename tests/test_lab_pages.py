@@ -27,9 +27,10 @@ def history(tmp_path_factory):
     os.environ["KD_RUNS_DIR"] = str(root)
     torch.set_num_threads(1)  # tiny models; see kdcore.live.worker_threads
     store = RunStore(root)
-    ids = {"plain": run_experiment(SMALL, store=store).run_id,
-           "omitted": run_experiment(replace(SMALL, data=replace(SMALL.data, omit_class=2)), store=store).run_id}
-    ids["sweep"] = run_sweep(SweepPlan(SMALL, (0.5,), (1.0, 4.0)), store=store).group
+    lab = {"store": store, "recorders": tg.LAB_RECORDERS}  # as the dashboard and the CLI run them
+    ids = {"plain": run_experiment(SMALL, **lab).run_id,
+           "omitted": run_experiment(replace(SMALL, data=replace(SMALL.data, omit_class=2)), **lab).run_id}
+    ids["sweep"] = run_sweep(SweepPlan(SMALL, (0.5,), (1.0, 4.0)), **lab).group
     yield store, ids
     torch.set_num_threads(before_threads)
     if before_env is None:

@@ -213,9 +213,10 @@ def test_store_artifacts_refuse_odd_names(store):
         store.load_artifact(rid, "missing")
 
 
-def test_runs_on_2d_sets_record_boundaries(store):
-    res = run_experiment(SMALL, store=store)
+def test_runs_on_2d_sets_record_boundaries_when_the_caller_passes_the_lab_recorders(store):
+    res = run_experiment(SMALL, store=store, recorders=tg.LAB_RECORDERS)
     assert res.status == "completed", res.message
+    assert tg.load_boundaries(store, run_experiment(SMALL, store=store).run_id) is None  # the engine alone records none
     b = tg.load_boundaries(store, res.run_id)
     assert set(b.epochs) == {"baseline", "distilled"} and b.epochs["distilled"].tolist() == [1, 2, 3]
     assert b.pred["distilled"].shape == (3, 80, 80)
