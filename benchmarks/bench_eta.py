@@ -89,9 +89,8 @@ def measure_sweep(plan) -> list[tuple[str, float, float]]:
             break
         cell = len(snap.cells) + 1
         where = f"cell {cell} {snap.phase}"
-        epochs = (plan.base.teacher_optim if snap.phase.startswith("teacher") else plan.base.optim).epochs
-        # past the first epoch of this phase (phase_progress is the epoch fraction at epoch ends)
-        if snap.phase and where not in seen and snap.eta_s is not None and snap.phase_progress >= 1 / epochs:
+        # past the first epoch of this phase (its validation pass included)
+        if snap.phase and where not in seen and snap.eta_s is not None and snap.epoch >= 1:
             seen[where] = (now, snap.eta_s)
         time.sleep(0.05)
     end = time.perf_counter()

@@ -29,15 +29,11 @@ from .experiment import RunResult, run_experiment
 from .store import RunStore
 
 __all__ = ["Worker", "LiveRun", "LiveSeeds", "seed_phase", "split_phase", "SEED_SEP", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
-           "active_run_ids", "probe_costs", "PhaseCost", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
+           "active_run_ids", "probe_costs", "PhaseCost", "EVAL_BATCH", "PROFILE_BATCHES", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
 
 MAX_RUNS_ENV = "KD_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # two CPU-bound runs already share a small machine's cores
 DONE = ("completed", "stopped", "diverged", "failed")
-
-# A phase whose probed compute per step is at least this long tells the ETA how loaded the machine
-# is; a lighter one (a small student) is mostly per-step overhead, which it measures instead.
-HEAVY_STEP_S = 0.005
 
 _active_lock = threading.Lock()
 _active: set["LiveRun"] = set()
@@ -166,121 +162,144 @@ def load_with_sizes(data_cfg) -> tuple[Any, dict]:
                   "in_shape": tuple(data.in_shape), "classes": len(data.classes)}
 
 
-def _tiny_step(model: torch.nn.Module, num_classes: int) -> None:
-    x = torch.ones(8, 1)
-    loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long))
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    with torch.no_grad():
-        for q in model.parameters():
-            q -= 1e-3 * q.grad
-
-
 @dataclass(frozen=True)
 class PhaseCost:
-    """Probed costs of one phase's model: seconds per training step and per test sample."""
+    """Measured costs of one phase's model, as the run will pay them."""
 
-    step_s: float  # forward + backward + optimiser step on one batch of the phase's batch size
-    forward_s: float  # eval-mode forward pass, per sample (test metrics, cached teacher logits)
+    step_s: float  # one training step through the trainer's own loop (batching, loss terms, events)
+    forward_s: float  # eval-mode forward per sample at the evaluation batch (validation, test, cached logits)
+    pre_rows: int = 0  # rows the teacher runs over before this phase trains (its cached logits)
+    epoch_rows: int = 0  # labelled rows an epoch passes over (a few-labels student sees fewer)
 
 
-def probe_costs(cfg: RunConfig, phases: tuple[str, ...], in_shape: tuple[int, ...], num_classes: int, *,
-                repeats: int = 3, min_s: float = 0.05) -> dict[str, PhaseCost]:
-    """The planned work of each phase, measured: what the ETA charges a phase that has not run.
+EVAL_BATCH = 1024  # kdcore.trainer.predict_logits' batch: validation, test metrics and cached logits
+PROFILE_BATCHES = 11  # kdcore.models.profile: 2 warm-up + 9 timed batches at the students' batch size
 
-    Each phase's model (the teacher, each extra teacher, the student alone, the student with its
-    distiller) takes ``repeats`` forward + backward + Adam steps on a random batch of the phase's
-    batch size (more while they take under ``min_s`` together) after one warm-up step, and as
-    many eval forward passes; medians count. The distilled step includes the teacher's forward
-    pass only when the method needs the live teacher (a logit method reads cached logits). Runs
-    under a forked RNG, so the run's own random streams are untouched.
 
+def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
+    """Seconds per sample of an eval forward at the evaluation batch, as predict_logits runs it."""
+    from .trainer import predict_logits
+
+    rows = x[:EVAL_BATCH]
+    if not len(rows):
+        return 0.0
+    predict_logits(model, rows[:16], device=device)  # first-call allocations are not the pace
+    t0 = time.perf_counter()
+    predict_logits(model, rows, device=device)
+    return (time.perf_counter() - t0) / len(rows)
+
+
+def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
+                 min_steps: int = 8, min_s: float = 0.1, max_steps: int = 60) -> float:
+    """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.trainer.fit`
+    itself, stopped after a few steps; the first two (warm-up) do not count, nor does the slowest."""
+    from .trainer import fit
+
+    stop = threading.Event()
+    times: list[float] = []
+
+    def on_event(ev: Any) -> None:
+        if callback is not None:
+            callback(ev)
+        if isinstance(ev, StepEnd):
+            times.append(time.perf_counter())
+            if len(times) >= max_steps or (len(times) >= min_steps and times[-1] - times[2] >= min_s):
+                stop.set()
+
+    fit(distiller, view, dataclasses.replace(optim, epochs=1), phase="probe", seed=0, device=device,
+        callbacks=[on_event], stop=stop, teacher_logits=teacher_logits)
+    gaps = sorted(b - a for a, b in zip(times[2:], times[3:])) or \
+        sorted(b - a for a, b in zip(times, times[1:]))
+    if len(gaps) > 2:
+        gaps = gaps[:-1]
+    if not gaps:
+        raise RuntimeError("too few steps to time")
+    return sum(gaps) / len(gaps)
+
+
+def probe_costs(cfg: RunConfig, phases: tuple[str, ...], data, *, callback=None,
+                eval_models: tuple[str, ...] = ()) -> dict[str, PhaseCost]:
+    """The planned work of the phases to come, measured: what the ETA charges a phase that has not run.
+
+    Each phase's model (an extra teacher, the student alone, the student with its distiller) is
+    trained for a few steps on the data it will train on, through the trainer's own loop
+    (:func:`kdcore.trainer.fit`, with ``callback`` receiving its events as the run's do), and
+    stopped; its eval forward is timed at the evaluation batch on the validation split. Fresh
+    models of the same architectures, under a forked RNG and the init lock, so the run's models
+    and random streams are untouched. Cached teacher logits are stood in for by random ones of
+    the same shape (a step's cost does not depend on their values).
+
+    Args:
+        cfg: the run. phases: base phase names to probe ("teacher_2", "baseline", "distilled", "pseudo").
+        data: the run's DataBundle. callback: receives the probe's training events.
+        eval_models: "teacher" to time the first teacher's eval forward too (when it is not trained here,
+            its logits are still to be cached).
     Returns:
-        {phase: PhaseCost}, plus "teacher_forward" (the teacher's eval forward, which a distilled
-        phase with cached logits runs over its training set first); a phase whose model cannot be
-        built here is left out.
+        {phase: PhaseCost}, plus "teacher" (forward only) when asked; a phase whose model cannot be
+        built or trained here is left out (the ETA then charges it the current pace).
     """
     from .config import phase_architectures
+    from .data import student_views
+    from .experiment import without_class
     from .models import build_model, seeded_init
     from .trainer import Alone, make_distiller
 
+    device = torch.device(cfg.device)
     arch = phase_architectures(cfg)
-
-    def median_time(fn) -> float:
-        times: list[float] = []
-        start = time.perf_counter()
-        # a tiny model's step is well under a millisecond: repeat it for long enough to time it
-        while len(times) < repeats + 1 or (time.perf_counter() - start < min_s and len(times) < 200):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        rest = sorted(times[1:])
-        return rest[len(rest) // 2]
-
-    def cost(distiller: torch.nn.Module, model: torch.nn.Module, batch: int,
-             teacher: torch.nn.Module | None) -> PhaseCost:
-        x, y = torch.randn(batch, *in_shape), torch.randint(num_classes, (batch,))
-        with torch.no_grad():
-            t_logits = teacher(x) if teacher is not None else None
-        opt = torch.optim.Adam([q for q in distiller.parameters() if q.requires_grad], lr=1e-3)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            _, terms = distiller(x, y, t_logits) if teacher is not None else distiller(x, y)
-            sum(terms.values()).backward()
-            opt.step()
-
-        def forward() -> None:
-            with torch.inference_mode():
-                model(x)
-
-        step_s = median_time(step)
-        model.eval()
-        forward_s = median_time(forward) / batch
-        model.train()
-        return PhaseCost(step_s, forward_s)
-
+    in_shape, k = tuple(data.in_shape), len(data.classes)
+    student_data = without_class(data, cfg.data.omit_class) if cfg.data.omit_class >= 0 else data
+    labelled, transfer = student_views(student_data, cfg.data)
+    distil_data = transfer if transfer is not None else labelled
     out: dict[str, PhaseCost] = {}
     with seeded_init(0):  # the init lock: a probe's draws never land inside another run's init
-        # the cost of a step that does almost nothing: autograd, optimiser and Python overhead,
-        # which a tiny student's step is mostly made of
-        bias = torch.nn.Linear(1, num_classes)
-        out["overhead"] = PhaseCost(median_time(lambda: _tiny_step(bias, num_classes)), 0.0)
         try:
-            teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=num_classes,
-                                  params=cfg.teacher.params)
+            teacher = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=k, params=cfg.teacher.params)
         except Exception:  # noqa: BLE001  (best effort: the ETA then uses the current pace)
             return out
+        teacher.to(device).eval()
+        for q in teacher.parameters():
+            q.requires_grad_(False)
+        if "teacher" in eval_models:
+            try:
+                out["teacher"] = PhaseCost(0.0, _eval_forward_s(teacher, data.x_val if len(data.x_val)
+                                                                else data.x_train, device))
+            except Exception:  # noqa: BLE001
+                pass
         for phase in phases:
             m = arch.get(phase)
             if m is None:
                 continue
             try:
-                optim = cfg.teacher_optim if phase.startswith("teacher") else cfg.optim
-                model = teacher if phase == "teacher" else build_model(
-                    m.name, in_shape=in_shape, num_classes=num_classes, params=m.params)
-                if phase == "distilled":
-                    teacher.eval()
-                    for q in teacher.parameters():
-                        q.requires_grad_(False)
-                    d = make_distiller(cfg.loss, model, teacher, in_shape=in_shape)
-                    cached = getattr(d, "uses_teacher_logits_only", True)
-                    out[phase] = cost(d.train(), model, optim.batch_size, teacher if cached else None)
-                    if cached:  # the teacher's logits over the training set, computed once first
-                        out["teacher_forward"] = PhaseCost(0.0, out["teacher"].forward_s if "teacher" in out
-                                                           else cost(Alone(teacher), teacher, 1, None).forward_s)
-                else:
-                    out[phase] = cost(Alone(model).train(), model, optim.batch_size, None)
+                model = build_model(m.name, in_shape=in_shape, num_classes=k, params=m.params).to(device)
+                pre, t_logits = 0, None
+                if phase.startswith("teacher"):
+                    d, view, optim = Alone(model), data, cfg.teacher_optim
+                elif phase == "distilled":
+                    d, view, optim = make_distiller(cfg.loss, model, teacher, in_shape=in_shape), distil_data, cfg.optim
+                    if distil_data.augment is None and (d.uses_teacher_logits_only or cfg.pseudo_arm):
+                        pre = len(distil_data.x_train)
+                    if distil_data.augment is None and d.uses_teacher_logits_only:
+                        t_logits = torch.randn(len(distil_data.x_train), k)
+                else:  # baseline and the pseudo-label arm: the student alone on the labelled samples
+                    d, view, optim = Alone(model), (labelled if phase == "baseline" else distil_data), cfg.optim
+                step_s = _timed_steps(d, view, optim, device, t_logits, callback)
+                forward_s = _eval_forward_s(model, data.x_val if len(data.x_val) else data.x_train, device)
+                out[phase] = PhaseCost(step_s, forward_s, pre, view.n_labelled)
             except Exception:  # noqa: BLE001  (a phase it cannot probe is charged the current pace)
                 continue
     return out
 
 
 def _probed(probe: dict[str, PhaseCost], phase: str) -> PhaseCost | None:
-    """A phase's probed cost; a seed's student phase costs what its base phase does, the pseudo-label
-    arm (the student alone on other labels) what the baseline does."""
+    """A phase's probed cost; a seed's student phase costs what its base phase does."""
+    return probe.get(split_phase(phase)[0])
+
+
+def _model_of(phase: str) -> str:
+    """Which model a phase trains and evaluates: a teacher's own name, or "student" (every student
+    phase trains the same architecture, so one's measured eval cost is every other's)."""
     base = split_phase(phase)[0]
-    return probe.get("baseline" if base == "pseudo" else base)
+    return base if base.startswith("teacher") else "student"
 
 
 class Series:
@@ -465,17 +484,27 @@ class LiveRun(Worker):
         self._done_steps: dict[str, int] = {}
         self._started: set[str] = set()
         self._phase, self._epoch, self._epochs, self._step, self._total = self._phases[0], 0, 0, 0, 0
-        self._phase_t0 = 0.0
         self._steps = {p: Series(max_points) for p in self._phases}
         self._epochs_log = {p: Series(max_points) for p in self._phases}
         self._metrics: dict[str, dict] = {}
         self._last_step: dict | None = None
-        self._probe: dict[str, PhaseCost] | None = None  # measured at the first epoch's end
-        self._load_factor: float | None = None  # real / probed compute seconds, from a heavy phase
-        self._sizes: dict[str, int] = {}  # test and training set sizes, for the planned evaluations
+        # The ETA (issue 14): the current phase at its measured pace, the phases after it at their
+        # own measured or probed costs.
+        self._probe: dict[str, PhaseCost] | None = None  # None until a phase's first epoch has ended
+        self._probed_after: set[str] = set()  # phases whose first epoch end probed the phases after them
+        self._probes = True  # False in a stand-in that only times the run's event handling
+        self._data = None  # the run's DataBundle, which the probe trains a few steps on
+        self._sizes: dict = {}  # split sizes, for the planned validation and test passes
+        self._t_mark = 0.0  # the step clock: the current phase's newest step end (or epoch start)
+        self._loop_s, self._loop_n = 0.0, 0  # the current phase's steps after its first (warm-up) one
+        self._first_step_s: float | None = None
+        self._val_s, self._val_n = 0.0, 0  # the current phase's validation passes
+        self._paces: dict[str, float] = {}  # base phase -> measured seconds per training step
+        self._eval_ps: dict[str, float] = {}  # model (_model_of) -> measured eval seconds per sample
 
     def _run(self) -> RunResult:
         data, self._sizes = load_with_sizes(self.cfg.data)
+        self._data = data
         return run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
                               stop=self.stop_event, data=data)
 
@@ -485,17 +514,14 @@ class LiveRun(Worker):
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:
             foreground.yield_to_pages()  # outside the lock; never before the first point
-        if isinstance(ev, EpochEnd) and self._probe is None:
-            # The planned work of the phases to come, measured once the first epoch is done (not
-            # before the first point). Its own time is left out of the current phase's pace.
-            t0 = time.perf_counter()
-            base = tuple(dict.fromkeys(split_phase(p)[0] for p in self._phases))  # "baseline · seed 2"
-            probe = (probe_costs(self.cfg, base, self._sizes["in_shape"], self._sizes["classes"])
-                     if self._sizes else {})
-            with self._lock:
-                self._probe = probe
-                self._phase_t0 += time.perf_counter() - t0
         now = time.perf_counter()
+        probe: dict[str, PhaseCost] | None = None
+        if isinstance(ev, EpochEnd) and self._probes and ev.phase not in self._probed_after:
+            # the phases after this one, measured now that its first epoch is done (never before the
+            # first point, and again after each phase's first epoch, under the load of the moment)
+            self._probed_after.add(ev.phase)
+            probe = self._probe_after(ev.phase)
+        probe_s = time.perf_counter() - now if probe is not None else 0.0
         with self._lock:
             self._version += 1
             if getattr(ev, "run_id", None) is not None:
@@ -504,6 +530,7 @@ class LiveRun(Worker):
                 self._on_step(ev, now)
             elif isinstance(ev, EpochEnd):
                 self._epoch = ev.epoch
+                self._on_epoch_end(ev, now, probe, probe_s)
                 self._epochs_log.setdefault(ev.phase, Series(self.max_points)).add({
                     "epoch": ev.epoch, "train_loss": ev.train_loss, "train_acc": ev.train_acc,
                     "val_loss": ev.val_loss, "val_acc": ev.val_acc, "seconds": ev.seconds,
@@ -521,23 +548,50 @@ class LiveRun(Worker):
                 self._status, self._message = ev.status, ev.message
                 self._metrics.update({k: dict(v) for k, v in ev.metrics.items()})
 
+    def _probe_after(self, phase: str) -> dict[str, PhaseCost]:
+        """Probed costs of the phases after ``phase`` that no earlier phase has measured (an earlier
+        seed's baseline, say), and the teacher's eval forward if its logits are still to be cached
+        and no teacher phase of this run has measured it."""
+        after = self._phases_after(phase)
+        measured = {*self._paces, split_phase(phase)[0]}  # this phase's kind is measured as it runs
+        bases = tuple(dict.fromkeys(b for b in (split_phase(p)[0] for p in after) if b not in measured))
+        caches = any(split_phase(p)[0] in ("distilled", "pseudo") for p in after)
+        # (a teacher phase measures it with its own validation passes)
+        eval_models = ("teacher",) if caches and "teacher" not in {*self._eval_ps, phase} else ()
+        if self._data is None or not (bases or eval_models):
+            return {}
+        # the probe's steps go through a stand-in of this worker's event handling, as the run's do
+        stand_in = LiveRun(self.cfg, store=None)
+        stand_in._probes, stand_in._first_point = False, 0.0
+        return probe_costs(self.cfg, bases, self._data, callback=stand_in._on_event, eval_models=eval_models)
+
+    def _phases_after(self, phase: str) -> tuple[str, ...]:
+        return self._phases[self._phases.index(phase) + 1:] if phase in self._phases else ()
+
     def _on_phase_start(self, ev: PhaseStart, now: float) -> None:
         self._status = "running"
         self._phase, self._epoch, self._epochs, self._step = ev.phase, 0, ev.epochs, 0
         self._total = ev.epochs * ev.steps_per_epoch
-        self._phase_t0 = now
+        self._t_mark, self._loop_s, self._loop_n, self._first_step_s = now, 0.0, 0, None
+        self._val_s, self._val_n = 0.0, 0
         self._planned[ev.phase] = self._total
         if ev.phase not in self._phases:  # a phase this module does not know: before the students
             i = self._phases.index("baseline") if "baseline" in self._phases else len(self._phases)
             self._phases = self._phases[:i] + (ev.phase,) + self._phases[i:]
         self._started.add(ev.phase)
         # Until a phase starts its step count is unknown; estimate it from this phase's
-        # training-set size (steps_per_epoch * batch_size is within one batch of it).
+        # training-set size (steps_per_epoch * batch_size is within one batch of it) until a probe
+        # has seen the rows it trains on.
         n_train = ev.steps_per_epoch * self._batch_size(ev.phase)
         for p in self._phases:
             if p not in self._started:
-                optim = self.cfg.teacher_optim if p.startswith("teacher") else self.cfg.optim
-                self._planned[p] = optim.epochs * math.ceil(n_train / optim.batch_size)
+                self._planned[p] = self._planned_steps(p, n_train)
+
+    def _planned_steps(self, phase: str, n_train: int) -> int:
+        optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
+        c = _probed(self._probe or {}, phase)
+        rows = c.epoch_rows if c is not None and c.epoch_rows else n_train
+        return optim.epochs * math.ceil(rows / optim.batch_size)
 
     def _batch_size(self, phase: str) -> int:
         return (self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim).batch_size
@@ -549,13 +603,40 @@ class LiveRun(Worker):
         self._status = "running"
         self._phase, self._epoch, self._step, self._total = ev.phase, ev.epoch, ev.step, ev.total_steps
         self._done_steps[ev.phase] = ev.step
+        if self._first_step_s is None:  # the first step warms up (allocations): not the pace
+            self._first_step_s = now - self._t_mark
+        else:
+            self._loop_s += now - self._t_mark
+            self._loop_n += 1
+        self._t_mark = now
         spe = ev.total_steps / max(self._epochs, 1) if self._epochs else ev.total_steps
         point = {"phase": ev.phase, "x": ev.step / spe if spe else float(ev.epoch), "step": ev.step,
                  "loss": ev.loss, **ev.terms}
         self._last_step = point
         self._steps.setdefault(ev.phase, Series(self.max_points)).add(point)
 
+    def _on_epoch_end(self, ev: EpochEnd, now: float, probe: dict[str, PhaseCost] | None = None,
+                      probe_s: float = 0.0) -> None:
+        # from the epoch's last step to its end: the validation pass
+        self._val_s += now - self._t_mark
+        self._val_n += 1
+        if self._sizes.get("val"):
+            self._eval_ps[_model_of(ev.phase)] = self._val_s / (self._val_n * self._sizes["val"])
+        if self._step_pace() is not None:
+            self._paces[split_phase(ev.phase)[0]] = self._step_pace()
+        if probe is not None:
+            self._probe = {**(self._probe or {}), **probe}
+            n_train = self._total // max(self._epochs, 1) * self._batch_size(self._phase)
+            for p in self._phases:
+                if p not in self._started:
+                    self._planned[p] = self._planned_steps(p, n_train)
+        self._t_mark = now + probe_s  # after the probe: its time is no step's
+
     # -- reading -------------------------------------------------------------------------
+    def _step_pace(self) -> float | None:
+        """Measured seconds per training step of the current phase (None before its first step)."""
+        return self._loop_s / self._loop_n if self._loop_n else self._first_step_s
+
     def _progress_eta(self, now: float) -> tuple[float, float | None]:
         planned = sum(self._planned.get(p, 0) for p in self._phases)
         done = sum(min(self._done_steps.get(p, 0), self._planned.get(p, 0)) for p in self._phases)
@@ -564,69 +645,55 @@ class LiveRun(Worker):
         if not planned:
             return 0.0, None
         frac = min(done / planned, 1.0)
-        eta = None
-        if self._step > 0 and now > self._phase_t0:
-            # The current phase at its measured pace (validation passes included), then the
-            # planned work still ahead: this phase's test evaluation, and each phase to come at its
-            # probed costs (steps, validation passes, the teacher's logits it caches, its test
-            # evaluation). Real time = load x probed compute + a per-step overhead (batching,
-            # events): a heavy phase tells the load, a light one its overhead.
-            pace = (now - self._phase_t0) / self._step
-            probe = self._probe or {}
-            cur = _probed(probe, self._phase)
-            eta = max(self._total - self._step, 0) * pace
-            if cur is None or "overhead" not in probe:
-                after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
-                return frac, eta + sum(self._planned.get(p, 0) * pace for p in after)
-            load, _ = self._load_overhead(pace, probe)
-            eta += self._finish_s(self._phase, probe, load)
-            after = self._phases[self._phases.index(self._phase) + 1:] if self._phase in self._phases else ()
-            eta += sum(self.phase_estimate(p, pace) for p in after)
-        return frac, eta
+        pace = self._step_pace()
+        if self._step == 0 or pace is None or self._probe is None:
+            return frac, None  # "estimating": no pace yet, or the phases after it not yet probed
+        # The current phase: its steps left at its measured pace and its validation passes left at
+        # their measured time, counting down from its newest event, then its test evaluation; then
+        # each phase to come at its own measured or probed costs.
+        val = (self._val_s / self._val_n if self._val_n
+               else self._sizes.get("val", 0) * (self._eval_cost(self._phase) or 0.0))
+        left = max(self._total - self._step, 0) * pace + max(self._epochs - self._val_n, 0) * val
+        eta = max(left + self._finish_s(self._phase) - (now - self._t_mark), 0.0)
+        return frac, eta + sum(self.phase_estimate(p) for p in self._phases_after(self._phase))
 
-    def _load_overhead(self, pace: float, probe: dict[str, PhaseCost]) -> tuple[float, float]:
-        """(load, per-step overhead) from the current phase's pace; a heavy phase sets the load."""
-        o0 = probe["overhead"].step_s
-        compute = self._train_s(self._phase, probe) / max(self._total, 1)
-        if compute >= HEAVY_STEP_S or self._load_factor is None:
-            self._load_factor = max((pace - o0) / compute, 0.1) if compute > 0 else 1.0
-        load = self._load_factor
-        overhead = max(pace - load * compute, o0) if compute < HEAVY_STEP_S else o0
-        return load, overhead
-
-    def phase_estimate(self, phase: str, pace: float, *, teacher_logits: bool = True) -> float:
-        """Planned seconds of a phase that has not started, given the current phase's ``pace``
-        (seconds per step): its probed work times the load, plus the per-step overhead; with
-        ``teacher_logits`` a distilled phase first computes the teacher's logits it caches."""
-        probe = self._probe or {}
-        if _probed(probe, phase) is None or _probed(probe, self._phase) is None or "overhead" not in probe:
-            return self._planned.get(phase, 0) * pace
-        load, overhead = self._load_overhead(pace, probe)
-        out = (self._planned.get(phase, 0) * overhead + load * self._train_s(phase, probe)
-               + self._finish_s(phase, probe, load))
-        if teacher_logits and split_phase(phase)[0] == "distilled" and "teacher_forward" in probe:
-            out += load * self._sizes.get("train", 0) * probe["teacher_forward"].forward_s
+    def phase_estimate(self, phase: str, *, teacher_logits: bool = True) -> float:
+        """Planned seconds of a phase that has not started: its steps at its measured pace (a phase
+        of the same kind ran before: an earlier seed's, a sweep's first cell's) or its probed one,
+        its validation passes and test evaluation at its model's eval cost; with ``teacher_logits``
+        a phase that trains on cached teacher logits first has the teacher compute them."""
+        c = _probed(self._probe or {}, phase)
+        pace = self._paces.get(split_phase(phase)[0]) or (c.step_s if c is not None else None)
+        steps = self._planned.get(phase, 0)
+        if pace is None:  # nothing measured or probed for it: the current pace is all there is
+            return steps * (self._step_pace() or 0.0)
+        optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
+        out = (steps * pace + optim.epochs * self._sizes.get("val", 0) * (self._eval_cost(phase) or 0.0)
+               + self._finish_s(phase))
+        if teacher_logits and c is not None and c.pre_rows:
+            out += c.pre_rows * (self._eval_cost("teacher") or 0.0)
         return out
 
+    def _eval_cost(self, phase: str) -> float | None:
+        """Eval seconds per sample of a phase's model: measured by its validation passes (every
+        student phase shares one architecture), else probed."""
+        model = _model_of(phase)
+        if model in self._eval_ps:
+            return self._eval_ps[model]
+        probe = self._probe or {}
+        names = ("baseline", "distilled", "pseudo") if model == "student" else (model,)
+        return next((probe[n].forward_s for n in names if n in probe), None)
+
+    def _finish_s(self, phase: str) -> float:
+        """Planned seconds of a phase's end: its model over the test set and the latency profile,
+        as kdcore.experiment does."""
+        return (self._eval_cost(phase) or 0.0) * (self._sizes.get("test", 0)
+                                                  + PROFILE_BATCHES * self.cfg.optim.batch_size)
+
     def pace(self, now: float | None = None) -> float | None:
-        """Seconds per step of the current phase so far (None before its first step)."""
-        now = time.perf_counter() if now is None else now
+        """Measured seconds per training step of the current phase (None before its first step)."""
         with self._lock:
-            return (now - self._phase_t0) / self._step if self._step > 0 and now > self._phase_t0 else None
-
-    def _train_s(self, phase: str, probe: dict[str, PhaseCost]) -> float:
-        """Probed compute seconds of a phase's training: its steps and validation passes."""
-        c = _probed(probe, phase)
-        optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
-        return self._planned.get(phase, 0) * c.step_s + optim.epochs * self._sizes.get("val", 0) * c.forward_s
-
-    def _finish_s(self, phase: str, probe: dict[str, PhaseCost], load: float | None) -> float:
-        """Planned seconds of a phase's end: its model over the test set and the latency profile
-        (2 warm-up + 9 timed batches), as kdcore.experiment does."""
-        c = _probed(probe, phase)
-        if c is None or load is None:
-            return 0.0
-        return load * c.forward_s * (self._sizes.get("test", 0) + 11 * self.cfg.optim.batch_size)
+            return self._step_pace()
 
     def snapshot(self) -> LiveSnapshot:
         """A consistent copy of the run's state, cheap enough to take several times a second."""
@@ -689,6 +756,7 @@ class LiveSeeds(LiveRun):
         from .experiment import compare
 
         data, self._sizes = load_with_sizes(self.cfg.data)
+        self._data = data
         return compare(self.cfg, seeds=self.seeds, store=self.store, callbacks=[self._relabel],
                        stop=self.stop_event, data=data)
 

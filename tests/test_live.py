@@ -228,44 +228,134 @@ def test_a_run_keeps_training_while_pages_are_computed():
     assert live.join(30) and live.snapshot().status == "completed"
 
 
-def test_eta_charges_later_phases_their_own_planned_work_not_the_teachers_pace():
-    """A slow teacher's pace must not be applied to the cheap student phases (issue 14)."""
-    from kdcore.events import PhaseStart, StepEnd
-    from kdcore.live import PhaseCost
+def _feed(live, phase, epoch, steps, t, step_s, val_s, *, probe=None, probe_s=0.0):
+    """Feed StepEnds ``steps`` (1-based numbers) ``step_s`` apart from ``t``, then the epoch's
+    EpochEnd ``val_s`` later (its validation pass), with a probe taking ``probe_s``; returns the time."""
+    from kdcore.events import EpochEnd, StepEnd
+
+    for i in steps:
+        t += step_s
+        live._on_step(StepEnd(phase, epoch, i, live._total, 0.5, {"ce": 0.5}, 1e-2, None), now=t)
+    if val_s is None:
+        return t
+    t += val_s
+    live._epoch = epoch
+    live._on_epoch_end(EpochEnd(phase, epoch, live._epochs, 0.5, {}, 0.5, 0.5, 0.5, 0.0, None), now=t,
+                       probe=probe, probe_s=probe_s)
+    return t + probe_s
+
+
+def test_eta_is_the_measured_pace_of_this_phase_plus_the_planned_work_of_those_to_come():
+    """A slow teacher's pace must not be applied to the cheap student phases (issue 14): the ETA is
+    this phase's steps and validation passes left at their measured times, its test evaluation at
+    its measured eval cost, then each later phase at its probed costs (the distilled one after the
+    teacher has cached its logits over the training rows)."""
+    from kdcore.events import PhaseStart
+    from kdcore.live import PROFILE_BATCHES, PhaseCost
 
     live = LiveRun(tiny(epochs=10), store=None)  # not started: events are fed by hand
-    live._t0 = 1.0
-    live._sizes = {"test": 100, "train": 200, "val": 0}
-    # probed: a teacher step costs 10 ms, a student step 0.1 ms, overhead 0.05 ms
-    live._probe = {"overhead": PhaseCost(5e-5, 0.0), "teacher": PhaseCost(1e-2, 1e-4),
-                   "baseline": PhaseCost(1e-4, 1e-6), "distilled": PhaseCost(1e-4, 1e-6),
-                   "teacher_forward": PhaseCost(0.0, 1e-4)}
+    live._sizes = {"test": 200, "train": 224, "val": 100}
+    finish = lambda per_sample: per_sample * (200 + PROFILE_BATCHES * 32)  # test set + latency profile
     live._on_phase_start(PhaseStart("teacher", 10, 7), now=1.0)
-    live._on_step(StepEnd("teacher", 2, 10, 70, 0.5, {"ce": 0.5}, 1e-2, None), now=1.2)  # 20 ms a step
-    _, eta = live._progress_eta(now=1.2)
-    teacher_left = 60 * 0.02
-    naive = (60 + 70 + 70) * 0.02  # every step left at the teacher's pace: the old, wrong ETA
-    assert teacher_left < eta < teacher_left + 0.2 < naive
-    # a student phase measured slower than its probe (per-step overhead) keeps the load from the
-    # teacher and charges the next phase that overhead, not a load blown up by it
-    live._on_phase_start(PhaseStart("baseline", 10, 7), now=3.0)
-    live._on_step(StepEnd("baseline", 2, 10, 70, 0.5, {"ce": 0.5}, 1e-2, None), now=3.02)  # 2 ms a step
-    _, eta = live._progress_eta(now=3.02)
-    assert 60 * 0.002 + 70 * 0.0015 < eta < 60 * 0.002 + 70 * 0.0025 + 0.1
+    t = _feed(live, "teacher", 1, [1], 1.0, 0.05, None)  # a 50 ms warm-up step: not the pace
+    assert live._progress_eta(now=t)[1] is None  # nothing probed yet: "estimating"
+    # the students' probe: 1 ms a step, 10 us an eval sample; the distilled student first caches
+    # the teacher's logits over the 224 training rows
+    probe = {"baseline": PhaseCost(1e-3, 1e-5, 0, 224), "distilled": PhaseCost(1e-3, 1e-5, 224, 224)}
+    # 20 ms a step, a 50 ms validation pass, then a 0.3 s probe (no step's time)
+    t = _feed(live, "teacher", 1, range(2, 8), t, 0.02, 0.05, probe=probe, probe_s=0.3)
+    _, eta = live._progress_eta(now=t)
+    teacher_eval = 0.05 / 100  # measured: one validation pass over 100 samples
+    teacher = 63 * 0.02 + 9 * 0.05 + finish(teacher_eval)
+    student = 70 * 1e-3 + 10 * 100 * 1e-5 + finish(1e-5)
+    assert eta == pytest.approx(teacher + student + student + 224 * teacher_eval)
+    naive = (63 + 70 + 70) * 0.02  # every step left at the teacher's pace: the old, wrong ETA
+    assert eta < naive / 1.5
+    assert live._progress_eta(now=t + 0.1)[1] == pytest.approx(eta - 0.1)  # counting down
+
+    # a student phase measured slower than its probe: its own pace and eval cost count for itself
+    # and for the distilled student's validation and test (the same model), its probed steps stay
+    live._on_phase_start(PhaseStart("baseline", 10, 7), now=10.0)
+    t = _feed(live, "baseline", 1, range(1, 8), 10.0, 0.002, 0.004)
+    _, eta = live._progress_eta(now=t)
+    student_eval = 0.004 / 100
+    baseline_left = 63 * 0.002 + 9 * 0.004 + finish(student_eval)
+    distilled = 70 * 1e-3 + 10 * 100 * student_eval + finish(student_eval)
+    assert eta == pytest.approx(baseline_left + distilled + 224 * teacher_eval)
 
 
-def test_probe_costs_rank_a_big_teacher_above_a_tiny_student():
-    from kdcore.live import _planned_phases, probe_costs
+def test_a_later_seed_is_charged_the_measured_pace_of_its_kind_not_the_probe():
+    from kdcore.events import PhaseStart
+    from kdcore.live import LiveSeeds, PhaseCost
 
-    cfg = RunConfig(data=DataConfig(name="moons", n_samples=200),
+    live = LiveSeeds(tiny(epochs=2), [1, 2], store=None)
+    live._sizes = {"test": 0, "train": 224, "val": 0}
+    live._probe = {"baseline": PhaseCost(1e-3, 0.0, 0, 224), "distilled": PhaseCost(1e-3, 0.0, 224, 224)}
+    live._on_phase_start(PhaseStart("baseline · seed 1", 2, 7), now=0.0)
+    _feed(live, "baseline · seed 1", 1, range(1, 8), 0.0, 0.005, 0.0)  # 5 ms a step, not 1
+    assert live.phase_estimate("baseline · seed 2") == pytest.approx(14 * 0.005)
+    assert live.phase_estimate("distilled · seed 2") == pytest.approx(14 * 1e-3)  # not measured yet
+
+
+def test_probe_costs_time_the_trainers_own_steps_and_leave_the_run_untouched():
+    from kdcore.data import load_data
+    from kdcore.live import probe_costs
+
+    cfg = RunConfig(data=DataConfig(name="moons", n_samples=5000),
                     teacher=ModelConfig("mlp", {"hidden": [1024, 1024]}),
                     student=ModelConfig("mlp", {"hidden": [4]}),
-                    optim=OptimConfig(epochs=1, batch_size=256), teacher_optim=OptimConfig(epochs=1, batch_size=256))
+                    optim=OptimConfig(epochs=1, batch_size=16), teacher_optim=OptimConfig(epochs=1, batch_size=16))
+    data = load_data(cfg.data)
+    events = []
     rng = torch.get_rng_state()
-    costs = probe_costs(cfg, _planned_phases(cfg), (2,), 2)
+    costs = probe_costs(cfg, ("teacher", "baseline", "distilled"), data, callback=events.append,
+                        eval_models=("teacher",))
     assert torch.equal(torch.get_rng_state(), rng)  # the run's random streams are untouched
-    assert set(costs) >= {"overhead", "teacher", "baseline", "distilled", "teacher_forward"}
-    assert all(0 < c.step_s < 60 for k, c in costs.items() if k != "teacher_forward")
+    assert set(costs) == {"teacher", "baseline", "distilled"}
+    assert all(0 < c.step_s < 60 and 0 < c.forward_s < 1 for c in costs.values())
+    # each phase's steps went through the trainer's loop, which was stopped after a few of them
+    counts = []
+    for e in events:
+        if type(e).__name__ == "PhaseStart":
+            counts.append(0)
+        elif type(e).__name__ == "StepEnd":
+            counts[-1] += 1
+    assert len(counts) == 3 and all(8 <= n <= 60 < len(data.x_train) // 16 for n in counts), counts
+    # the distilled student trains on cached logits: the teacher first runs over the training rows
+    assert costs["distilled"].pre_rows == len(data.x_train) and costs["baseline"].pre_rows == 0
+    assert costs["baseline"].epoch_rows == len(data.x_train)
     # ~1.05M weights against ~30: a thousand times the work, so the order holds even on a busy machine
     assert costs["teacher"].step_s > costs["baseline"].step_s
     assert costs["teacher"].forward_s > costs["baseline"].forward_s
+
+
+def test_sweep_eta_charges_later_cells_the_reused_models_tests_and_one_distilled_student():
+    """After the first cell a sweep cell evaluates the reused teacher and baseline and trains one
+    distilled student: the ETA charges each cell left that, at the times later cells measured."""
+    from kdcore.events import PhaseStart
+    from kdcore.live import PROFILE_BATCHES, PhaseCost
+    from kdcore.sweep import SweepPlan, SweepRun
+
+    sw = SweepRun(SweepPlan(tiny(epochs=10), (0.5,), (1.0, 2.0, 4.0, 8.0, 16.0)))  # 5 cells, not started
+    sw._sizes = {"test": 200, "train": 224, "val": 100}
+    first = sw._est
+    first._sizes = dict(sw._sizes)
+    first._probe = {"baseline": PhaseCost(1e-3, 1e-5, 0, 224), "distilled": PhaseCost(1e-3, 1e-5, 224, 224)}
+    first._paces, first._eval_ps = {"distilled": 2e-3}, {"teacher": 1e-4, "student": 1e-5}
+    first._planned["distilled"] = 70
+    # the first cell: a teacher phase 1 s from its end; a later cell is charged the teacher's
+    # latency profile and the baseline's test, then 70 steps at the measured 2 ms a step
+    first._on_phase_start(PhaseStart("teacher", 10, 7), now=0.0)
+    _feed(first, "teacher", 1, range(1, 71), 0.0, 0.0143, None)
+    first._status = "running"
+    cell_eta = first._progress_eta(now=1.0)[1]
+    pre = 1e-4 * PROFILE_BATCHES * 32 + 1e-5 * (200 + PROFILE_BATCHES * 32)
+    student = 70 * 2e-3 + 10 * 100 * 1e-5 + 1e-5 * (200 + PROFILE_BATCHES * 32)
+    once = 1e-4 * (200 + 224)  # the second cell's remembering teacher: the test set and the cached rows
+    assert sw._eta(1.0, cells_after=4) == pytest.approx(cell_eta + once + 4 * (pre + student))
+    # three cells done: the reused models' tests take what the third cell measured for them (the
+    # second's also held the one-off); the fourth cell, before its student's first step, counts down
+    sw._cell_ends = [10.0, 14.0, 15.0]
+    sw._segments = [(0.0, 8.0, 10.0), (10.0, 13.5, 14.0), (14.0, 14.3, 15.0)]
+    sw._est = sw._estimator(3, first)
+    assert sw._eta(15.1, cells_after=1) == pytest.approx((0.3 - 0.1) + student + (0.3 + student))
