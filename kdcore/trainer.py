@@ -370,7 +370,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         device: str | torch.device = "cpu", callbacks: Iterable[Callback] = (),
         stop: threading.Event | None = None, teacher_logits: torch.Tensor | None = None,
         run_id: int | None = None, checkpoint: Callable[[dict], None] | None = None,
-        resume: dict | None = None) -> FitResult:
+        checkpoint_every_s: float = 0.0, resume: dict | None = None) -> FitResult:
     """Train ``distiller.student`` (plus the distiller's own parameters) on ``data``.
 
     Args:
@@ -382,8 +382,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         device: where to train. callbacks: receive the events. stop: set it to stop between steps.
         teacher_logits: cached [N_train, K] teacher logits, indexed per batch (no augmentation).
         run_id: carried by every event so a store can file them.
-        checkpoint: called after each finished epoch (after its EpochEnd) with
-            :func:`checkpoint_state`; single-process fits only.
+        checkpoint: called after a finished epoch (after its EpochEnd) with
+            :func:`checkpoint_state`, but not after the last; single-process fits only.
+        checkpoint_every_s: at most one checkpoint per this many seconds (0 = every epoch): a
+            tiny model's epoch takes a millisecond, its checkpoint three.
         resume: such a state: the fit goes on from the epoch after it and ends with the weights
             an uninterrupted fit would have (on the CPU, bit for bit).
     Returns:
@@ -409,7 +411,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     if loop.world > 1:
         checkpoint = None  # ranks would write one file each; a distributed run is not resumed
     emit(PhaseStart(phase, optim_cfg.epochs, loop.steps_per_epoch, run_id))
-    t_phase = time.perf_counter()
+    t_phase = last_checkpoint = time.perf_counter()
     for epoch in range(done + 1, optim_cfg.epochs + 1):
         # the distiller itself, not the DDP wrapper, keeps the schedule its forward reads
         distiller.set_epoch(epoch, optim_cfg.epochs)
@@ -423,8 +425,10 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
         result.epochs.append({k: getattr(ev, k) for k in ("epoch", "train_loss", "terms", "train_acc",
                                                            "val_loss", "val_acc", "seconds")})
         emit(ev)
-        if checkpoint is not None and epoch < optim_cfg.epochs:
+        if (checkpoint is not None and epoch < optim_cfg.epochs
+                and time.perf_counter() - last_checkpoint >= checkpoint_every_s):
             checkpoint(checkpoint_state(loop, distiller, epoch, step, result))
+            last_checkpoint = time.perf_counter()
     if loop.world > 1:
         import torch.distributed as dist
 

@@ -63,6 +63,36 @@ def test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights():
     assert not _same(_state(other), _state(whole))
 
 
+def test_checkpoints_are_spaced_in_time_and_a_resume_from_an_older_one_is_the_same():
+    data = load_data(CFG.data)
+    states: list[dict] = []
+    fit(Alone(_student()), data, CFG.optim, phase="p", seed=1, checkpoint=states.append, checkpoint_every_s=3600)
+    assert states == []  # a fast phase writes none: a killed one trains again from its start
+    every: list[dict] = []
+    fit(Alone(_student()), data, CFG.optim, phase="p", seed=1, checkpoint=every.append, checkpoint_every_s=0)
+    assert [s["epoch"] for s in every] == list(range(1, CFG.optim.epochs))
+
+
+def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
+    from kdcore.experiment import DEFAULT_CHECKPOINT_S, checkpoint_every_s
+
+    monkeypatch.delenv("KD_CHECKPOINT_S", raising=False)
+    assert checkpoint_every_s() == DEFAULT_CHECKPOINT_S
+    monkeypatch.setenv("KD_CHECKPOINT_S", "0.5")
+    assert checkpoint_every_s() == 0.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("KD_CHECKPOINT_S", bad)
+        with pytest.raises(ConfigError, match="KD_CHECKPOINT_S"):
+            checkpoint_every_s()
+
+
+def _student():
+    from kdcore.models import build_model, seeded_init
+
+    with seeded_init(3):
+        return build_model("mlp", in_shape=(2,), num_classes=2, params=CFG.student.params)
+
+
 def test_dropout_draws_from_the_runs_own_generator():
     from kdcore.models import build_model
 
@@ -134,7 +164,7 @@ def test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted
     path = tmp_path / "cfg.json"
     path.write_text(to_json(cfg))
     runs = tmp_path / "runs"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KD_CHECKPOINT_S": "0"}  # a checkpoint every epoch
     proc = subprocess.Popen([sys.executable, "-m", "kdcore", "--runs-dir", str(runs), "run", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
@@ -170,7 +200,8 @@ def test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted
     assert store.get(run["id"])["metrics"]["distilled"]["accuracy"] == solo.metrics["distilled"]["accuracy"]
 
 
-def test_a_stopped_run_resumes_and_a_finished_one_is_refused(tmp_path):
+def test_a_stopped_run_resumes_and_a_finished_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CHECKPOINT_S", "0")
     store = RunStore(tmp_path)
     stop = threading.Event()
     seen = []
