@@ -39,7 +39,8 @@ Models: {models}. Datasets: {datasets}. Losses: {losses}
 
 # What --help lists. The registries fill by importing torch (a second or more), and --help must
 # answer without it, so it reads these names; tests/test_startup.py fails when they differ from
-# the filled registries. The help of every subcommand is static text for the same reason.
+# the filled registries (a new built-in method is added here too; `methods` reads the registry).
+# The help of every subcommand is static text for the same reason.
 HELP_NAMES = {
     "models": ("mlp", "lenet5", "cnn", "resnet8", "resnet20", "resnet32", "resnet18", "mobilenet_v3_small",
                "torchvision"),
@@ -251,11 +252,9 @@ def cmd_methods(args) -> int:
     for name in names:
         if name not in LOSSES:
             raise ConfigError(f"unknown loss {name!r}; known: {', '.join(LOSSES.names())}")
-        info = METHOD_INFO.get(name)
-        if info is None:
-            print(f"{name}: (a plug-in loss without a description)\n")
-            continue
-        print(f"{name}: {info.title} [{info.kind}; terms: {', '.join(info.terms)}]")
+        info = METHOD_INFO[name]
+        uses_t = "uses T" if info.uses_temperature else "T unused"
+        print(f"{name}: {info.title} [{info.kind}; terms: {', '.join(info.terms)}; {uses_t}]")
         print(textwrap.fill(info.text, 96, initial_indent="  ", subsequent_indent="  "))
         for knob, p in info.params.items():
             print(f"    loss.params.{knob} (default {json.dumps(p.default)}): {p.help}")

@@ -6,16 +6,18 @@ Convention used everywhere in KD Playground: ``alpha`` weighs the hard-label cro
 
 Each registered loss has the signature ``fn(student_logits, teacher_logits, labels, cfg)`` where
 ``cfg`` is the :class:`~kdcore.config.LossConfig`, and returns a dict of *weighted* terms whose
-sum is the loss that is back-propagated, so every term can be charted on its own.
+sum is the loss that is back-propagated, so every term can be charted on its own. The vanilla
+losses register here like every other method, each with its :class:`~kdcore.registry.MethodSpec`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .registry import LOSSES
+from .registry import LOSSES, MethodSpec
 
-__all__ = ["kd_div", "soft_cross_entropy", "hinton_kd", "soft_ce", "mse_logits", "hard_ce", "UNLABELLED"]
+__all__ = ["kd_div", "soft_cross_entropy", "hinton_kd", "soft_ce", "mse_logits", "hard_ce", "UNLABELLED",
+           "KL_FORMULA"]
 
 UNLABELLED = -1  # the label of a transfer-set sample: the student gets only the teacher's outputs
 
@@ -91,20 +93,36 @@ def hinton_kd(student_logits, teacher_logits, labels, *, T: float, alpha: float,
             "kd": kd_div(student_logits, teacher_logits, T, t2, weight=1.0 - alpha)}
 
 
-@LOSSES.register("kd")
+# the soft term of Hinton's KD, which the feature and adversarial methods add to
+KL_FORMULA = r"\mathrm{KL}\big(\sigma(z_t/T)\,\|\,\sigma(z_s/T)\big)"
+
+
+@LOSSES.register(MethodSpec(
+    name="kd", title="Vanilla KD (Hinton et al. 2015)",
+    text="The student matches the teacher's temperature-softened distribution: "
+         "alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).",
+    formula=KL_FORMULA))
 def _kd(student_logits, teacher_logits, labels, cfg):
     return hinton_kd(student_logits, teacher_logits, labels, T=cfg.temperature, alpha=cfg.alpha,
                      t2=cfg.t2)
 
 
-@LOSSES.register("soft_ce")
+@LOSSES.register(MethodSpec(
+    name="soft_ce", title="Soft cross-entropy",
+    text="Cross-entropy to the teacher's soft targets instead of KL; differs from KD by the "
+         "teacher's entropy, a constant, so the gradients are the same.",
+    formula=r"\mathrm{CE}\big(\sigma(z_t/T),\,\sigma(z_s/T)\big)"))
 def soft_ce(student_logits, teacher_logits, labels, cfg):
     """alpha * CE(labels, s) + (1 - alpha) * T^2 * CE(softmax(t/T), softmax(s/T))."""
     soft = soft_cross_entropy(student_logits, teacher_logits, cfg.temperature, cfg.t2)
     return _combine(student_logits, labels, soft, cfg.alpha)
 
 
-@LOSSES.register("mse_logits")
+@LOSSES.register(MethodSpec(
+    name="mse_logits", title="Logit matching (Ba & Caruana 2014)",
+    text="Mean squared error between student and teacher logits; the high-temperature limit of "
+         "KD, so the temperature does not enter.",
+    formula=r"\tfrac{1}{K}\lVert z_s - z_t\rVert^2", uses_temperature=False))
 def mse_logits(student_logits, teacher_logits, labels, cfg):
     """Ba & Caruana (2014) logit matching: alpha * CE + (1 - alpha) * mean (s - t)^2.
 

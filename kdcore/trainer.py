@@ -28,19 +28,39 @@ __all__ = ["Distiller", "Alone", "LogitDistiller", "make_distiller", "fit", "Fit
 
 
 class Distiller(nn.Module):
-    """Base class: owns the student (and any extra trainable parts, e.g. a regressor).
+    """Base class of every method: owns the student (and any extra trainable part, e.g. a regressor).
 
-    Subclasses set ``uses_teacher_logits_only = False`` when they need more than the teacher's
-    logits (features), in which case the trainer never caches and passes ``teacher_logits=None``.
+    ``forward(x, y, teacher_logits)`` returns ``(student_logits, {term: weighted value})``; the
+    trainer sums the terms. A method is registered once in ``LOSSES`` with its
+    :class:`~kdcore.registry.MethodSpec` (what the UI shows); a logit loss registers a plain
+    function, which :class:`LogitDistiller` wraps, and anything that needs more registers a
+    subclass. What such a subclass needs from the trainer it declares here, in class attributes
+    (an instance may refine one in ``__init__``, as FitNets does ``has_idle_parameters``):
 
-    :func:`fit` calls :meth:`set_epoch` at the start of every epoch, so a method whose loss
-    follows the training schedule (DKD's warm-up, FitNets' hint stage) reads ``self.epoch``.
+    ``uses_teacher_logits_only`` (default True)
+        True: the loss reads only the teacher's logits, so with un-augmented data the trainer
+        computes them once and passes ``teacher_logits`` per batch. False (feature methods): the
+        trainer never caches and passes ``teacher_logits=None``; the distiller runs the teacher.
+    ``needs_in_shape`` (default False)
+        True: :func:`make_distiller` passes ``in_shape=`` (one input's shape) to the constructor,
+        which sizes its own parts from a probe (FitNets' regressor, the discriminator).
+    ``has_idle_parameters`` (default False)
+        True when some epochs leave parameters without a gradient (FitNets' hint stage never
+        reaches the head): :func:`fit` then asks DistributedDataParallel to look for unused
+        parameters, or its next step fails.
+    ``epoch`` / ``epochs`` (default None)
+        Set by :meth:`set_epoch`, which :func:`fit` calls before every epoch, so a method whose
+        loss follows the schedule (FitNets' hint stage) reads ``self.epoch`` (1-based).
+
+    Two class hooks run when the RunConfig is built, before anything trains:
+    :meth:`check_models` (on meta-device models: taps exist, shapes fit) and
+    :meth:`check_schedule` (the method's schedule fits the student's epochs). Both accept
+    everything by default.
     """
 
-    uses_teacher_logits_only = True
-    # True when some epochs leave parameters without a gradient (FitNets' hint stage never
-    # reaches the head): DistributedDataParallel must then look for them, or its next step fails
-    has_idle_parameters = False
+    uses_teacher_logits_only: bool = True
+    needs_in_shape: bool = False
+    has_idle_parameters: bool = False
     epoch: int | None = None  # 1-based epoch of the fit() in progress; None before any fit
     epochs: int | None = None  # that fit()'s number of epochs
 
@@ -68,6 +88,14 @@ class Distiller(nn.Module):
         with torch.no_grad():
             return self.teacher(x)
 
+    @classmethod
+    def check_models(cls, *, student: nn.Module, teacher: nn.Module, in_shape, loss_cfg) -> None:
+        """Config-time check of the (meta-device) models; raise ``ConfigError`` if they cannot work."""
+
+    @staticmethod
+    def check_schedule(loss_cfg, epochs: int) -> None:
+        """Config-time check that the method's schedule fits ``epochs``; raise ``ConfigError`` if not."""
+
 
 class Alone(Distiller):
     """The student trained alone on hard labels: the baseline (and how teachers are trained)."""
@@ -80,7 +108,7 @@ class Alone(Distiller):
 class LogitDistiller(Distiller):
     """Any registered logit loss ``fn(s, t, y, cfg) -> terms`` (see :mod:`kdcore.losses`).
 
-    A loss function marked ``takes_epoch = True`` (DKD, for its warm-up) is also passed
+    A loss whose spec sets ``takes_epoch`` (DKD, for its warm-up) is also passed
     ``epoch=self.epoch``; it stays a pure function of its arguments and still works from cached
     teacher logits.
     """
@@ -90,7 +118,7 @@ class LogitDistiller(Distiller):
         self.loss_fn = LOSSES.get(loss_cfg.name)
         self.loss_cfg = loss_cfg
         # opt-in, so the other losses keep their four-argument signature
-        self._takes_epoch = getattr(self.loss_fn, "takes_epoch", False)
+        self._takes_epoch = LOSSES.spec(loss_cfg.name).takes_epoch
 
     def forward(self, x, y, teacher_logits=None):
         if teacher_logits is None:
@@ -107,8 +135,8 @@ def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
 
     Args:
         loss_cfg: LossConfig. student, teacher: the models (teacher may be an ensemble).
-        in_shape: one input's shape; a Distiller class with ``needs_in_shape = True`` (feature
-            and adversarial methods) sizes its own trainable parts from a probe of this shape.
+        in_shape: one input's shape; a Distiller class with ``needs_in_shape`` (feature and
+            adversarial methods) sizes its own trainable parts from a probe of this shape.
         seed: what a distiller's own parts (FitNets' regressor, a discriminator) draw their init
             from, alone among threads (``seeded_init``): equal seeds give equal parts.
     """
@@ -117,7 +145,7 @@ def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
     entry = LOSSES.get(loss_cfg.name)
     with seeded_init(seed + DISTILLER_SEED_OFFSET):
         if isinstance(entry, type) and issubclass(entry, Distiller):
-            if getattr(entry, "needs_in_shape", False):
+            if entry.needs_in_shape:
                 if in_shape is None:
                     raise ValueError(f"loss {loss_cfg.name!r} sizes its parts from the input: pass in_shape=")
                 return entry(student, teacher, loss_cfg, in_shape=tuple(in_shape))

@@ -276,17 +276,19 @@ def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.
 
 
 def loss_latex(loss: str, alpha: float, T: float, t2: bool) -> tuple[str, str]:
-    """The loss formula for ``st.latex`` and the same with the current numbers substituted."""
-    soft = {
-        "kd": r"\mathrm{KL}\big(\sigma(z_t/T)\,\|\,\sigma(z_s/T)\big)",
-        "soft_ce": r"\mathrm{CE}\big(\sigma(z_t/T),\,\sigma(z_s/T)\big)",
-        "mse_logits": r"\tfrac{1}{K}\lVert z_s - z_t\rVert^2",
-    }.get(loss, r"\mathcal{L}_{\mathrm{soft}}(z_s, z_t; T)")
-    scale = r"T^2\," if t2 and loss != "mse_logits" else ""
-    general = (r"\mathcal{L} = \alpha\,\mathrm{CE}\big(y,\,\sigma(z_s)\big) + (1-\alpha)\," + scale + soft)
-    factor = T * T if t2 and loss != "mse_logits" else 1.0
+    """The loss formula for ``st.latex`` and the same with the current numbers substituted.
+
+    The soft term, any extra term and whether T^2 applies come from the method's registered
+    :class:`~kdcore.registry.MethodSpec`.
+    """
+    spec = LOSSES.spec(loss)
+    scaled = t2 and spec.uses_temperature
+    extra = f"\\,{spec.extra_formula}" if spec.extra_formula else ""
+    general = (r"\mathcal{L} = \alpha\,\mathrm{CE}\big(y,\,\sigma(z_s)\big) + (1-\alpha)\,"
+               + (r"T^2\," if scaled else "") + spec.formula + extra)
+    factor = T * T if scaled else 1.0
     numbers = (rf"\mathcal{{L}} = {alpha:.2f}\cdot\mathrm{{CE}} + {1 - alpha:.2f}"
-               + (rf"\cdot {factor:g}" if factor != 1.0 else "") + r"\cdot\mathcal{L}_{\mathrm{soft}}")
+               + (rf"\cdot {factor:g}" if factor != 1.0 else "") + r"\cdot\mathcal{L}_{\mathrm{soft}}" + extra)
     return general, numbers
 
 
@@ -380,5 +382,5 @@ def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch
 
 
 def loss_names() -> list[str]:
-    """Registered logit losses, for the loss picker."""
+    """Every registered method (vanilla losses first, in registration order), for the loss picker."""
     return LOSSES.names()

@@ -393,7 +393,8 @@ def loss_ui() -> dict:
         st.caption(f"**{info.title}.** {info.text}")
     c1, c2, c3 = st.columns([2, 2, 1])
     T = c1.slider("Temperature T", 0.5, 20.0, float(D.loss.temperature), 0.5, key=K("T"), bind=URL,
-                  disabled=loss == "mse_logits", help="Higher T softens both distributions.")
+                  disabled=not LOSSES.spec(loss).uses_temperature,
+                  help="Higher T softens both distributions.")
     alpha = c2.slider("α (weight of the hard-label CE)", 0.0, 1.0, float(D.loss.alpha), 0.05, key=K("alpha"),
                       bind=URL, help="α = 1: the student alone. α = 0: teacher's soft targets only.")
     t2 = c3.checkbox("× T²", D.loss.t2, key=K("t2"), bind=URL,

@@ -769,7 +769,7 @@ def test_extra_teacher_must_fit_the_dataset_and_round_trips_through_json():
 def test_method_info_describes_every_loss_and_its_defaults_are_valid():
     assert set(LOSSES.names()) == set(METHOD_INFO)
     for name, info in METHOD_INFO.items():
-        title, text, params, *_ = info
+        title, text, params = info.title, info.text, info.params
         assert title and len(text) > 40
         LossConfig(name, params={k: p.default for k, p in params.items()})
         for knob, (default, help_, *_r) in params.items():

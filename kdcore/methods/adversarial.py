@@ -21,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..losses import hinton_kd
+from ..losses import KL_FORMULA, hinton_kd
 from ..trainer import Distiller
-from .spec import MethodInfo, Param, method_params, register_method
+from ..registry import LOSSES, MethodSpec, Param
+from .spec import method_params
 
 __all__ = ["Discriminator", "AdversarialKD", "adversarial_terms"]
 
@@ -57,21 +58,23 @@ def adversarial_terms(disc: nn.Module, p_student: torch.Tensor, p_teacher: torch
     return fool, disc_loss
 
 
-@register_method("adversarial", MethodInfo(
-    "Adversarial KD (discriminator on soft outputs)",
-    "Besides vanilla KD, a small MLP discriminator looks at softmax(logits / T) and learns to "
-    "tell the teacher's outputs from the student's; the student is also trained to fool it "
-    "(after Xu et al. 2018 and Wang et al. 2018). Terms: ce and kd as in KD, adv = gamma * "
-    "BCE(D(p_s), 'teacher') for the student, and disc = BCE(D(p_t), 'teacher') + "
-    "BCE(D(p_s), 'student') for the discriminator, both stepped in the same update. When the "
-    "student imitates the teacher well, disc approaches 2 ln 2 = 1.39 (D is guessing).",
-    {"gamma": Param(0.5, "weight of the student's fool-the-discriminator term", 0.0, 100.0),
-     "hidden": Param(64, "width of the discriminator's two hidden layers", 1, 4096)},
+@LOSSES.register(MethodSpec(
+    name="adversarial", title="Adversarial KD (discriminator on soft outputs)",
+    text="Besides vanilla KD, a small MLP discriminator looks at softmax(logits / T) and learns to "
+         "tell the teacher's outputs from the student's; the student is also trained to fool it "
+         "(after Xu et al. 2018 and Wang et al. 2018). Terms: ce and kd as in KD, adv = gamma * "
+         "BCE(D(p_s), 'teacher') for the student, and disc = BCE(D(p_t), 'teacher') + "
+         "BCE(D(p_s), 'student') for the discriminator, both stepped in the same update. When the "
+         "student imitates the teacher well, disc approaches 2 ln 2 = 1.39 (D is guessing).",
+    formula=KL_FORMULA,
+    extra_formula=r"+ \gamma\,\mathrm{BCE}\big(D(p_s), 1\big) + \mathrm{BCE}\big(D(p_t), 1\big)"
+                  r" + \mathrm{BCE}\big(D(p_s), 0\big)",
+    params={"gamma": Param(0.5, "weight of the student's fool-the-discriminator term", 0.0, 100.0),
+            "hidden": Param(64, "width of the discriminator's two hidden layers", 1, 4096)},
     kind="adversarial", terms=("ce", "kd", "adv", "disc")))
 class AdversarialKD(Distiller):
     """Vanilla KD plus the adversarial game; works from cached teacher logits (no features)."""
 
-    uses_teacher_logits_only = True
     needs_in_shape = True  # sizes the discriminator from the student's number of outputs
 
     def __init__(self, student: nn.Module, teacher: nn.Module, loss_cfg, *, in_shape):

@@ -24,9 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..losses import hinton_kd
+from ..losses import KL_FORMULA, hinton_kd
 from ..trainer import Distiller
-from .spec import MethodInfo, Param, method_params, register_method
+from ..registry import LOSSES, MethodSpec, Param
+from .spec import method_params
 
 __all__ = ["FeatureDistiller", "capture", "hint_loss", "attention_map", "at_loss", "sp_loss",
            "rkd_distance_loss", "rkd_angle_loss", "FitNets", "AttentionTransfer",
@@ -263,24 +264,25 @@ _FEATURE_NOTE = (" Added to vanilla KD (alpha * CE + (1 - alpha) * T^2 KL); the 
                  "on every batch because its features are needed.")
 
 
-@register_method("fitnets", MethodInfo(
-    "FitNets hints (Romero et al. 2015)",
-    "The student's tapped feature is mapped by a learned regressor (a 1x1 convolution for "
-    "feature maps, a linear layer for vectors) onto the teacher's tapped feature and pulled "
-    "towards it with a mean squared error: beta * mean (r(f_s) - f_t)^2. Maps of different "
-    "size are average-pooled to the smaller; a map facing a vector is first averaged over "
-    "space. The regressor trains with the student and is thrown away afterwards. With "
-    "hint_epochs = H > 0 the paper's two stages: epochs 1..H train only the hint (the student "
-    "up to the tap, and the regressor; CE and KD are reported as 0 and the layers after the "
-    "tap stay as initialised), then KD plus beta * hint trains every layer; with "
-    "hint_in_stage2 = false stage 2 is KD alone, as in the paper. H = 0 trains the full loss "
-    "from the start." + _FEATURE_NOTE,
-    {"beta": Param(1.0, "weight of the hint term", 0.0, 1e6),
-     "hint_epochs": Param(0, "stage 1: epochs that train only the hint, before the full loss; 0 = "
-                             "one stage; must be less than the student's epochs", 0, 10000),
-     "hint_in_stage2": Param(True, "after a hint stage (hint_epochs > 0), keep the hint term in "
-                                   "the loss; false = KD alone, as in the paper's stage 2"),
-     **_TAP_PARAMS},
+@LOSSES.register(MethodSpec(
+    name="fitnets", title="FitNets hints (Romero et al. 2015)",
+    text="The student's tapped feature is mapped by a learned regressor (a 1x1 convolution for "
+         "feature maps, a linear layer for vectors) onto the teacher's tapped feature and pulled "
+         "towards it with a mean squared error: beta * mean (r(f_s) - f_t)^2. Maps of different "
+         "size are average-pooled to the smaller; a map facing a vector is first averaged over "
+         "space. The regressor trains with the student and is thrown away afterwards. With "
+         "hint_epochs = H > 0 the paper's two stages: epochs 1..H train only the hint (the student "
+         "up to the tap, and the regressor; CE and KD are reported as 0 and the layers after the "
+         "tap stay as initialised), then KD plus beta * hint trains every layer; with "
+         "hint_in_stage2 = false stage 2 is KD alone, as in the paper. H = 0 trains the full loss "
+         "from the start." + _FEATURE_NOTE,
+    formula=KL_FORMULA, extra_formula=r"+ \beta\,\tfrac{1}{N}\lVert r(f_s) - f_t\rVert^2",
+    params={"beta": Param(1.0, "weight of the hint term", 0.0, 1e6),
+            "hint_epochs": Param(0, "stage 1: epochs that train only the hint, before the full loss; 0 = "
+                                    "one stage; must be less than the student's epochs", 0, 10000),
+            "hint_in_stage2": Param(True, "after a hint stage (hint_epochs > 0), keep the hint term in "
+                                          "the loss; false = KD alone, as in the paper's stage 2"),
+            **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "hint")))
 class FitNets(FeatureDistiller):
     weights = {"hint": "beta"}
@@ -341,14 +343,15 @@ class FitNets(FeatureDistiller):
         return {"hint": hint_loss(r, ft)}
 
 
-@register_method("at", MethodInfo(
-    "Attention transfer (Zagoruyko & Komodakis 2017)",
-    "Turns each feature map into a spatial attention map Q = mean over channels of |f|^p, "
-    "flattened and L2-normalised, and asks the student to attend where the teacher does: "
-    "beta * mean (Q_s - Q_t)^2. Needs [B, C, H, W] maps on both sides (conv nets); channel "
-    "counts may differ and spatial sizes are matched by average pooling." + _FEATURE_NOTE,
-    {"beta": Param(1000.0, "weight of the attention term (1000 in the paper's code)", 0.0, 1e7),
-     "p": Param(2.0, "power of |f| in the attention map", 0.5, 8.0), **_TAP_PARAMS},
+@LOSSES.register(MethodSpec(
+    name="at", title="Attention transfer (Zagoruyko & Komodakis 2017)",
+    text="Turns each feature map into a spatial attention map Q = mean over channels of |f|^p, "
+         "flattened and L2-normalised, and asks the student to attend where the teacher does: "
+         "beta * mean (Q_s - Q_t)^2. Needs [B, C, H, W] maps on both sides (conv nets); channel "
+         "counts may differ and spatial sizes are matched by average pooling." + _FEATURE_NOTE,
+    formula=KL_FORMULA, extra_formula=r"+ \beta\,\tfrac{1}{N}\lVert Q_s - Q_t\rVert^2",
+    params={"beta": Param(1000.0, "weight of the attention term (1000 in the paper's code)", 0.0, 1e7),
+            "p": Param(2.0, "power of |f| in the attention map", 0.5, 8.0), **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "at")))
 class AttentionTransfer(FeatureDistiller):
     weights = {"at": "beta"}
@@ -366,13 +369,14 @@ class AttentionTransfer(FeatureDistiller):
         return {"at": at_loss(fs, ft, self.knobs["p"])}
 
 
-@register_method("sp", MethodInfo(
-    "Similarity-preserving KD (Tung & Mori 2019)",
-    "Compares how similar the samples of a batch are to each other, not the features "
-    "themselves: G = F F^T over the batch's flattened features, rows L2-normalised, and "
-    "gamma * ||G_s - G_t||_F^2 / B^2. Works for any feature shapes, student and teacher may "
-    "differ freely." + _FEATURE_NOTE,
-    {"gamma": Param(3000.0, "weight of the similarity term (3000 in the paper)", 0.0, 1e7), **_TAP_PARAMS},
+@LOSSES.register(MethodSpec(
+    name="sp", title="Similarity-preserving KD (Tung & Mori 2019)",
+    text="Compares how similar the samples of a batch are to each other, not the features "
+         "themselves: G = F F^T over the batch's flattened features, rows L2-normalised, and "
+         "gamma * ||G_s - G_t||_F^2 / B^2. Works for any feature shapes, student and teacher may "
+         "differ freely." + _FEATURE_NOTE,
+    formula=KL_FORMULA, extra_formula=r"+ \gamma\,\tfrac{1}{B^2}\lVert G_s - G_t\rVert_F^2",
+    params={"gamma": Param(3000.0, "weight of the similarity term (3000 in the paper)", 0.0, 1e7), **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "sp")))
 class SimilarityPreserving(FeatureDistiller):
     weights = {"sp": "gamma"}
@@ -381,15 +385,18 @@ class SimilarityPreserving(FeatureDistiller):
         return {"sp": sp_loss(fs, ft)}
 
 
-@register_method("rkd", MethodInfo(
-    "Relational KD (Park et al. 2019)",
-    "Transfers the geometry of the batch's embeddings (feature maps are averaged over space "
-    "first): the pairwise distances, each divided by the mean distance, and the angles formed "
-    "by every triplet, matched with a Huber loss: w_dist * Huber(d_s, d_t) + w_angle * "
-    "Huber(cos angle_s, cos angle_t). Embedding sizes may differ. The angle term costs "
-    "O(B^3) memory per batch." + _FEATURE_NOTE,
-    {"w_dist": Param(25.0, "weight of the distance term (25 in the paper)", 0.0, 1e6),
-     "w_angle": Param(50.0, "weight of the angle term (50 in the paper)", 0.0, 1e6), **_TAP_PARAMS},
+@LOSSES.register(MethodSpec(
+    name="rkd", title="Relational KD (Park et al. 2019)",
+    text="Transfers the geometry of the batch's embeddings (feature maps are averaged over space "
+         "first): the pairwise distances, each divided by the mean distance, and the angles formed "
+         "by every triplet, matched with a Huber loss: w_dist * Huber(d_s, d_t) + w_angle * "
+         "Huber(cos angle_s, cos angle_t). Embedding sizes may differ. The angle term costs "
+         "O(B^3) memory per batch." + _FEATURE_NOTE,
+    formula=KL_FORMULA,
+    extra_formula=(r"+ w_{\mathrm{dist}}\,\mathrm{Huber}(d_s, d_t)"
+                   r" + w_{\mathrm{angle}}\,\mathrm{Huber}(\cos\angle_s, \cos\angle_t)"),
+    params={"w_dist": Param(25.0, "weight of the distance term (25 in the paper)", 0.0, 1e6),
+            "w_angle": Param(50.0, "weight of the angle term (50 in the paper)", 0.0, 1e6), **_TAP_PARAMS},
     kind="feature", terms=("ce", "kd", "rkd_dist", "rkd_angle")))
 class RelationalKD(FeatureDistiller):
     weights = {"rkd_dist": "w_dist", "rkd_angle": "w_angle"}

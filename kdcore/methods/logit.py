@@ -1,11 +1,11 @@
 """Logit-level variants of KD: decoupled KD and logit standardisation.
 
 Both are plain functions ``fn(student_logits, teacher_logits, labels, cfg)`` registered in
-``LOSSES``; like the vanilla losses they work from cached teacher logits and return weighted
-terms that sum to the loss. ``alpha`` weighs the hard-label CE, ``1 - alpha`` the soft part.
-DKD also takes ``epoch=`` (it is marked ``takes_epoch``, so
-:class:`~kdcore.trainer.LogitDistiller` passes the epoch :func:`~kdcore.trainer.fit` is in)
-for the paper's linear warm-up of its distillation term.
+``LOSSES`` with their :class:`~kdcore.registry.MethodSpec`; like the vanilla losses they work
+from cached teacher logits and return weighted terms that sum to the loss. ``alpha`` weighs the
+hard-label CE, ``1 - alpha`` the soft part. DKD also takes ``epoch=`` (its spec sets
+``takes_epoch``, so :class:`~kdcore.trainer.LogitDistiller` passes the epoch
+:func:`~kdcore.trainer.fit` is in) for the paper's linear warm-up of its distillation term.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import hard_ce, kd_div
-from .spec import MethodInfo, Param, method_params, register_method
+from ..registry import LOSSES, MethodSpec, Param
+from .spec import method_params
 
 __all__ = ["dkd_terms", "dkd_warmup", "standardize_logits"]
 
@@ -75,21 +76,22 @@ def dkd_warmup(epoch: int | None, warmup: int) -> float:
     return min(epoch / warmup, 1.0)
 
 
-@register_method("dkd", MethodInfo(
-    "Decoupled KD (Zhao et al. 2022)",
-    "Splits the KD loss into target-class KD (TCKD: does the student share the teacher's "
-    "confidence in the true class?) and non-target KD (NCKD: how does it rank the wrong "
-    "classes?). Vanilla KD weighs NCKD by 1 - p_t(true class), which shrinks exactly when the "
-    "teacher is confident; DKD gives the two parts free weights: "
-    "alpha * CE + (1 - alpha) * (alpha_dkd * TCKD + beta_dkd * NCKD), each part times T^2. "
-    "With warmup = W > 0 the TCKD + NCKD part (not the CE) is multiplied by min(epoch / W, 1), "
-    "epochs counted from 1, the paper's linear warm-up; warmup = 0 applies it at full weight "
-    "from the first step.",
-    {"alpha_dkd": Param(1.0, "weight of TCKD (the paper's alpha, not loss.alpha)", 0.0, 100.0),
-     "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0),
-     "warmup": Param(0, "epochs over which the DKD term ramps up linearly to full weight; 0 = off "
-                        "(the paper uses 20 on CIFAR-100)", 0, 10000)},
-    terms=("ce", "tckd", "nckd"), labels_only_in_ce=False))
+@LOSSES.register(MethodSpec(
+    name="dkd", title="Decoupled KD (Zhao et al. 2022)",
+    text="Splits the KD loss into target-class KD (TCKD: does the student share the teacher's "
+         "confidence in the true class?) and non-target KD (NCKD: how does it rank the wrong "
+         "classes?). Vanilla KD weighs NCKD by 1 - p_t(true class), which shrinks exactly when the "
+         "teacher is confident; DKD gives the two parts free weights: "
+         "alpha * CE + (1 - alpha) * (alpha_dkd * TCKD + beta_dkd * NCKD), each part times T^2. "
+         "With warmup = W > 0 the TCKD + NCKD part (not the CE) is multiplied by min(epoch / W, 1), "
+         "epochs counted from 1, the paper's linear warm-up; warmup = 0 applies it at full weight "
+         "from the first step.",
+    formula=r"\big(\alpha_{\mathrm{dkd}}\,\mathrm{TCKD} + \beta_{\mathrm{dkd}}\,\mathrm{NCKD}\big)",
+    params={"alpha_dkd": Param(1.0, "weight of TCKD (the paper's alpha, not loss.alpha)", 0.0, 100.0),
+            "beta_dkd": Param(8.0, "weight of NCKD (the paper's beta; 8 on CIFAR-100)", 0.0, 100.0),
+            "warmup": Param(0, "epochs over which the DKD term ramps up linearly to full weight; 0 = off "
+                               "(the paper uses 20 on CIFAR-100)", 0, 10000)},
+    terms=("ce", "tckd", "nckd"), labels_only_in_ce=False, takes_epoch=True))
 def dkd(student_logits, teacher_logits, labels, cfg, *, epoch: int | None = None):
     p = method_params(cfg)
     tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, T=cfg.temperature, t2=cfg.t2)
@@ -98,21 +100,19 @@ def dkd(student_logits, teacher_logits, labels, cfg, *, epoch: int | None = None
             "tckd": w * p["alpha_dkd"] * tckd, "nckd": w * p["beta_dkd"] * nckd}
 
 
-dkd.takes_epoch = True  # LogitDistiller passes epoch= for the warm-up
-
-
 def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Z-score each row: (z - mean) / (std + eps), with the unbiased std as in Sun et al.'s code."""
     return (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + eps)
 
 
-@register_method("logit_std", MethodInfo(
-    "KD with logit standardisation (Sun et al. 2024)",
-    "Vanilla KD computed on z-scored logits: each row of student and teacher logits has its "
-    "mean subtracted and is divided by its standard deviation before the temperature softmax. "
-    "The student then only has to match the teacher's ranking and relative gaps, not its logit "
-    "scale, which a small student often cannot reach. alpha * CE(y, s) + (1 - alpha) * T^2 * "
-    "KL(softmax(z(t)/T) || softmax(z(s)/T)); the CE uses the raw logits.", {}))
+@LOSSES.register(MethodSpec(
+    name="logit_std", title="KD with logit standardisation (Sun et al. 2024)",
+    text="Vanilla KD computed on z-scored logits: each row of student and teacher logits has its "
+         "mean subtracted and is divided by its standard deviation before the temperature softmax. "
+         "The student then only has to match the teacher's ranking and relative gaps, not its logit "
+         "scale, which a small student often cannot reach. alpha * CE(y, s) + (1 - alpha) * T^2 * "
+         "KL(softmax(z(t)/T) || softmax(z(s)/T)); the CE uses the raw logits.",
+    formula=r"\mathrm{KL}\big(\sigma(\mathcal{Z}(z_t)/T)\,\|\,\sigma(\mathcal{Z}(z_s)/T)\big)"))
 def logit_std(student_logits, teacher_logits, labels, cfg):
     soft = kd_div(standardize_logits(student_logits), standardize_logits(teacher_logits.detach()),
                   cfg.temperature, cfg.t2)

@@ -1,58 +1,39 @@
 """What each distillation method is called, what it does, and which knobs it takes.
 
-``METHOD_INFO`` maps every registered loss name to a :class:`MethodInfo` (title, one-paragraph
-explanation, ``{knob: Param(default, help, ...)}``) so a page can render the controls of any
-method generically and the CLI can explain it. The same table validates ``LossConfig.params``
-at construction: an unknown knob or a bad value raises a ``ConfigError`` that names
+Every method registers once, through ``LOSSES.register(MethodSpec(...))`` (see
+:mod:`kdcore.registry`). ``METHOD_INFO`` is the read-only ``{name: MethodSpec}`` view of that
+registry, in registration order, so a page can render the controls of any method generically
+and the CLI can explain it. The same metadata validates ``LossConfig.params`` at
+construction: an unknown knob or a bad value raises a ``ConfigError`` that names
 ``loss.params.<knob>``, the value and what is allowed.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Iterator, Mapping
 
 from ..errors import ConfigError
-from ..registry import LOSSES
+from ..registry import LOSSES, MethodSpec, Param
 
-__all__ = ["Param", "MethodInfo", "METHOD_INFO", "MULTI_TEACHER_INFO", "register_method",
-           "check_loss_params", "method_params"]
-
-
-class Param(NamedTuple):
-    """One method knob; unpacks as ``default, help, *_``."""
-
-    default: Any  # its type (float, int, str, bool) is the type the knob must have
-    help: str  # one sentence a person can act on
-    low: float | None = None  # inclusive bounds for numbers; None = unbounded
-    high: float | None = None
-    choices: tuple | None = None  # allowed strings, if the set is closed
+__all__ = ["Param", "MethodSpec", "METHOD_INFO", "MULTI_TEACHER_INFO", "check_loss_params", "method_params"]
 
 
-class MethodInfo(NamedTuple):
-    """How the dashboard and the CLI describe a method; unpacks as ``title, text, params, *_``."""
+class _Specs(Mapping):
+    """``{name: MethodSpec}`` of every registered loss, read live from ``LOSSES``."""
 
-    title: str
-    text: str  # one paragraph: what the method does, its paper and its formula
-    params: dict[str, Param]
-    kind: str = "logit"  # logit | feature | adversarial: feature methods need a live teacher
-    terms: tuple[str, ...] = ("ce", "kd")  # the named loss terms a run of it reports
-    # False when the loss reads the labels beyond the CE term (DKD splits on the true class), so
-    # it cannot train on unlabelled transfer-set samples
-    labels_only_in_ce: bool = True
+    def __getitem__(self, name: str) -> MethodSpec:
+        if name not in LOSSES:
+            raise KeyError(name)
+        return LOSSES.spec(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(LOSSES.names())
+
+    def __len__(self) -> int:
+        return len(LOSSES)
 
 
-METHOD_INFO: dict[str, MethodInfo] = {}
-
-
-def register_method(name: str, info: MethodInfo) -> Callable:
-    """Decorator: register ``obj`` in ``LOSSES`` under ``name`` and describe it in METHOD_INFO."""
-
-    def deco(obj):
-        LOSSES.register(name)(obj)
-        METHOD_INFO[name] = info
-        return obj
-
-    return deco
+METHOD_INFO: Mapping[str, MethodSpec] = _Specs()
 
 
 def _check_value(name: str, knob: str, p: Param, v: Any) -> None:
@@ -88,8 +69,8 @@ def check_loss_params(name: str, params: Any) -> None:
     Args:
         name: a registered loss name. params: the user's knobs (a dict).
     Raises:
-        ConfigError: params is not a dict, a knob is unknown, or a value is not allowed. A loss
-            registered without a METHOD_INFO entry (a plug-in) gets its params unchecked.
+        ConfigError: params is not a dict, a knob is unknown, or a value is not allowed. An
+            unknown loss name is left to LossConfig's own check.
     """
     if not isinstance(params, dict):
         raise ConfigError(f"loss.params = {params!r} must be a JSON object (dict) of knob -> value")
@@ -113,33 +94,20 @@ def method_params(cfg) -> dict[str, Any]:
     return out
 
 
-# The vanilla losses live in kdcore.losses; described here so every loss has an entry.
-METHOD_INFO.update({
-    "kd": MethodInfo(
-        "Vanilla KD (Hinton et al. 2015)",
-        "The student matches the teacher's temperature-softened distribution: "
-        "alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).", {}),
-    "soft_ce": MethodInfo(
-        "Soft cross-entropy",
-        "Cross-entropy to the teacher's soft targets instead of KL; differs from KD by the "
-        "teacher's entropy, a constant, so the gradients are the same.", {}),
-    "mse_logits": MethodInfo(
-        "Logit matching (Ba & Caruana 2014)",
-        "Mean squared error between student and teacher logits; the high-temperature limit of "
-        "KD, so the temperature does not enter.", {}),
-})
-
-MULTI_TEACHER_INFO = MethodInfo(
-    "Multi-teacher KD (ensemble of teachers)",
-    "Several teachers (other architectures, or the same one with another seed) are trained or "
-    "loaded, and the student learns from their weighted ensemble with any loss above. The "
-    "ensemble's logits are the weighted mean of the teachers' logits, so its softened "
-    "distribution softmax(sum_i w_i t_i / T) is the normalised weighted geometric mean of the "
-    "teachers' softened distributions (Hinton et al. 2015, section 4). Feature methods take "
-    "their features from the first teacher. Set these on the RunConfig, not in loss.params.",
-    {"extra_teachers": Param([], "list of {name, params} model configs: teacher_2, teacher_3, ..."),
-     "extra_teacher_sources": Param([], "one per extra teacher: train | run:<id> | file:<path>; "
-                                        "empty = train them all"),
-     "teacher_weights": Param([], "one weight >= 0 per teacher, the first teacher first; empty = "
-                                  "equal weights; normalised to sum to 1")},
+# Not a loss (it works with every loss), so described here and never registered.
+MULTI_TEACHER_INFO = MethodSpec(
+    name="multi_teacher",
+    title="Multi-teacher KD (ensemble of teachers)",
+    text="Several teachers (other architectures, or the same one with another seed) are trained or "
+         "loaded, and the student learns from their weighted ensemble with any loss above. The "
+         "ensemble's logits are the weighted mean of the teachers' logits, so its softened "
+         "distribution softmax(sum_i w_i t_i / T) is the normalised weighted geometric mean of the "
+         "teachers' softened distributions (Hinton et al. 2015, section 4). Feature methods take "
+         "their features from the first teacher. Set these on the RunConfig, not in loss.params.",
+    formula=r"z_t = \textstyle\sum_i w_i\, z_{t,i}",
+    params={"extra_teachers": Param([], "list of {name, params} model configs: teacher_2, teacher_3, ..."),
+            "extra_teacher_sources": Param([], "one per extra teacher: train | run:<id> | file:<path>; "
+                                               "empty = train them all"),
+            "teacher_weights": Param([], "one weight >= 0 per teacher, the first teacher first; empty = "
+                                         "equal weights; normalised to sum to 1")},
     kind="multi")
