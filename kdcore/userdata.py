@@ -39,6 +39,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -279,7 +280,8 @@ class _Decoder:
         self._lock = threading.Lock()
         self._chunks = _Chunks()
         self._loader = None
-        self._used = 0  # requests served; an idle timer shuts workers down only if none came since
+        self._last = 0.0  # when the last request ended (time.monotonic)
+        self._reaper: threading.Thread | None = None  # shuts idle workers down; one while they live
 
     def _make_loader(self):
         from torch.utils.data import DataLoader
@@ -318,17 +320,22 @@ class _Decoder:
                                    f"were stopped (set {DATA_WORKERS_ENV}=0 to decode without them)") from None
             finally:
                 self._chunks.chunks = []
-            self._used += 1
-            if self.workers:
-                t = threading.Timer(DECODE_IDLE_S, self._idle, args=(self._used,))
-                t.daemon = True
-                t.start()
+            self._last = time.monotonic()
+            if self.workers and self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="kd-decode-idle", daemon=True)
+                self._reaper.start()
         return out
 
-    def _idle(self, used: int) -> None:
-        with self._lock:
-            if used == self._used:
-                self._shutdown()
+    def _reap(self) -> None:
+        """Shut the workers down once no request came for DECODE_IDLE_S, then end."""
+        while True:
+            with self._lock:
+                left = self._last + DECODE_IDLE_S - time.monotonic()
+                if self._loader is None or left <= 0:
+                    self._shutdown()
+                    self._reaper = None
+                    return
+            time.sleep(min(max(left, 0.05), 1.0))  # at least once a second: close() may have reset it
 
     def _shutdown(self) -> None:
         loader, self._loader = self._loader, None
