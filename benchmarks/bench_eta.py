@@ -19,6 +19,7 @@ from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from kdcore.live import LiveRun
 
 TARGET = 0.30
+POLL_S = 0.02  # how often the snapshot is read, as a page would (the times come from the worker's clock)
 
 
 def configs(quick: bool) -> dict[str, RunConfig]:
@@ -53,17 +54,16 @@ def measure(cfg: RunConfig) -> list[tuple[str, float, float]]:
     seen: dict[str, tuple[float, float]] = {}
     while True:
         snap = live.snapshot()
-        now = time.perf_counter()
         if snap.done:
             break
         p = snap.phase
         if p not in seen and snap.epochs_log.get(p) and snap.eta_s is not None:
-            seen[p] = (now, snap.eta_s)
-        time.sleep(0.05)
-    end = time.perf_counter()
+            seen[p] = (snap.elapsed_s, snap.eta_s)
+        time.sleep(POLL_S)
     if snap.status != "completed":
         raise SystemExit(f"run {snap.status}: {snap.message}")
-    return [(p, eta, end - t) for p, (t, eta) in seen.items()]
+    # the worker's own clock at both ends: the moment the ETA was read and the moment it ended
+    return [(p, eta, snap.elapsed_s - t) for p, (t, eta) in seen.items()]
 
 
 def sweep_plan(quick: bool):
@@ -84,19 +84,17 @@ def measure_sweep(plan) -> list[tuple[str, float, float]]:
     seen: dict[str, tuple[float, float]] = {}
     while True:
         snap = run.snapshot()
-        now = time.perf_counter()
         if snap.done:
             break
         cell = len(snap.cells) + 1
         where = f"cell {cell} {snap.phase}"
         # past the first epoch of this phase (its validation pass included)
         if snap.phase and where not in seen and snap.eta_s is not None and snap.epoch >= 1:
-            seen[where] = (now, snap.eta_s)
-        time.sleep(0.05)
-    end = time.perf_counter()
+            seen[where] = (snap.elapsed_s, snap.eta_s)
+        time.sleep(POLL_S)
     if snap.status != "completed":
         raise SystemExit(f"sweep {snap.status}: {snap.message}")
-    return [(w, eta, end - t) for w, (t, eta) in seen.items()]
+    return [(w, eta, snap.elapsed_s - t) for w, (t, eta) in seen.items()]
 
 
 def main() -> None:

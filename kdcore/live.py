@@ -501,6 +501,7 @@ class LiveRun(Worker):
         self._val_s, self._val_n = 0.0, 0  # the current phase's validation passes
         self._paces: dict[str, float] = {}  # base phase -> measured seconds per training step
         self._eval_ps: dict[str, float] = {}  # model (_model_of) -> measured eval seconds per sample
+        self._finished_s: dict[str, float] = {}  # base phase -> measured seconds of its end (tests, metrics)
 
     def _run(self) -> RunResult:
         data, self._sizes = load_with_sizes(self.cfg.data)
@@ -538,9 +539,7 @@ class LiveRun(Worker):
             elif isinstance(ev, PhaseStart):
                 self._on_phase_start(ev, now)
             elif isinstance(ev, PhaseEnd):
-                if ev.status == "completed":
-                    self._metrics[ev.phase] = dict(ev.metrics)
-                    self._done_steps[ev.phase] = self._planned.get(ev.phase, 0)
+                self._on_phase_end(ev, now)
             elif isinstance(ev, RunEnd):
                 # the slot is free before any page can see the end: a page redraws once on "done",
                 # and a slot released after that redraw read "2 of 2 in use" until the next one
@@ -586,6 +585,14 @@ class LiveRun(Worker):
         for p in self._phases:
             if p not in self._started:
                 self._planned[p] = self._planned_steps(p, n_train)
+
+    def _on_phase_end(self, ev: PhaseEnd, now: float) -> None:
+        if ev.status != "completed":
+            return
+        self._metrics[ev.phase] = dict(ev.metrics)
+        self._done_steps[ev.phase] = self._planned.get(ev.phase, 0)
+        if ev.phase == self._phase and self._val_n:  # trained here: its last validation pass to its end
+            self._finished_s[split_phase(ev.phase)[0]] = now - self._t_mark
 
     def _planned_steps(self, phase: str, n_train: int) -> int:
         optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
@@ -685,8 +692,15 @@ class LiveRun(Worker):
         return next((probe[n].forward_s for n in names if n in probe), None)
 
     def _finish_s(self, phase: str) -> float:
-        """Planned seconds of a phase's end: its model over the test set and the latency profile,
-        as kdcore.experiment does."""
+        """Seconds of a phase's end (test metrics, latency profile, comparisons): as long as the
+        same kind of phase took (a student's, for another student), else its model over the test
+        set and the latency profile at its eval cost, as kdcore.experiment runs them."""
+        base = split_phase(phase)[0]
+        if base in self._finished_s:
+            return self._finished_s[base]
+        same = [s for k, s in self._finished_s.items() if _model_of(k) == _model_of(phase) == "student"]
+        if same:
+            return max(same)
         return (self._eval_cost(phase) or 0.0) * (self._sizes.get("test", 0)
                                                   + PROFILE_BATCHES * self.cfg.optim.batch_size)
 

@@ -282,6 +282,13 @@ def test_eta_is_the_measured_pace_of_this_phase_plus_the_planned_work_of_those_t
     baseline_left = 63 * 0.002 + 9 * 0.004 + finish(student_eval)
     distilled = 70 * 1e-3 + 10 * 100 * student_eval + finish(student_eval)
     assert eta == pytest.approx(baseline_left + distilled + 224 * teacher_eval)
+    # once the baseline's end (tests, metrics) has taken 60 ms, the distilled student's is charged that
+    from kdcore.events import PhaseEnd
+
+    t = _feed(live, "baseline", 10, range(8, 71), t, 0.002, 0.004)
+    live._on_phase_end(PhaseEnd("baseline", "completed", {"accuracy": 0.5}), now=t + 0.06)
+    assert live.phase_estimate("distilled") == pytest.approx(distilled - finish(student_eval) + 0.06
+                                                             + 224 * teacher_eval)
 
 
 def test_a_later_seed_is_charged_the_measured_pace_of_its_kind_not_the_probe():
