@@ -129,3 +129,16 @@ def test_the_formula_scales_by_T_squared_only_for_methods_that_use_T():
     general, numbers = loss_latex("mse_logits", 0.25, 4.0, True)
     assert "T^2" not in general and r"0.75\cdot\mathcal" in numbers
     assert loss_latex("fitnets", 0.5, 2.0, False)[0].endswith(METHOD_INFO["fitnets"].extra_formula)
+
+
+def test_the_train_page_disables_T_for_any_method_whose_spec_says_it_ignores_T(plug_in, runs_dir):
+    from tests.apptest import app, ok
+
+    at = ok(app())
+    assert not at.slider(key="T").disabled  # kd
+    at.selectbox(key="loss").set_value(plug_in.name).run()
+    ok(at)
+    assert at.slider(key="T").disabled
+    assert at.number_input(key=f"{plug_in.name}_lam").value == 2.0  # its knob, drawn from the spec
+    at.selectbox(key="loss").set_value("mse_logits").run()
+    assert ok(at).slider(key="T").disabled
