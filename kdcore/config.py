@@ -119,6 +119,13 @@ class DataConfig:
         _check(_is_int(self.omit_class) and -1 <= self.omit_class < n_cls, "data.omit_class",
                self.omit_class, f"-1 (keep all) or a class index in [0, {n_cls - 1}]")
 
+    def shape(self) -> tuple[tuple[int, ...], int]:
+        """(input shape without the batch, number of classes) of this dataset, from its metadata only."""
+        from .registry import DATASETS
+
+        spec = DATASETS.get(self.name)
+        return tuple(spec.in_shape(self)), spec.num_classes(self)
+
     def _check_own_data(self) -> None:
         _check(_is_text(self.path, 4096), "data.path", self.path, "a folder or file path (text)")
         _check(_is_int(self.image_size) and 8 <= self.image_size <= 512, "data.image_size",
@@ -287,28 +294,20 @@ class RunConfig:
                "(the first teacher first)")
 
     def _check_models_fit(self) -> None:
-        """Build every model on the meta device so a mismatch fails now, not mid-run.
+        """Build every model and run a batch of 2 through it so a mismatch fails now, not mid-run.
 
         The loss gets a look too: a registered Distiller class with ``check_models`` (feature
-        methods) checks its tap points and feature shapes on these meta models.
+        methods) checks its tap points and feature shapes on these probe models.
         """
-        import torch
+        from .registry import LOSSES
 
-        from .registry import DATASETS, LOSSES
-
-        spec = DATASETS.get(self.data.name)
-        in_shape, n_cls = tuple(spec.in_shape(self.data)), spec.num_classes(self.data)
+        in_shape, n_cls = self.data.shape()
         roles = [("teacher", self.teacher), ("student", self.student)]
         roles += [(f"teacher_{i + 2} (extra_teachers[{i}])", m) for i, m in enumerate(self.extra_teachers)]
         built = {}
         for role, mcfg in roles:
             try:
-                with torch.device("meta"):
-                    from .models import build_model
-
-                    model = build_model(mcfg.name, in_shape=in_shape, num_classes=n_cls,
-                                        params=mcfg.params)
-                    out = model(torch.empty(2, *in_shape))
+                model, out = _probe_model(mcfg, in_shape, n_cls)
             except ConfigError as e:
                 raise ConfigError(f"{role}: {e}") from None
             except Exception as e:  # shape errors inside forward
@@ -329,6 +328,44 @@ class RunConfig:
             except Exception as e:  # a hook or shape error inside a method's own check
                 raise ConfigError(f"loss {self.loss.name!r} cannot use student {self.student.name!r} "
                                   f"and teacher {self.teacher.name!r}: {e}") from None
+
+
+# A model this small (parameters and buffers) with an input this small is probed on the CPU with
+# zeroed weights: a few milliseconds. A meta-device forward gives the same shapes without memory,
+# but its Python meta kernels import torch._dynamo and sympy (about 1.3 s at the first RunConfig),
+# so it is kept for models or inputs too large to allocate and run cheaply.
+PROBE_CPU_MAX_NUMEL = 30_000_000
+PROBE_CPU_MAX_INPUT = 3 * 64 * 64
+
+
+def _probe_model(mcfg: ModelConfig, in_shape: tuple[int, ...], n_cls: int):
+    """(model, logits) of ``mcfg`` built without initialising weights and run on a batch of 2.
+
+    Built on the meta device (no memory, no pretrained weights read); then, if small, given zeroed
+    CPU tensors and run there, else run on the meta device. Either way the shapes and the errors a
+    mismatch raises are the ones a real run would meet.
+    """
+    import torch
+
+    from .models import build_model
+
+    def build():
+        with torch.device("meta"):
+            return build_model(mcfg.name, in_shape=in_shape, num_classes=n_cls, params=mcfg.params)
+
+    model = build()
+    numel = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if numel <= PROBE_CPU_MAX_NUMEL and math.prod(in_shape) <= PROBE_CPU_MAX_INPUT:
+        # zeroed CPU tensors in place of the meta ones (Module.to_empty would go through
+        # empty_like's Python reference, which imports sympy)
+        model.load_state_dict({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in model.state_dict().items()},
+                              assign=True)
+        if not any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            with torch.no_grad():
+                return model, model(torch.zeros(2, *in_shape))
+        model = build()  # a buffer outside the state_dict: probe it all on the meta device
+    with torch.device("meta"):
+        return model, model(torch.empty(2, *in_shape))
 
 
 def phase_architectures(cfg: RunConfig) -> dict[str, ModelConfig]:
