@@ -190,7 +190,7 @@ def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
 
 
 def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
-                 min_steps: int = 8, min_s: float = 0.1, max_steps: int = 60) -> float:
+                 min_steps: int = 8, min_s: float = 0.03, max_steps: int = 30) -> float:
     """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.trainer.fit`
     itself, stopped after a few steps; the first two (warm-up) do not count, nor does the slowest."""
     from .trainer import fit
