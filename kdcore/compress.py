@@ -173,7 +173,7 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
     """
     from .config import from_dict, phase_architectures
     from .data import load_data
-    from .models import build_model
+    from .rebuild import phase_models
 
     check_phase(phase, "phase")
     try:
@@ -184,8 +184,5 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
     arch = phase_architectures(cfg)
     if phase not in arch:
         raise ConfigError(f"phase {phase!r} is not a model of run {run_id}; use one of {', '.join(arch)}")
-    data = load_data(cfg.data)
-    model = build_model(arch[phase].name, in_shape=tuple(data.in_shape), num_classes=len(data.classes),
-                        params=arch[phase].params)
-    model.load_state_dict(state)
-    return model.eval(), data, cfg
+    data = load_data(cfg.data)  # first: data no longer on disk says how to get it
+    return phase_models(cfg, {phase: state})[phase], data, cfg

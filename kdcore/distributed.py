@@ -35,10 +35,11 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from .config import RunConfig, phase_architectures, replace
+from .config import RunConfig, replace
 from .errors import ConfigError
 from .events import Callback
 from .experiment import RunResult, run_experiment
+from .rebuild import phase_models
 
 __all__ = ["DistributedRun", "run_distributed", "seed_runner", "init_from_env", "rank_config", "backend_for"]
 
@@ -98,7 +99,7 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
             store = RunStore(runs_dir)
         filing = dict(filing)
         teacher_state = filing.pop("teacher_state", None)
-        reuse = {"teacher": _rebuild(cfg, {"teacher": teacher_state})["teacher"]} if teacher_state else {}
+        reuse = {"teacher": phase_models(cfg, {"teacher": teacher_state})["teacher"]} if teacher_state else {}
         # every rank makes the same teacher decision: the parent looked in the history for all of them
         res = run_experiment(rank_config(cfg, rank), store=store, callbacks=callbacks if rank == 0 else (),
                              reuse=reuse, find_teacher=False, **filing)
@@ -110,21 +111,6 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
                  buf.getvalue()))
     finally:
         dist.destroy_process_group()
-
-
-def _rebuild(cfg: RunConfig, weights: dict) -> dict:
-    from .models import build_model
-    from .registry import DATASETS
-
-    spec = DATASETS.get(cfg.data.name)
-    in_shape, k = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
-    arch = phase_architectures(cfg)
-    models = {}
-    for phase, state in weights.items():
-        m = build_model(arch[phase].name, in_shape=in_shape, num_classes=k, params=arch[phase].params)
-        m.load_state_dict(state)
-        models[phase] = m.eval()
-    return models
 
 
 def seed_runner(nproc: int, *, store=None, callbacks: Iterable[Callback] = (), recorders=()):
@@ -195,5 +181,5 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
         raise RuntimeError(f"only ranks {sorted(got)} of {nproc} reported a result")
     ranks = [torch.load(io.BytesIO(got[r][7]), weights_only=True) for r in range(nproc)]
     _, status, message, metrics, history, run_id, seconds, _ = got[0]
-    res = RunResult(status, message, metrics, history, _rebuild(cfg, ranks[0]), run_id, seconds)
+    res = RunResult(status, message, metrics, history, phase_models(cfg, ranks[0]), run_id, seconds)
     return DistributedRun(res, ranks)

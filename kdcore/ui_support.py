@@ -15,14 +15,14 @@ from typing import Any
 
 from .lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
-import torch.nn.functional as F
 
 from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from .errors import ConfigError
 from .experiment import MAX_WEIGHTS_BYTES, load_teacher_weights
 from .experiment import results_table as experiment_results_table
 from .models import build_model, profile, seeded_init
-from .registry import DATASETS, LOSSES, MODELS
+from .rebuild import run_models  # shown on the Runs and lab pages
+from .registry import LOSSES, MODELS
 from .store import RunStore, default_runs_dir
 from .teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
 
@@ -76,9 +76,7 @@ def parse_params(text: str, role: str, model: str, label: str | None = None) -> 
 
 def models_for(dataset: str) -> list[str]:
     """Registered models that can take this dataset's input (built on the meta device, no weights)."""
-    spec = DATASETS.get(dataset)
-    dcfg = DataConfig(name=dataset)
-    in_shape, k = tuple(spec.in_shape(dcfg)), spec.num_classes(dcfg)
+    in_shape, k = DataConfig(name=dataset).shape()
     ok = []
     for name in MODELS.names():
         try:
@@ -227,10 +225,9 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
         tmp = path.with_suffix(".part")
         tmp.write_bytes(content)
         tmp.replace(path)
-    spec = DATASETS.get(cfg.data.name)
+    in_shape, k = cfg.data.shape()
     with seeded_init(0):  # its init is overwritten; the probe must not move a run's RNG
-        model = build_model(cfg.teacher.name, in_shape=tuple(spec.in_shape(cfg.data)),
-                            num_classes=spec.num_classes(cfg.data), params=cfg.teacher.params)
+        model = build_model(cfg.teacher.name, in_shape=in_shape, num_classes=k, params=cfg.teacher.params)
     try:
         load_teacher_weights(model, f"file:{path}")
     except ConfigError:
@@ -349,36 +346,6 @@ def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
             "agreement": d.get("agreement"), "compression": d.get("compression"),
         })
     return pd.DataFrame(rows)
-
-
-def run_models(store: RunStore, run_id: int) -> tuple[RunConfig, dict[str, torch.nn.Module]]:
-    """Rebuild a stored run's models with their saved weights, in eval mode.
-
-    Returns:
-        (config, {phase: model}) for every phase whose weights are on disk; a multi-teacher run
-        also gets its "ensemble", rebuilt from the saved teachers with the run's weights.
-    Raises:
-        KeyError: no such run. ConfigError: the stored config is no longer valid.
-    """
-    from .config import from_dict, phase_architectures
-    from .methods.ensemble import Ensemble
-
-    cfg = from_dict(store.get(run_id)["config"])
-    spec = DATASETS.get(cfg.data.name)
-    in_shape, k = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
-    models = {}
-    for phase, mcfg in phase_architectures(cfg).items():
-        try:
-            state = store.load_weights(run_id, phase)
-        except KeyError:
-            continue
-        model = build_model(mcfg.name, in_shape=in_shape, num_classes=k, params=mcfg.params)
-        model.load_state_dict(state, strict=True)
-        models[phase] = model.eval()
-    members = [p for p in phase_architectures(cfg) if p.startswith("teacher")]
-    if cfg.extra_teachers and all(m in models for m in members):
-        models["ensemble"] = Ensemble([models[m] for m in members], cfg.teacher_weights).eval()
-    return cfg, models
 
 
 def loss_names() -> list[str]:
