@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 
 import pytest
 import torch
@@ -13,6 +14,45 @@ import torch
 from tests.helpers import need
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# Tests marked slow here rather than with @pytest.mark.slow in their file, because those files were
+# being reshaped by their owners when the markers came in (issue 11); move each mark onto its test
+# and drop the entry. A name that no longer matches a collected test is reported as a warning.
+SLOW_BY_NAME = {
+    "test_live.py": {"test_concurrent_run_limit",
+                     "test_workers_pause_while_a_page_is_computed_and_never_for_long",
+                     "test_a_run_keeps_training_while_pages_are_computed",
+                     "test_probe_costs_time_the_trainers_own_steps_and_leave_the_run_untouched"},
+    "test_pretrained.py": {"test_frozen_pretrained_backbone_trains_only_the_head",
+                           "test_any_classifier_by_name_gets_a_new_head",
+                           "test_local_weights_file_loads_backbone_and_replaces_head"},
+    "test_resume.py": {"test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights",
+                       "test_checkpoints_are_spaced_in_time_and_a_resume_from_an_older_one_is_the_same",
+                       "test_concurrent_runs_with_dropout_and_feature_parts_are_bit_identical_to_solo_runs",
+                       "test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted_run",
+                       "test_a_stopped_run_resumes_and_a_finished_one_is_refused",
+                       "test_the_runs_page_resumes_a_stopped_run_in_the_session"},
+    "test_userdata.py": {"test_streamed_run_equals_in_memory_run",
+                         "test_streamed_batches_come_from_dataloader_workers_in_order",
+                         "test_image_folder_run_exports_to_onnx", "test_csv_table",
+                         "test_cli_runs_an_image_folder",
+                         "test_train_links_reproduce_own_data_and_name_no_path"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    files = {}
+    for item in items:
+        names = SLOW_BY_NAME.get(item.path.name)
+        if names is not None:
+            files[item.path.name] = item.path
+            if item.originalname in names:
+                item.add_marker(pytest.mark.slow)
+    for name, path in files.items():
+        source = path.read_text()
+        for gone in sorted(n for n in SLOW_BY_NAME[name] if f"def {n}(" not in source):
+            warnings.warn(f"conftest SLOW_BY_NAME: no test {gone} in {name}", stacklevel=1)
 
 
 @pytest.fixture

@@ -105,6 +105,7 @@ def test_unavailable_dataset_says_how_to_get_it_without_crashing(runs_dir, monke
     assert "cnn" in at.selectbox(key="teacher").options  # image models are offered for image sets
 
 
+@pytest.mark.slow
 def test_short_synthetic_run_draws_curves_then_table_and_verdict(runs_dir):
     at = ok(app(QUICK))
     at = train_until_done(at)
@@ -139,6 +140,7 @@ def test_short_synthetic_run_draws_curves_then_table_and_verdict(runs_dir):
     assert [r["status"] for r in store.list()] == ["completed"]
 
 
+@pytest.mark.slow
 def test_default_seeds_run_shares_one_teacher_and_gives_an_interval(runs_dir):
     """The Train page's default: the students over 3 seeds from one teacher, mean ± std, and a
     verdict over seeds with its 95 % interval; each seed's own paired verdict below."""
@@ -162,6 +164,7 @@ def test_default_seeds_run_shares_one_teacher_and_gives_an_interval(runs_dir):
         ["train", f"run:{first}", f"run:{first}"])
 
 
+@pytest.mark.slow
 def test_few_labels_controls_reach_the_config(runs_dir):
     at = ok(app({**QUICK, "labelled": "20", "transfer_set": "true", "pseudo_arm": "true",
                  "transfer_ratio": "3"}))
@@ -194,6 +197,7 @@ def test_run_survives_a_page_switch_and_back(runs_dir):
     assert not at.button(key="start").disabled
 
 
+@pytest.mark.slow
 def test_diverged_run_shows_the_message_not_a_traceback(runs_dir, monkeypatch):
     from kdcore.registry import LOSSES
 
@@ -279,6 +283,7 @@ def test_good_upload_is_used_as_the_teacher(runs_dir, tmp_path):
     assert at.query_params.get("teacher_file")  # the link names the stored upload
 
 
+@pytest.mark.slow
 def test_reuse_a_teacher_from_the_history(runs_dir):
     at = train_until_done(ok(app(QUICK)))
     at.radio(key="teacher_from").set_value("from history").run()
@@ -290,6 +295,7 @@ def test_reuse_a_teacher_from_the_history(runs_dir):
     assert kdcore.RunStore(runs_dir).get(2)["config"]["teacher_source"] == "run:1"
 
 
+@pytest.mark.slow
 def test_multi_teacher_controls_build_the_config_and_show_every_teacher(runs_dir):
     at = ok(app({**QUICK, "extra_teachers": "2", "t2_params": "16", "tw1": "2", "t3_model": "mlp",
                  "t3_params": "{\"hidden\": [32, 32]}"}))
@@ -342,6 +348,7 @@ def test_multi_teacher_bad_params_name_the_teacher(runs_dir):
 
 # --- Runs and Soft targets pages ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
     at = train_until_done(ok(app(QUICK)))
     at = ok(at.switch_page(f"{PAGES}/runs.py").run())
@@ -369,6 +376,7 @@ def test_runs_page_lists_compares_exports_replays_and_deletes(runs_dir):
     assert kdcore.RunStore(runs_dir).list() == []
 
 
+@pytest.mark.slow
 def test_soft_targets_page_shows_bars_entropy_and_heatmap(runs_dir):
     at = train_until_done(ok(app(QUICK)))
     at = ok(at.switch_page(f"{PAGES}/soft_targets.py").run())
@@ -449,6 +457,7 @@ def test_save_teacher_upload_limits_and_checks(tmp_path, monkeypatch):
         ui.save_teacher_upload(b"x" * 11, cfg, tmp_path)
 
 
+@pytest.mark.slow
 def test_charts_say_whose_they_are_and_smooth_on_request(runs_dir):
     at = train_until_done(ok(app(QUICK)))
     raw = next(f for f in figures(at) if "Total training loss" in f["layout"]["title"]["text"])

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from kdcore import to_json
 from kdcore.cli import main
 from tests.helpers import FAST
@@ -14,6 +16,7 @@ def test_help_explains_t_and_alpha():
     assert "alpha" in out.stdout and "HARD-LABEL" in out.stdout and "T^2" in out.stdout
 
 
+@pytest.mark.slow
 def test_run_then_list_show_config_export(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(to_json(FAST))
@@ -38,6 +41,7 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path, capsys):
     assert "no run with id 42" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_prints_mean_and_std(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(to_json(FAST))

@@ -88,6 +88,7 @@ def test_table_reports_size_latency_and_accuracy_before_and_after(trained):
         (row.loc["int8 dynamic", "accuracy"] - base["accuracy"]) * 100)
 
 
+@pytest.mark.slow
 def test_cli_compresses_a_stored_run(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(to_json(replace(WIDE, optim=OptimConfig(epochs=1, batch_size=64),

@@ -34,6 +34,7 @@ def test_one_run_clears_accuracy_floor_and_emits_events():
     assert 0 <= m["agreement"] <= 1 and m["compression"] > 1 and len(m["confusion"]) == 2
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_for_bit_repeatable_and_baseline_shares_init():
     a = run_experiment(FAST)
     b = run_experiment(FAST)
@@ -114,6 +115,7 @@ def test_alpha_zero_follows_the_teacher_alpha_one_follows_the_labels():
     assert only_labels.metrics["distilled"]["agreement"] < 0.2
 
 
+@pytest.mark.slow
 def test_compare_summarises_seeds(store):
     cfg = replace(FAST, optim=OptimConfig(epochs=3, lr=1e-2, batch_size=64),
                   teacher_optim=OptimConfig(epochs=3, lr=1e-2, batch_size=64))
@@ -125,6 +127,7 @@ def test_compare_summarises_seeds(store):
     assert len(store.list(group=out.group)) == 2
 
 
+@pytest.mark.slow
 def test_augmented_images_use_live_teacher(tmp_path):
     from tests.idx import write_fashion_idx
 
@@ -158,6 +161,7 @@ def test_omitted_class_is_absent_from_student_training_only():
     assert res.metrics["teacher"]["per_class_accuracy"][1] > 0.5
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_distillation_run(fashion_mnist_installed):
     cfg = RunConfig(data=DataConfig(name="fashion_mnist", train_subset=4000),
                     teacher=ModelConfig("cnn", {"width": 8, "hidden": 64}),

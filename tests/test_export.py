@@ -127,6 +127,7 @@ def test_tensorboard_export_every_term_and_phase(trained, tmp_path, capsys):
     assert acc.Scalars("test/accuracy")[0].value == pytest.approx(test_acc)
 
 
+@pytest.mark.slow
 def test_runs_page_exports_and_offers_downloads(tmp_path, monkeypatch):
     """The Runs page's "Ship a student": export, the onnxruntime check, download buttons."""
     import streamlit as st

@@ -198,6 +198,7 @@ def test_config_refuses_what_cannot_run():
 # the pipeline
 
 
+@pytest.mark.slow
 def test_hidden_labels_never_reach_the_students():
     """Scramble every label outside the labelled set: the students come out bit-identical.
 
@@ -222,6 +223,7 @@ def test_hidden_labels_never_reach_the_students():
         assert all(torch.equal(sa[k], sb[k]) for k in sa), phase
 
 
+@pytest.mark.slow
 def test_baseline_sees_only_labelled_samples(monkeypatch):
     import kdcore.experiment as ex
 
@@ -296,6 +298,7 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
+@pytest.mark.slow
 def test_compare_shares_one_teacher_and_reports_the_interval(store):
     cfg = small_cfg()
     out = compare(cfg, seeds=[0, 5], store=store)
@@ -316,6 +319,7 @@ def test_compare_shares_one_teacher_and_reports_the_interval(store):
     assert not all(torch.equal(w0[k], w1[k]) for k in w0)
 
 
+@pytest.mark.slow
 def test_cli_compare_refuses_zero_seeds(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kdcore", "--runs-dir", str(tmp_path), "compare",
                         "--seeds", "0", "--no-save"], capture_output=True, text=True, timeout=300)

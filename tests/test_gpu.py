@@ -60,6 +60,7 @@ def _steps(events):
     return [(e.step, e.epoch, e.loss, tuple(sorted(e.terms.items()))) for e in events if isinstance(e, StepEnd)]
 
 
+@pytest.mark.slow
 def test_block_synced_path_gives_the_per_step_numbers(monkeypatch):
     data = gpu_check.learnable()
     plain: list = []
@@ -87,6 +88,7 @@ def test_block_synced_path_stops(device_path_on_cpu):
     assert ok, line
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_trains():
     ok, line = gpu_check.check_amp("cpu", "bf16")
     assert ok, line
@@ -106,6 +108,7 @@ def test_precision_and_compile_are_validated():
     assert from_dict(old).optim == OptimConfig(**{**old["optim"]})
 
 
+@pytest.mark.slow
 def test_gpu_check_timing_rows_run_on_cpu(capsys):
     """The benchmark's timing code (main table, bare loops, ablations, big batch) runs end to end."""
     data = gpu_check.random_images("tiny", 400, (1, 8, 8), 3)

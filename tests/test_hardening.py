@@ -29,6 +29,7 @@ def _epochs_in(db_path, run_id=None) -> int:
         return c.execute("SELECT COUNT(*) FROM epochs WHERE run_id=?", (run_id,)).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_is_interrupted_with_its_finished_epochs(tmp_path):
     runs = tmp_path / "runs"
     cfg = tmp_path / "cfg.json"
@@ -105,6 +106,7 @@ def _weights_of(res):
     return {k: v.clone() for k, v in res.models["distilled"].state_dict().items()}
 
 
+@pytest.mark.slow
 def test_concurrent_runs_are_bit_identical_to_solo_runs():
     """Two runs in two threads while a third keeps building unseeded models (as pages do)."""
     from kdcore.models import build_model
@@ -196,6 +198,7 @@ def test_a_weights_file_with_code_keeps_the_real_cause(tmp_path):
     assert "system" in msg and "Do it only" not in msg and "weights_only` set to `False" not in msg
 
 
+@pytest.mark.slow
 def test_an_upload_is_stored_once_and_removed_with_the_last_run_using_it(tmp_path):
     from kdcore import ui_support as ui
     from kdcore.experiment import build_models
@@ -246,6 +249,7 @@ def test_a_damaged_history_file_is_a_message(tmp_path):
 from tests.apptest import PAGES, QUICK, app, ok, train_until_done  # noqa: E402
 
 
+@pytest.mark.slow
 def test_on_a_shared_server_a_session_deletes_its_own_runs_only(runs_dir, monkeypatch):
     monkeypatch.setenv("KD_SINGLE_USER", "0")  # as when the server listens on the network
     at = train_until_done(ok(app(QUICK)))  # run 1: this session's

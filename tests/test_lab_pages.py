@@ -119,6 +119,7 @@ def test_omitted_class_bias_slider_recovers_the_class(history):
     assert at.button(key="oc_start").disabled
 
 
+@pytest.mark.slow
 def test_sweep_page_runs_a_grid_in_the_background(history):
     store, ids = history
     at = ok(page("sweep"))
@@ -153,6 +154,7 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
     assert list(at.selectbox(key=key("sweep", "group")).options) == [ids["sweep"]]  # not listed twice
 
 
+@pytest.mark.slow
 def test_presets_links_set_up_exactly_their_runs(history):
     from pages import _lab as lab
 
@@ -241,6 +243,7 @@ def test_every_page_keys_only_its_own_names(history):
                 assert k.startswith(sh.SCOPES[name].prefix), (name, k)
 
 
+@pytest.mark.slow
 def test_presets_load_the_same_in_a_used_session(history):
     """Each preset link, clicked after other setups, gives exactly its run (unset fields at defaults)."""
     from pages import _lab as lab
@@ -287,6 +290,7 @@ def test_a_deep_link_opened_first_gets_the_apps_navigation(history):
     assert any("What knowledge distillation is" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_a_sweep_after_a_finished_run_shows_its_panel_and_finishes(history):
     """The long-session freeze (issue 14): with a finished run in the session, starting a sweep
     made the sidebar redraw the page again and again; the sweep paused for every redraw."""

@@ -480,6 +480,7 @@ def vec_phases():
 
 
 @pytest.mark.parametrize("name", ["dkd", "logit_std", "fitnets", "sp", "rkd", "adversarial"])
+@pytest.mark.slow
 def test_vector_methods_train_and_clear_a_floor(vec_phases, name):
     reuse, data, _ = vec_phases
     seen = []
@@ -511,6 +512,7 @@ def conv_phases(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["at", "fitnets", "sp", "rkd"])
+@pytest.mark.slow
 def test_feature_methods_on_conv_maps_train_and_clear_a_floor(conv_phases, name):
     cfg, reuse = conv_phases
     res = run_experiment(replace(cfg, loss=replace(cfg.loss, name=name)), reuse=dict(reuse))
@@ -547,6 +549,7 @@ def _params(module):
 
 
 @pytest.mark.parametrize("hint_in_stage2", [True, False])
+@pytest.mark.slow
 def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_phases, hint_in_stage2):
     reuse, data, _ = vec_phases
     _, student = build_models(VEC, data.in_shape, 4)  # fresh weights, not the trained baseline
@@ -582,6 +585,7 @@ def test_fitnets_hint_stage_trains_only_up_to_the_tap_then_the_full_loss(vec_pha
     assert snaps[1][2]["hint"] < snaps[0][2]["hint"]
 
 
+@pytest.mark.slow
 def test_fitnets_hint_stage_must_leave_epochs_for_the_full_loss(vec_phases):
     reuse, data, _ = vec_phases
     n = VEC.optim.epochs
@@ -640,6 +644,7 @@ def test_fitnets_hint_stage_under_two_gloo_ranks():
         assert torch.allclose(v, d.rank_weights[0]["distilled"][k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_feature_methods_run_the_teacher_live_and_train_their_own_parts(vec_phases):
     reuse, data, _ = vec_phases
     cfg = replace(VEC, loss=replace(VEC.loss, name="fitnets"))
@@ -652,6 +657,7 @@ def test_feature_methods_run_the_teacher_live_and_train_their_own_parts(vec_phas
         make_distiller(cfg.loss, reuse["baseline"], reuse["teacher"])
 
 
+@pytest.mark.slow
 def test_multi_teacher_run_reports_every_teacher_and_the_ensemble(vec_phases):
     reuse, data, single = vec_phases
     cfg = replace(VEC, extra_teachers=(ModelConfig("mlp", {"hidden": [32]}),), teacher_weights=(2, 1))
@@ -675,6 +681,7 @@ def test_multi_teacher_run_reports_every_teacher_and_the_ensemble(vec_phases):
             assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_extra_teacher_loaded_from_history_and_compare_rows(store):
     cfg = replace(VEC, optim=OptimConfig(epochs=2, lr=1e-2, batch_size=64),
                   teacher_optim=OptimConfig(epochs=2, lr=1e-2, batch_size=64))
@@ -779,6 +786,7 @@ def test_method_info_describes_every_loss_and_its_defaults_are_valid():
         assert is_feature == (info.kind == "feature"), name
 
 
+@pytest.mark.slow
 def test_cli_runs_a_method_with_its_knobs_and_explains_methods(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(to_json(replace(VEC, optim=OptimConfig(epochs=2, batch_size=64),

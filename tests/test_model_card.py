@@ -13,6 +13,7 @@ from kdcore.weights import load_model_file, read_state_dict
 from tests.test_resume import CFG
 
 
+@pytest.mark.slow
 def test_a_history_weights_file_copied_elsewhere_rebuilds_its_model(tmp_path):
     store = RunStore(tmp_path / "runs")
     res = run_experiment(replace(CFG, optim=replace(CFG.optim, epochs=2), teacher_optim=replace(CFG.optim, epochs=2)),

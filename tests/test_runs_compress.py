@@ -82,6 +82,7 @@ def measure(at: AppTest) -> AppTest:
     return ok(at.button(key="compress_go").click().run())
 
 
+@pytest.mark.slow
 def test_section_measures_the_stored_distilled_student(runs_dir):
     store = RunStore(runs_dir)
     # a run still training, with its teacher already saved: it must not be offered

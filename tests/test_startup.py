@@ -60,6 +60,7 @@ def test_help_lists_every_registered_name():
     assert "resnet18" in text and "fashion_mnist" in text and "adversarial" in text
 
 
+@pytest.mark.slow
 def test_registries_fill_on_first_lookup_from_any_entry_point():
     """A config built from kdcore.config alone (no kdcore.X touched) still sees every model, dataset and loss."""
     out = _run("-c", "import sys\nfrom kdcore.registry import MODELS\nassert 'torch' not in sys.modules\n"
@@ -71,6 +72,7 @@ def test_registries_fill_on_first_lookup_from_any_entry_point():
     assert out.stdout.split() == ["True"] * 4  # the last entry of each registering module is there
 
 
+@pytest.mark.slow
 def test_public_api_resolves_lazily():
     out = _run("-c", "import sys, kdcore\nfrom kdcore import *\n"
                "missing = [n for n in kdcore.__all__ if n not in globals()]\n"
@@ -116,6 +118,7 @@ def test_lazy_pandas_is_the_real_module_on_use():
     assert out.stdout.split()[0] == "True"
 
 
+@pytest.mark.slow
 def test_torchvision_models_still_build_on_demand():
     out = _run("-c", "import sys\nfrom kdcore.models import build_model\n"
                "m = build_model('mobilenet_v3_small', in_shape=(1, 28, 28), num_classes=10)\n"

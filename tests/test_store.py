@@ -13,6 +13,7 @@ from kdcore.experiment import build_models, load_teacher_weights
 from tests.helpers import FAST
 
 
+@pytest.mark.slow
 def test_history_survives_a_process_restart(tmp_path):
     root = tmp_path / "runs"
     code = ("import kdcore, sys; from tests.helpers import FAST; "
@@ -32,6 +33,7 @@ def test_history_survives_a_process_restart(tmp_path):
         assert store.weights_path(run_id, phase).exists()
 
 
+@pytest.mark.slow
 def test_trained_teacher_is_reused_without_retraining(store):
     first = run_experiment(FAST, store=store)
     events = []
@@ -76,6 +78,7 @@ def test_teacher_file_must_be_a_matching_state_dict(tmp_path):
         load_teacher_weights(fresh, f"file:{tmp_path / 'missing.pt'}")
 
 
+@pytest.mark.slow
 def test_list_filter_export_and_delete(store, tmp_path):
     a = run_experiment(FAST, store=store)
     b = run_experiment(replace(FAST, seed=1, name="second"), store=store)
@@ -112,6 +115,7 @@ def test_the_same_weights_saved_again_are_a_hard_link_that_survives_deleting_the
     assert os.stat(store.save_weights(c, "teacher", state)).st_nlink == 1  # nothing left to link to
 
 
+@pytest.mark.slow
 def test_a_sweep_stores_its_reused_teacher_and_baseline_once(tmp_path):
     from kdcore.sweep import SweepPlan, run_sweep
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from kdcore import DataConfig, LossConfig, OptimConfig, RunConfig, replace, run_experiment
@@ -19,6 +20,7 @@ def phases(events):
     return [e.phase for e in events if isinstance(e, PhaseStart)]
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_teacher_bit_identically(store):
     first = run_experiment(CFG, store=store)
     assert first.status == "completed" and first.teacher_from is None
@@ -36,6 +38,7 @@ def test_second_run_reuses_the_teacher_bit_identically(store):
     assert third.metrics["distilled"]["accuracy"] == first.metrics["distilled"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_what_changes_the_teacher_and_what_does_not(store):
     base = to_dict(CFG)
     same = [replace(CFG, loss=LossConfig(temperature=9.0)), replace(CFG, optim=OptimConfig(epochs=7)),
@@ -53,6 +56,7 @@ def test_what_changes_the_teacher_and_what_does_not(store):
     assert find_trained_teacher(store, replace(CFG, retrain_teacher=True)) is None
 
 
+@pytest.mark.slow
 def test_retrain_teacher_trains_it_again(store):
     run_experiment(CFG, store=store)
     ev: list = []
