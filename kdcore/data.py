@@ -314,10 +314,11 @@ def augment_batch(x: torch.Tensor, *, generator: torch.Generator | None, flip: b
 
 
 def _split_pool(n_pool: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (train, val) index tensors over a training pool of ``n_pool`` samples, sorted."""
+    """Seeded (train, val) index tensors over a training pool of ``n_pool`` samples, sorted.
+
+    ``cfg`` is a DataConfig, whose construction has checked ``val_fraction`` is in (0, 0.5).
+    """
     vf, subset = cfg.val_fraction, cfg.train_subset
-    if not 0 <= vf < 1:
-        raise ConfigError(f"data.val_fraction = {vf!r} is not allowed; it must be in [0, 1)")
     if subset < 0:
         raise ConfigError(f"data.train_subset = {subset!r} is not allowed; use 0 (all) or a "
                           "positive integer")
