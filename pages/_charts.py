@@ -26,12 +26,24 @@ def phase_color(phase: str) -> str | None:
     return PHASE_COLORS.get(phase)
 
 
-def _layout(fig: go.Figure, title: str, x: str | None, y: str | None, rev: str,
-            height: int = 320) -> go.Figure:
-    # legend under the plot: above it, it runs into the title on a half-width chart
+# legend under the plot: above it, it runs into the title on a half-width chart
+_LEGENDS = {"below": (60, dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)),
+            "above": (45, dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))}
+
+
+def layout(fig: go.Figure, title: str, rev: str, *, x: str | None = None, y: str | None = None,
+           height: int = 320, legend: str = "below") -> go.Figure:
+    """The dashboard's figure style: title at the left, tight margins, horizontal legend, and a
+    ``uirevision`` so zoom and hidden traces survive a rerun.
+
+    Args:
+        title: the figure's title. rev: its uirevision. x, y: axis titles (None: none).
+        height: pixels. legend: "below" the plot (the run charts) or "above" it at the right
+            (the lab pages' full-width figures).
+    """
+    top, legend_style = _LEGENDS[legend]
     fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=60, b=10), uirevision=rev,
-                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
+                      margin=dict(l=10, r=10, t=top, b=10), uirevision=rev, legend=legend_style)
     if x is not None:
         fig.update_layout(xaxis_title=x)
     if y is not None:
@@ -132,7 +144,7 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss", *, run: str = "
     phases = list(grouped)
     title = _titled("Total training loss per phase (own scales)", run)
     if not phases:
-        return _empty(_layout(go.Figure(), title, "epoch", "loss", rev, height=360),
+        return _empty(layout(go.Figure(), title, rev, x="epoch", y="loss", height=360),
                       "The loss of each phase appears here once a run starts.")
     fig = make_subplots(rows=1, cols=len(phases), horizontal_spacing=0.07,
                         subplot_titles=[("distilled: α·CE + (1−α)·soft" if p == "distilled" else f"{p}: CE")
@@ -143,7 +155,7 @@ def loss_figure(steps: dict[str, list[dict]], rev: str = "loss", *, run: str = "
     fig.update_yaxes(title_text="loss", row=1, col=1)
     for a in fig.layout.annotations:
         a.font.size = 12
-    return _layout(fig, title, None, None, rev, height=360)
+    return layout(fig, title, rev, height=360)
 
 
 def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str = "",
@@ -155,7 +167,7 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str =
     pts = runs.get(seed) or []
     title = _titled("Distilled student: loss terms" + (f" (seed {seed})" if seed is not None else ""), run)
     if not pts:
-        return _empty(_layout(go.Figure(), title, "epoch", "weighted term", rev, height=360),
+        return _empty(layout(go.Figure(), title, rev, x="epoch", y="weighted term", height=360),
                       "The distilled student's loss terms appear here once it trains (after the baseline).")
     terms = [k for k in pts[-1] if k not in ("phase", "x", "step", "loss")]
     names = [TERM_NAMES.get(k, k) for k in terms] + ["total"]
@@ -170,7 +182,7 @@ def terms_figure(steps: dict[str, list[dict]], rev: str = "terms", *, run: str =
     fig.update_xaxes(title_text="epoch", row=len(names), col=1)
     for a in fig.layout.annotations:
         a.font.size = 12
-    fig = _layout(fig, title, None, None, rev, height=140 + 110 * len(names))
+    fig = layout(fig, title, rev, height=140 + 110 * len(names))
     fig.update_layout(showlegend=False)  # each panel is titled with its term
     return fig
 
@@ -188,7 +200,7 @@ def accuracy_figure(epochs_log: dict[str, list[dict]], rev: str = "acc", *, run:
         _seed_traces(fig, runs, "epoch", "val_acc", f"{phase} val", color, markers=True)
         _seed_traces(fig, runs, "epoch", "train_acc", f"{phase} train", color, dash="dash")
     title = _titled("Accuracy per epoch: teacher, baseline, distilled", run)
-    fig = _layout(fig, title, "epoch", "accuracy", rev, height=380)
+    fig = layout(fig, title, rev, x="epoch", y="accuracy", height=380)
     if not fig.data:
         return _empty(fig, "Train and validation accuracy appear here after each epoch.")
     fig.update_yaxes(tickformat=".0%")
@@ -208,7 +220,7 @@ def overlay_figure(curves: dict[str, list[dict]], metric: str, title: str, rev: 
                                  line=dict(color=PALETTE[order[run] % len(PALETTE)], dash=dash)))
     if "acc" in metric:
         fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, title, "epoch", metric.replace("_", " "), rev, height=400)
+    return layout(fig, title, rev, x="epoch", y=metric.replace("_", " "), height=400)
 
 
 def soft_target_bars(classes: list[str], rows: list[dict], rev: str) -> go.Figure:
@@ -241,8 +253,8 @@ def similarity_heatmap(matrix, classes: list[str], T: float, rev: str) -> go.Fig
                                hovertemplate="true %{y}<br>→ %{x}: %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="true class")
     fig.update_xaxes(title="average soft target")
-    return _layout(fig, f"Teacher's average soft targets per class at T = {T:g}", "average soft target",
-                   "true class", rev, height=max(300, 40 * len(classes) + 120))
+    return layout(fig, f"Teacher's average soft targets per class at T = {T:g}", rev, x="average soft target",
+                  y="true class", height=max(300, 40 * len(classes) + 120))
 
 
 def plane_figure(x, y, classes: list[str], picked: list[int], rev: str) -> go.Figure:
@@ -258,4 +270,4 @@ def plane_figure(x, y, classes: list[str], picked: list[int], rev: str) -> go.Fi
                                  marker=dict(size=14, symbol="star", color="black")))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_xaxes(constrain="domain")  # equal scales by narrowing the plot, not widening the range
-    return _layout(fig, "Test set (standardised)", "x₁", "x₂", rev, height=420)
+    return layout(fig, "Test set (standardised)", rev, x="x₁", y="x₂", height=420)
