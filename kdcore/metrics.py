@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classification_metrics", "expected_calibration_error", "teacher_agreement",
-           "compression"]
+from .losses import kd_div
+
+__all__ = ["classification_metrics", "expected_calibration_error", "per_class_accuracy",
+           "teacher_agreement", "compression"]
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
@@ -29,21 +31,50 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     return ece
 
 
+def _confusion(pred: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """K x K counts (float64), rows = true class, columns = predicted."""
+    return torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).double()
+
+
+def _recall(cm: torch.Tensor) -> torch.Tensor:
+    """Per-class share of samples predicted correctly from a confusion matrix; NaN with no samples."""
+    n = cm.sum(1)
+    return torch.where(n > 0, cm.diag() / n.clamp_min(1), torch.full_like(n, float("nan")))
+
+
+def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> list[float]:
+    """Share of each class's samples predicted correctly (the class's recall).
+
+    The one rule: a class with no samples has no accuracy, so it is NaN here (a chart draws no bar
+    for it); :func:`classification_metrics` counts it 0 in its macro means and stored list.
+
+    Args:
+        logits: [N, K]. labels: [N] class indices. num_classes: K (default: the logits' width).
+    Returns:
+        K floats in [0, 1] or NaN.
+    """
+    logits, labels = torch.as_tensor(logits), torch.as_tensor(labels).long()
+    k = logits.shape[1] if num_classes is None else num_classes
+    return _recall(_confusion(logits.argmax(1), labels, k)).tolist()
+
+
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, macro precision/recall/F1, confusion matrix, NLL and 15-bin ECE.
 
     Args:
         logits: [N, K]. labels: [N] class indices.
     Returns:
-        dict; ``confusion`` is a K x K list of lists, rows = true class, columns = predicted.
+        dict; ``confusion`` is a K x K list of lists, rows = true class, columns = predicted;
+        ``per_class_accuracy`` is :func:`per_class_accuracy` with 0 for a class with no samples
+        (as the macro means count it; JSON has no NaN).
     """
     k = logits.shape[1]
     pred = logits.argmax(1)
-    cm = torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).double()
+    cm = _confusion(pred, labels, k)
     tp = cm.diag()
     # classes with no predictions (or no samples) count 0 for that class, as sklearn's zero_division=0
     precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp_min(1), torch.zeros_like(tp))
+    recall = _recall(cm).nan_to_num(0.0)
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
                      torch.zeros_like(tp))
     return {
@@ -67,8 +98,7 @@ def teacher_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         {"agreement": share of equal argmax, "kl_teacher": mean KL in nats}.
     """
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).double().mean().item()
-    kl = F.kl_div(F.log_softmax(student_logits.double(), 1), F.log_softmax(teacher_logits.double(), 1),
-                  reduction="batchmean", log_target=True).item()
+    kl = kd_div(student_logits.double(), teacher_logits.double(), 1.0, t2=False).item()
     return {"agreement": agree, "kl_teacher": kl}
 
 

@@ -25,7 +25,7 @@ from .trainer import predict_logits
 
 __all__ = [
     "soft_targets", "entropy", "effective_classes", "parse_logits", "temperature_profile",
-    "temperature_table", "kl_vs_temperature", "soft_gradient_vs_temperature", "per_class_accuracy",
+    "temperature_table", "kl_vs_temperature", "soft_gradient_vs_temperature",
     "shift_logit", "bias_sweep", "best_bias", "BIAS_DELTAS", "omitted_class_config",
     "omitted_summary", "class_similarity", "top_confusable",
     "disagreements", "Grid", "plane_grid", "grid_surface", "BoundaryRecorder",
@@ -210,17 +210,6 @@ def soft_gradient_vs_temperature(student_logits: torch.Tensor, teacher_logits: t
 
 # --------------------------------------------------------------------------------------------
 # Accuracy per class and the omitted class's bias
-
-
-def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
-    """Share of each class's samples predicted correctly (NaN for a class with no samples)."""
-    pred = torch.as_tensor(logits).argmax(1)
-    labels = torch.as_tensor(labels)
-    out = []
-    for c in range(num_classes):
-        m = labels == c
-        out.append((pred[m] == c).double().mean().item() if m.any() else float("nan"))
-    return out
 
 
 def shift_logit(logits: torch.Tensor, cls: int, delta: float) -> torch.Tensor:

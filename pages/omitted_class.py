@@ -6,6 +6,7 @@ import streamlit as st
 
 from kdcore import DATASETS, ConfigError, DataConfig
 from kdcore import teaching as tg
+from kdcore.metrics import per_class_accuracy
 from pages import _lab as lab
 from pages import _shared as sh
 
@@ -70,7 +71,7 @@ def results_ui(rid: int) -> None:
     s = tg.omitted_summary(test, data.y_test, cls, lab.logits(rid, "distilled", "val"), data.y_val)
     n = s["class_total"]
 
-    accs = {p: tg.per_class_accuracy(z, data.y_test, k) for p, z in test.items()}
+    accs = {p: per_class_accuracy(z, data.y_test, k) for p, z in test.items()}
     st.plotly_chart(lab.per_class_figure(data.classes, accs, cls), key="oc_perclass", config=lab.PLOT)
     m = s["models"]
     cols = st.columns(3)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from kdcore import ConfigError, EpochEnd, PhaseStart, RunConfig, RunEnd, run_experiment
 from kdcore import teaching as tg
+from kdcore.metrics import per_class_accuracy
 from kdcore.live import RunLimitReached
 from kdcore.sweep import SweepPlan, SweepRun, preset_plan, run_sweep
 from tests.helpers import SMALL
@@ -112,8 +113,8 @@ def test_bias_sweep_by_hand():
 
 
 def test_per_class_accuracy_and_omitted_summary_by_hand():
-    assert tg.per_class_accuracy(LOGITS, LABELS, 4)[:3] == [1.0, 1.0, 0.0]
-    assert math.isnan(tg.per_class_accuracy(LOGITS, LABELS, 4)[3])  # no samples of class 3
+    assert per_class_accuracy(LOGITS, LABELS, 4)[:3] == [1.0, 1.0, 0.0]
+    assert math.isnan(per_class_accuracy(LOGITS, LABELS, 4)[3])  # no samples of class 3
     s = tg.omitted_summary({"teacher": LOGITS, "baseline": LOGITS, "distilled": LOGITS}, LABELS, 2,
                            LOGITS, LABELS, deltas=[0.0, 1.5, 2.5])
     assert s["class_total"] == 2
