@@ -63,6 +63,7 @@ def test_magnitude_pruning_is_permanent_and_removes_the_smallest_weights(trained
         prune_magnitude(model, 0.5, scope="channel")
 
 
+@pytest.mark.slow
 def test_table_reports_size_latency_and_accuracy_before_and_after(trained):
     model, data = trained
     t = compression_table(model, data, prune_amounts=(0.5, 0.95))

@@ -94,6 +94,7 @@ def test_stop_flag_is_honoured_between_steps():
     assert isinstance(events[-1], RunEnd) and events[-1].status == "stopped"
 
 
+@pytest.mark.slow
 def test_alpha_zero_follows_the_teacher_alpha_one_follows_the_labels():
     # a teacher that names the wrong class on purpose: swap the rows of its output layer
     data = load_data(FAST.data)

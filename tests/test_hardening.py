@@ -275,6 +275,7 @@ def test_an_over_budget_teacher_shows_the_limit_not_a_traceback(runs_dir):
     assert at.button(key="start").disabled
 
 
+@pytest.mark.slow
 def test_a_finished_run_has_given_its_slot_back_when_a_page_first_sees_it_done():
     from kdcore.live import LiveRun, active_runs
 

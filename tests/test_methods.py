@@ -613,6 +613,7 @@ MOONS = RunConfig(data=DataConfig(name="moons", n_samples=600, noise=0.15),
 
 
 @pytest.mark.parametrize("name, params", [("dkd", {"warmup": 3}), ("fitnets", {"hint_epochs": 2})])
+@pytest.mark.slow
 def test_schedules_run_end_to_end_on_moons(name, params):
     res = run_experiment(replace(MOONS, loss=LossConfig(name, temperature=2.0, alpha=0.5, params=params)))
     assert res.status == "completed", res.message
