@@ -36,7 +36,7 @@ from .weights import model_card
 __all__ = ["RunResult", "run_experiment", "resume", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
            "RESULT_KEYS", "STUDENT_ARMS", "arm_descriptions", "parse_seeds", "summarise", "little_to_distil",
-           "find_trained_teacher", "teacher_fingerprint"]
+           "find_trained_teacher", "teacher_fingerprint", "accuracy_gain"]
 
 STUDENT_ARMS = ("baseline", "distilled", "pseudo")
 # makes the callbacks that file more of a run once its data is loaded: recorder(cfg, store, data)
@@ -82,8 +82,19 @@ class RunResult:
     @property
     def gain(self) -> float | None:
         """Distilled minus baseline test accuracy, or None if either is missing."""
-        b, d = self.metrics.get("baseline"), self.metrics.get("distilled")
-        return d["accuracy"] - b["accuracy"] if b and d else None
+        return accuracy_gain(self.metrics)
+
+
+def accuracy_gain(metrics: dict) -> float | None:
+    """Distilled minus baseline test accuracy (a fraction; x 100 for points) of a run's metrics.
+
+    Args:
+        metrics: phase -> test metrics, as a run stores them.
+    Returns:
+        The gain, or None when either model has no accuracy.
+    """
+    b, d = metrics.get("baseline") or {}, metrics.get("distilled") or {}
+    return d["accuracy"] - b["accuracy"] if "accuracy" in b and "accuracy" in d else None
 
 
 def build_models(cfg: RunConfig, in_shape, num_classes) -> tuple[nn.Module, nn.Module]:
@@ -170,7 +181,7 @@ def verdict(metrics: dict) -> str:
         return "No verdict: the baseline and the distilled student did not both finish."
     accs = f"{d['accuracy'] * 100:.2f}% distilled vs {b['accuracy'] * 100:.2f}% alone"
     if "gain_ci_low" not in d:  # a run stored before verdicts carried an interval
-        gain = (d["accuracy"] - b["accuracy"]) * 100
+        gain = accuracy_gain(metrics) * 100
         return f"Distillation: {gain:+.2f} points of test accuracy ({accs}, one seed, no interval stored)."
     word = verdict_word(d["gain_ci_low"], d["gain_ci_high"])
     head = {"helped": "Distillation helped", "hurt": "Distillation hurt",

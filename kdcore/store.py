@@ -512,18 +512,26 @@ class RunStore:
             rows = db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
         return _frame(rows)
 
-    def export_csv(self, path: str | os.PathLike, run_ids: list[int] | None = None) -> Path:
-        """Write the per-epoch metrics of the given runs (all runs if None) with their configs."""
+    def epochs_table(self, run_ids: list[int] | None = None) -> pd.DataFrame:
+        """Per-epoch metrics of the given runs (all runs if None), each row with its run's status and
+        config (JSON); runs without epochs add no rows. What the CLI's export and the Runs page's
+        CSV download write."""
         ids = run_ids if run_ids is not None else [r["id"] for r in self.list()]
         frames = []
         for rid in ids:
             run = self.get(rid)
             df = self.epochs(rid)
+            if df.empty:
+                continue
             df["status"] = run["status"]
             df["config"] = json.dumps(run["config"], sort_keys=True)
             frames.append(df)
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        out.to_csv(path, index=False)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["run_id", "phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
+
+    def export_csv(self, path: str | os.PathLike, run_ids: list[int] | None = None) -> Path:
+        """Write :meth:`epochs_table` of the given runs (all runs if None) as CSV."""
+        self.epochs_table(run_ids).to_csv(path, index=False)
         return Path(path)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from .errors import ConfigError
-from .experiment import MAX_WEIGHTS_BYTES, load_teacher_weights
+from .experiment import MAX_WEIGHTS_BYTES, accuracy_gain, load_teacher_weights
 from .experiment import results_table as experiment_results_table
 from .models import build_model, profile, seeded_init
 from .rebuild import run_models  # shown on the Runs and lab pages
@@ -309,18 +309,7 @@ def runs_json(store: RunStore, ids: list[int]) -> str:
 
 def runs_csv(store: RunStore, ids: list[int]) -> str:
     """Per-epoch metrics of the given runs with each run's config, as CSV text."""
-    frames = []
-    for rid in ids:
-        run = store.get(rid)
-        df = store.epochs(rid)
-        if df.empty:
-            continue
-        df["status"] = run["status"]
-        df["config"] = json.dumps(run["config"], sort_keys=True)
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["run_id", "phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
-    return out.to_csv(index=False)
+    return store.epochs_table(ids).to_csv(index=False)
 
 
 def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
@@ -330,7 +319,7 @@ def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
         r = store.get(rid)
         c, m = r["config"], r["metrics"] or {}
         t, b, d = (m.get(p) or {} for p in ("teacher", "baseline", "distilled"))
-        gain = (d["accuracy"] - b["accuracy"]) if "accuracy" in b and "accuracy" in d else None
+        gain = accuracy_gain(m)
         rows.append({
             "run": rid, "status": r["status"], "dataset": c["data"]["name"],
             "teacher": f"{c['teacher']['name']} {params_text(c['teacher']['params'])}"
