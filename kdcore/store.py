@@ -44,7 +44,7 @@ import torch
 from .errors import ConfigError, StoreUnavailable
 from .events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd
 
-__all__ = ["RunStore", "default_runs_dir"]
+__all__ = ["RunStore", "default_runs_dir", "run_row"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -489,18 +489,7 @@ class RunStore:
 
     def table(self, **filters) -> pd.DataFrame:
         """Flat summary table of runs: one row per run with the headline numbers."""
-        rows = []
-        for r in self.list(**filters):
-            c, m = r["config"], r["metrics"] or {}
-            row = {"id": r["id"], "kind": r["kind"], "group": r["grp"], "name": r["name"],
-                   "status": r["status"], "created": pd.Timestamp(r["created"], unit="s"),
-                   "dataset": c["data"]["name"], "teacher": c["teacher"]["name"],
-                   "student": c["student"]["name"], "loss": c["loss"]["name"],
-                   "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"], "seed": c["seed"]}
-            for phase in ("teacher", "baseline", "distilled"):
-                row[f"{phase}_acc"] = (m.get(phase) or {}).get("accuracy")
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return pd.DataFrame([run_row(r) for r in self.list(**filters)])
 
     def epochs(self, run_id: int) -> pd.DataFrame:
         with self._db() as db:
@@ -533,6 +522,21 @@ class RunStore:
         """Write :meth:`epochs_table` of the given runs (all runs if None) as CSV."""
         self.epochs_table(run_ids).to_csv(path, index=False)
         return Path(path)
+
+
+def run_row(r: dict) -> dict:
+    """One run of the history (as :meth:`RunStore.get` returns it) as a flat row: its setup and each
+    model's test accuracy (None where missing). :meth:`RunStore.table`, the Runs page's comparison
+    and a stored sweep's cells are made of these."""
+    c, m = r["config"], r["metrics"] or {}
+    row = {"id": r["id"], "kind": r["kind"], "group": r["grp"], "name": r["name"],
+           "status": r["status"], "created": pd.Timestamp(r["created"], unit="s"),
+           "dataset": c["data"]["name"], "teacher": c["teacher"]["name"],
+           "student": c["student"]["name"], "loss": c["loss"]["name"],
+           "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"], "seed": c["seed"]}
+    for phase in ("teacher", "baseline", "distilled"):
+        row[f"{phase}_acc"] = (m.get(phase) or {}).get("accuracy")
+    return row
 
 
 def _decode(row: sqlite3.Row) -> dict:

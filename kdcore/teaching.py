@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .events import EpochEnd, RunEnd
 from .losses import kd_div
+from .store import run_row
 from .trainer import predict_logits
 
 __all__ = [
@@ -586,9 +587,8 @@ def sweep_cells_from_store(store, group: str) -> list[dict]:
     """The cells of a stored sweep (kind ``sweep``, one group), oldest first."""
     cells = []
     for r in reversed(store.list(group=group)):
-        m = r["metrics"] or {}
-        cells.append({"alpha": r["config"]["loss"]["alpha"], "T": r["config"]["loss"]["temperature"],
-                      "status": r["status"], "run_id": r["id"],
-                      **{p: (m.get(p) or {}).get("accuracy") for p in ("teacher", "baseline", "distilled")},
+        f = run_row(r)
+        cells.append({"alpha": f["alpha"], "T": f["T"], "status": f["status"], "run_id": f["id"],
+                      **{p: f[f"{p}_acc"] for p in ("teacher", "baseline", "distilled")},
                       "seconds": (r["finished"] - r["created"]) if r["finished"] else None})
     return cells

@@ -23,7 +23,7 @@ from .experiment import results_table as experiment_results_table
 from .models import build_model, profile, seeded_init
 from .rebuild import run_models  # shown on the Runs and lab pages
 from .registry import LOSSES, MODELS
-from .store import RunStore, default_runs_dir
+from .store import RunStore, default_runs_dir, run_row
 from .teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
 
 __all__ = [
@@ -317,20 +317,19 @@ def comparison_table(store: RunStore, ids: list[int]) -> pd.DataFrame:
     rows = []
     for rid in ids:
         r = store.get(rid)
-        c, m = r["config"], r["metrics"] or {}
-        t, b, d = (m.get(p) or {} for p in ("teacher", "baseline", "distilled"))
-        gain = accuracy_gain(m)
+        c, m, f = r["config"], r["metrics"] or {}, run_row(r)
+        d, gain = m.get("distilled") or {}, accuracy_gain(m)
         rows.append({
-            "run": rid, "status": r["status"], "dataset": c["data"]["name"],
-            "teacher": f"{c['teacher']['name']} {params_text(c['teacher']['params'])}"
+            "run": rid, "status": f["status"], "dataset": f["dataset"],
+            "teacher": f"{f['teacher']} {params_text(c['teacher']['params'])}"
                        + (f" + {len(c.get('extra_teachers') or ())} more"
                           if c.get("extra_teachers") else ""),
-            "student": f"{c['student']['name']} {params_text(c['student']['params'])}",
-            "loss": c["loss"]["name"], "T": c["loss"]["temperature"], "alpha": c["loss"]["alpha"],
-            "epochs": c["optim"]["epochs"], "seed": c["seed"],
-            "teacher acc": t.get("accuracy"), "ensemble acc": (m.get("ensemble") or {}).get("accuracy"),
-            "baseline acc": b.get("accuracy"),
-            "distilled acc": d.get("accuracy"), "gain (points)": None if gain is None else gain * 100,
+            "student": f"{f['student']} {params_text(c['student']['params'])}",
+            "loss": f["loss"], "T": f["T"], "alpha": f["alpha"],
+            "epochs": c["optim"]["epochs"], "seed": f["seed"],
+            "teacher acc": f["teacher_acc"], "ensemble acc": (m.get("ensemble") or {}).get("accuracy"),
+            "baseline acc": f["baseline_acc"],
+            "distilled acc": f["distilled_acc"], "gain (points)": None if gain is None else gain * 100,
             "distilled F1": d.get("f1"), "distilled ECE": d.get("ece"),
             "agreement": d.get("agreement"), "compression": d.get("compression"),
         })
