@@ -3,7 +3,8 @@
 Every test-set figure the dashboard and the CLI show (accuracy, macro precision/recall/F1, NLL,
 ECE, per-class accuracy, confusion, agreement, KL to the teacher, compression) comes from these
 functions. The rules pinned here: a class with no samples or no predictions counts 0 in the macro
-means (sklearn's zero_division=0, averaged over all K classes); ECE bins are (b/n, (b+1)/n].
+means (sklearn's zero_division=0, averaged over all K classes); per_class_accuracy gives a class with
+no samples NaN (no accuracy), classification_metrics' stored list 0; ECE bins are (b/n, (b+1)/n].
 """
 import math
 import random
@@ -11,7 +12,8 @@ import random
 import pytest
 import torch
 
-from kdcore.metrics import classification_metrics, compression, expected_calibration_error, teacher_agreement
+from kdcore.metrics import (classification_metrics, compression, expected_calibration_error, per_class_accuracy,
+                            teacher_agreement)
 
 LN2 = math.log(2)
 
@@ -195,6 +197,28 @@ def test_classification_metrics_match_the_reference_on_random_predictions(seed):
     assert sum(map(sum, m["confusion"])) == len(labels)
     assert [sum(r) for r in m["confusion"]] == [labels.count(c) for c in range(k)]
     assert [sum(r[c] for r in m["confusion"]) for c in range(k)] == [preds.count(c) for c in range(k)]
+
+
+# --- per-class accuracy ----------------------------------------------------------------------------
+
+def test_per_class_accuracy_by_hand():
+    assert per_class_accuracy(logits_of(HALF), HALF_LABELS) == pytest.approx([0.5, 1.0, 0.5])
+    # the same list classification_metrics stores when every class has samples
+    assert per_class_accuracy(logits_of(HALF), HALF_LABELS) == pytest.approx(
+        classification_metrics(logits_of(HALF), HALF_LABELS)["per_class_accuracy"])
+
+
+def test_per_class_accuracy_of_a_class_with_no_samples_is_nan():
+    # the omitted-class page: class 2 has no test samples here, so it has no accuracy (not 0)
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    acc = per_class_accuracy(logits, torch.tensor([0, 1, 0, 1]))
+    assert acc[:2] == pytest.approx([0.5, 0.5]) and math.isnan(acc[2])
+    # num_classes wider than the logits: the extra classes have no samples either
+    two = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.0, 3.0], [0.0, 3.0]])
+    acc = per_class_accuracy(two, torch.tensor([0, 1, 0, 1]), num_classes=4)
+    assert acc[:2] == pytest.approx([0.5, 1.0]) and all(math.isnan(a) for a in acc[2:])
+    # a class that is present but never predicted right is 0, not NaN
+    assert per_class_accuracy(torch.tensor([[0.0, 3.0]] * 2), torch.tensor([0, 1])) == [0.0, 1.0]
 
 
 # --- agreement with the teacher --------------------------------------------------------------------
