@@ -48,9 +48,22 @@ def configs(quick: bool) -> dict[str, RunConfig]:
     return out
 
 
-def measure(cfg: RunConfig) -> list[tuple[str, float, float]]:
-    """[(phase, ETA shown after its first epoch, seconds really left then)]."""
-    live = LiveRun(cfg, store=None, max_points=200).start()
+def measure(cfg: RunConfig) -> list[tuple[str, float, float, list[float], float]]:
+    """[(phase, ETA shown after its first epoch, seconds really left then, its epochs' seconds,
+    seconds its first epoch's end spent probing the phases after it)]."""
+    live = LiveRun(cfg, store=None, max_points=200)
+    probe_s: dict[str, float] = {}
+    probe_after = live._probe_after
+
+    def timed(phase: str):
+        t0 = time.perf_counter()
+        try:
+            return probe_after(phase)
+        finally:
+            probe_s[phase] = time.perf_counter() - t0
+
+    live._probe_after = timed
+    live.start()
     seen: dict[str, tuple[float, float]] = {}
     while True:
         snap = live.snapshot()
@@ -63,7 +76,8 @@ def measure(cfg: RunConfig) -> list[tuple[str, float, float]]:
     if snap.status != "completed":
         raise SystemExit(f"run {snap.status}: {snap.message}")
     # the worker's own clock at both ends: the moment the ETA was read and the moment it ended
-    return [(p, eta, snap.elapsed_s - t) for p, (t, eta) in seen.items()]
+    return [(p, eta, snap.elapsed_s - t, [e["seconds"] for e in snap.epochs_log.get(p, [])], probe_s.get(p, 0.0))
+            for p, (t, eta) in seen.items()]
 
 
 def sweep_plan(quick: bool):
@@ -104,12 +118,12 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
     rows, worst = [], 0.0
     for name, cfg in configs(args.quick).items():
-        for phase, eta, left in measure(cfg):
+        for phase, eta, left, epochs, probe in measure(cfg):
             err = (eta - left) / left
             worst = max(worst, abs(err))
             rows.append((name, phase, eta, left, err))
-            print(f"{name:58s} {phase:10s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}",
-                  flush=True)
+            print(f"{name:58s} {phase:10s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}  "
+                  f"epochs {min(epochs):.2f}-{max(epochs):.2f} s  probe {probe * 1e3:.0f} ms", flush=True)
     plan = sweep_plan(args.quick)
     name = f"sweep {len(plan.alphas)}x{len(plan.temps)}: F-MNIST 5k, CNN -> MLP 32"
     for where, eta, left in measure_sweep(plan):
