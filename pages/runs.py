@@ -307,27 +307,41 @@ def compression_result_ui(t: pd.DataFrame) -> None:
     })
 
 
+def _job_ui(prefix: str, job, *, button: str, icon: str, ask, spinner: str, work, keep: int,
+            failed: str, unreadable: str):
+    """What the Compress and Ship sections share: the button files a request (``ask``), the request
+    runs once under a spinner, and its result is kept per job in the session (the newest ``keep``).
+
+    Returns:
+        The result of ``job`` if it has one, else None.
+    """
+    st.button(button, key=f"{prefix}_go", type="primary", on_click=ask, args=(job,), icon=icon)
+    results = st.session_state.setdefault(f"{prefix}_results", {})
+    asked = st.session_state.pop(f"{prefix}_request", None)
+    if asked is not None and asked not in results:
+        what = f"run {asked.run_id}'s {asked.phase} model"
+        try:
+            with st.spinner(spinner.format(what=what)):
+                results[asked] = work(asked)
+            while len(results) > keep:  # drop the oldest
+                results.pop(next(iter(results)))
+        except (ConfigError, DataUnavailable, KeyError) as e:
+            st.error(f"Could not {failed} {what}: {e.args[0] if isinstance(e, KeyError) else e}")
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:  # unreadable or mismatched weights file
+            st.error(f"Could not {unreadable} {what}: {e}")
+    return results.get(job)
+
+
 def compress_ui(store, table: pd.DataFrame) -> None:
     job = compress_choice_ui(store, table)
     if job is None:
         return
-    st.button("Measure compression", key="compress_go", type="primary", on_click=_ask_compress, args=(job,),
-              icon=":material/compress:")
-    results = st.session_state.setdefault("compress_results", {})
-    asked = st.session_state.pop("compress_request", None)
-    if asked is not None and asked not in results:
-        what = f"run {asked.run_id}'s {asked.phase} model"
-        try:
-            with st.spinner(f"Quantizing, pruning and timing {what}…"):
-                results[asked] = _measure(store, asked)
-            while len(results) > 16:  # a few tiny tables per session; drop the oldest
-                results.pop(next(iter(results)))
-        except (ConfigError, DataUnavailable, KeyError) as e:
-            st.error(f"Could not compress {what}: {e.args[0] if isinstance(e, KeyError) else e}")
-        except (OSError, RuntimeError, pickle.UnpicklingError) as e:  # unreadable or mismatched weights file
-            st.error(f"Could not load the saved weights of {what}: {e}")
-    if job in results:
-        t, n_test = results[job]
+    done = _job_ui("compress", job, button="Measure compression", icon=":material/compress:",
+                   ask=_ask_compress, spinner="Quantizing, pruning and timing {what}…",
+                   work=lambda j: _measure(store, j), keep=16,  # a few tiny tables per session
+                   failed="compress", unreadable="load the saved weights of")
+    if done is not None:
+        t, n_test = done
         st.caption(f"Run {job.run_id}, {job.phase} model, test set of {n_test}, everything on the CPU.")
         compression_result_ui(t)
     st.caption(COMPRESS_LIMITS)
@@ -416,26 +430,19 @@ def ship_ui(store, table: pd.DataFrame) -> None:
     job = ship_choice_ui(store, table)
     if job is None:
         return
-    st.button("Export and verify", key="ship_go", type="primary", on_click=_ask_ship, args=(job,),
-              icon=":material/deployed_code:")
-    results = st.session_state.setdefault("ship_results", {})
-    asked = st.session_state.pop("ship_request", None)
-    if asked is not None and asked not in results:
+
+    def work(j: ShipJob):
         from kdcore.export import export_run
 
-        what = f"run {asked.run_id}'s {asked.phase} model"
-        try:
-            with st.spinner(f"Exporting {what} and checking it with onnxruntime on the test split…"):
-                formats = ("onnx",) if "int8" in asked.variant else ("onnx", "safetensors")
-                results[asked] = export_run(store, asked.run_id, asked.phase, asked.variant, formats=formats)
-            while len(results) > 8:  # files are kept for their download buttons; drop the oldest
-                results.pop(next(iter(results)))
-        except (ConfigError, DataUnavailable, KeyError) as e:
-            st.error(f"Could not export {what}: {e.args[0] if isinstance(e, KeyError) else e}")
-        except (OSError, RuntimeError, pickle.UnpicklingError) as e:
-            st.error(f"Could not export {what}: {e}")
-    if job in results:
-        ship_result_ui(results[job])
+        formats = ("onnx",) if "int8" in j.variant else ("onnx", "safetensors")
+        return export_run(store, j.run_id, j.phase, j.variant, formats=formats)
+
+    done = _job_ui("ship", job, button="Export and verify", icon=":material/deployed_code:", ask=_ask_ship,
+                   spinner="Exporting {what} and checking it with onnxruntime on the test split…",
+                   work=work, keep=8,  # files are kept for their download buttons
+                   failed="export", unreadable="export")
+    if done is not None:
+        ship_result_ui(done)
     st.code(ship_command(job, sh.runs_dir()), language="bash")
     st.caption("The CLI writes the same files and prints the same check. The .safetensors file carries "
                "the model's config, classes and input normalisation in its metadata; "
