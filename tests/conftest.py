@@ -23,20 +23,6 @@ SLOW_BY_NAME = {
                      "test_workers_pause_while_a_page_is_computed_and_never_for_long",
                      "test_a_run_keeps_training_while_pages_are_computed",
                      "test_probe_costs_time_the_trainers_own_steps_and_leave_the_run_untouched"},
-    "test_pretrained.py": {"test_frozen_pretrained_backbone_trains_only_the_head",
-                           "test_any_classifier_by_name_gets_a_new_head",
-                           "test_local_weights_file_loads_backbone_and_replaces_head"},
-    "test_resume.py": {"test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights",
-                       "test_checkpoints_are_spaced_in_time_and_a_resume_from_an_older_one_is_the_same",
-                       "test_concurrent_runs_with_dropout_and_feature_parts_are_bit_identical_to_solo_runs",
-                       "test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted_run",
-                       "test_a_stopped_run_resumes_and_a_finished_one_is_refused",
-                       "test_the_runs_page_resumes_a_stopped_run_in_the_session"},
-    "test_userdata.py": {"test_streamed_run_equals_in_memory_run",
-                         "test_streamed_batches_come_from_dataloader_workers_in_order",
-                         "test_image_folder_run_exports_to_onnx", "test_csv_table",
-                         "test_cli_runs_an_image_folder",
-                         "test_train_links_reproduce_own_data_and_name_no_path"},
 }
 
 

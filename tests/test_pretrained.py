@@ -25,6 +25,7 @@ def _tv(arch="resnet18", **kw):
     return {"name": "torchvision", "params": {"arch": arch, **kw}}
 
 
+@pytest.mark.slow
 def test_any_classifier_by_name_gets_a_new_head():
     for arch, tap in (("resnet18", "layer4"), ("mobilenet_v3_small", "features"), ("squeezenet1_0", "features")):
         m = build_model("torchvision", in_shape=(3, 32, 32), num_classes=5, params={"arch": arch})
@@ -41,6 +42,7 @@ def test_any_classifier_by_name_gets_a_new_head():
 
 
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+@pytest.mark.slow
 def test_local_weights_file_loads_backbone_and_replaces_head(tmp_path, fmt):
     from safetensors.torch import save_file
 
@@ -129,6 +131,7 @@ def test_default_weights_load_from_torchs_cache_without_network(cached_default):
         build_model("torchvision", in_shape=(3, 32, 32), num_classes=4, params={"arch": arch, "weights": "DEFAULT"})
 
 
+@pytest.mark.slow
 def test_frozen_pretrained_backbone_trains_only_the_head(tmp_path, cached_default):
     from tests.test_userdata import make_folder
 

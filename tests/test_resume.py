@@ -15,6 +15,7 @@ import torch
 from kdcore import ConfigError, RunStore, to_json
 from kdcore.config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, replace
 from kdcore.data import load_data
+from kdcore.events import EpochEnd
 from kdcore.experiment import resume, run_experiment
 from kdcore.trainer import Alone, SeededDropout, fit, make_distiller
 
@@ -37,6 +38,7 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights():
     from kdcore.models import build_model, seeded_init
 
@@ -63,6 +65,7 @@ def test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights():
     assert not _same(_state(other), _state(whole))
 
 
+@pytest.mark.slow
 def test_checkpoints_are_spaced_in_time_and_a_resume_from_an_older_one_is_the_same():
     data = load_data(CFG.data)
     states: list[dict] = []
@@ -112,6 +115,7 @@ def test_dropout_draws_from_the_runs_own_generator():
     assert torch.equal(d.eval()(x), x)
 
 
+@pytest.mark.slow
 def test_concurrent_runs_with_dropout_and_feature_parts_are_bit_identical_to_solo_runs():
     """Dropout masks and FitNets' regressor init used to come from the process RNG that threads share."""
     from kdcore.models import build_model
@@ -159,6 +163,7 @@ def _wait_for_epochs(db, proc, phase: str, k: int) -> None:
     raise AssertionError(f"no {k} {phase} epochs: {proc.stderr.read().decode() if proc.poll() is not None else 'timeout'}")
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted_run(tmp_path):
     cfg = replace(CFG, teacher_optim=replace(CFG.teacher_optim, epochs=40), optim=replace(CFG.optim, epochs=30))
     path = tmp_path / "cfg.json"
@@ -200,21 +205,25 @@ def test_a_sigkilled_run_resumes_from_the_cli_to_the_weights_of_an_uninterrupted
     assert store.get(run["id"])["metrics"]["distilled"]["accuracy"] == solo.metrics["distilled"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_and_a_finished_one_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CHECKPOINT_S", "0")
     store = RunStore(tmp_path)
     stop = threading.Event()
-    seen = []
 
-    def stop_in_baseline(ev):
-        seen.append(ev)
-        if getattr(ev, "phase", None) == "baseline" and getattr(ev, "epoch", 0) >= 2:
+    def stop_in_baseline(ev):  # after the baseline's epoch 2: its checkpoint is written, epoch 3 stops
+        if isinstance(ev, EpochEnd) and ev.phase == "baseline" and ev.epoch == 2:
             stop.set()
 
     first = run_experiment(CFG, store=store, callbacks=[stop_in_baseline], stop=stop)
     assert first.status == "stopped"
-    done = resume(first.run_id, store=store)
+    resumed: list = []
+    done = resume(first.run_id, store=store, callbacks=[resumed.append])
     assert done.status == "completed" and done.run_id == first.run_id
+    trained = [(ev.phase, ev.epoch) for ev in resumed if isinstance(ev, EpochEnd)]
+    # the teacher is loaded, the baseline goes on after its last checkpoint (epoch 2), not from 1
+    assert trained[0] == ("baseline", 3) and not [p for p, _ in trained if p == "teacher"]
+    assert len(done.history["baseline"]) == CFG.optim.epochs and len(done.history["teacher"]) == 6
     assert _same(_state(done.models["distilled"]), _state(run_experiment(CFG).models["distilled"]))
     with pytest.raises(ConfigError, match="completed; only interrupted or stopped runs can be resumed"):
         resume(first.run_id, store=store)
@@ -222,6 +231,7 @@ def test_a_stopped_run_resumes_and_a_finished_one_is_refused(tmp_path, monkeypat
         resume(12345, store=store)
 
 
+@pytest.mark.slow
 def test_the_runs_page_resumes_a_stopped_run_in_the_session(runs_dir, keep_torch_threads):
     from tests.apptest import PAGES, app, ok
 

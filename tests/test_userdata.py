@@ -96,6 +96,7 @@ def test_train_test_layout_uses_the_official_test_set(tmp_path):
     assert sorted(b.y_test.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+@pytest.mark.slow
 def test_streamed_run_equals_in_memory_run(tmp_path):
     """Past the memory budget the images stream from disk; the run must not change at all."""
     path = make_folder(tmp_path / "shapes", n_per_class=24)
@@ -154,6 +155,7 @@ def _children() -> list:
     return multiprocessing.active_children()
 
 
+@pytest.mark.slow
 def test_streamed_batches_come_from_dataloader_workers_in_order(tmp_path, monkeypatch, decoders):
     from kdcore import userdata
 
@@ -201,6 +203,7 @@ def test_a_file_spoilt_after_loading_is_named_mid_run(tmp_path, monkeypatch, dec
     assert lazy[torch.arange(4)].shape == (4, 3, 12, 12)  # and the next batch starts new ones
 
 
+@pytest.mark.slow
 def test_image_folder_run_exports_to_onnx(tmp_path, store):
     from kdcore.export import export_run
 
@@ -302,6 +305,7 @@ def _write_csv(path, n=200, seed=0):
     return str(path)
 
 
+@pytest.mark.slow
 def test_csv_table(tmp_path):
     path = _write_csv(tmp_path / "t.csv")
     cfg = DataConfig(name="csv", path=path, label_column="species", feature_columns=["width", "height"])
@@ -371,6 +375,7 @@ def test_data_root_offers_only_its_own_entries(tmp_path):
         resolve_in_data_root("shapes", "")
 
 
+@pytest.mark.slow
 def test_cli_runs_an_image_folder(tmp_path, capsys):
     from kdcore.cli import main
 
@@ -501,6 +506,7 @@ def test_csv_budgets_are_checked_before_pandas_parses(tmp_path, monkeypatch):
 
 # --- links to the Train page ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_links_reproduce_own_data_and_name_no_path(tmp_path, monkeypatch):
     """A link made from an own-data run sets the Train page up with the same data config; it names
     the data by its data-root entry or upload, and a hand-made link cannot reach outside those."""
