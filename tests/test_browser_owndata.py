@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.browser import browser_page, need_chromium, playwright, settle, shot
-from tests.test_userdata import CLASSES, _shape_image
+from tests.helpers import CLASSES, shape_image
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +24,7 @@ def _images_zip(path: Path, n_per_class: int = 12) -> Path:
         for c in CLASSES:
             for i in range(n_per_class):
                 img = io.BytesIO()
-                _shape_image(c, rng).save(img, "PNG")
+                shape_image(c, rng).save(img, "PNG")
                 z.writestr(f"shapes/{c}/{i:02d}.png", img.getvalue())
     path.write_bytes(buf.getvalue())
     return path

@@ -10,7 +10,7 @@ from kdcore import ConfigError, RunStore
 from kdcore.config import replace
 from kdcore.experiment import run_experiment
 from kdcore.weights import load_model_file, read_state_dict
-from tests.test_resume import CFG
+from tests.helpers import FAST as CFG
 
 
 @pytest.mark.slow

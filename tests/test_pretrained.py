@@ -133,7 +133,7 @@ def test_default_weights_load_from_torchs_cache_without_network(cached_default):
 
 @pytest.mark.slow
 def test_frozen_pretrained_backbone_trains_only_the_head(tmp_path, cached_default):
-    from tests.test_userdata import make_folder
+    from tests.helpers import make_folder
 
     arch, src, _ = cached_default
     path = make_folder(tmp_path / "shapes", n_per_class=8)
