@@ -159,7 +159,7 @@ def check_budget(cfg: RunConfig) -> None:
             raise refuse(f"{own.what} held in memory at data.image_size {cfg.data.image_size} (MB)",
                          own.held_mb, "data_mb", "lower data.image_size, or data.memory_mb below that "
                          "so the images stream from disk")
-    in_shape, n_cls = tuple(spec.in_shape(cfg.data)), spec.num_classes(cfg.data)
+    in_shape, n_cls = cfg.data.shape()
     roles = [("teacher", cfg.teacher, cfg.teacher_optim), ("student", cfg.student, cfg.optim)]
     roles += [(f"extra_teachers[{i}]", m, cfg.teacher_optim) for i, m in enumerate(cfg.extra_teachers)]
     for role, mcfg, optim in roles:

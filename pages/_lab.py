@@ -23,7 +23,7 @@ from kdcore import teaching as tg
 from kdcore.live import RunLimitReached
 from kdcore.trainer import predict_logits
 from pages import _shared as sh
-from pages._charts import PALETTE, PHASE_COLORS, log_ticks
+from pages._charts import PALETTE, PHASE_COLORS, layout, log_ticks
 
 PLOT = {"displaylogo": False}
 
@@ -204,13 +204,6 @@ def page_url(page: str, params: dict) -> str:
 # Figures
 
 
-def _layout(fig: go.Figure, title: str, rev: str, height: int = 340) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=45, b=10), uirevision=rev,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    return fig
-
-
 def _log_axis(fig: go.Figure, axis: str, values, title: str, **where) -> None:
     """A log axis labelled at 1-2-5 values inside the data only (no minor-tick clutter)."""
     v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x) and x > 0])
@@ -234,7 +227,7 @@ def temperature_figure(table: pd.DataFrame, chosen: float, rev: str = "temp") ->
                                  marker=dict(size=9 if thick else 6)))
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title="probability")
     fig.update_xaxes(title="class", type="category")
-    return _layout(fig, "softmax(z / T) for several temperatures", rev)
+    return layout(fig, "softmax(z / T) for several temperatures", rev, legend="above", height=340)
 
 
 def entropy_figure(profile: pd.DataFrame, k: int, chosen: float, rev: str = "entropy") -> go.Figure:
@@ -251,7 +244,7 @@ def entropy_figure(profile: pd.DataFrame, k: int, chosen: float, rev: str = "ent
                      secondary_y=False)
     fig.update_yaxes(title="effective classes", range=[1 - 0.05 * (k - 1), k + 0.05 * (k - 1)],
                      tickformat=".1f", secondary_y=True, showgrid=False)
-    return _layout(fig, "Entropy and effective classes vs T", rev)
+    return layout(fig, "Entropy and effective classes vs T", rev, legend="above", height=340)
 
 
 def kl_figure(curves: dict[str, pd.DataFrame], run_T: float | None, rev: str = "kl") -> go.Figure:
@@ -267,7 +260,8 @@ def kl_figure(curves: dict[str, pd.DataFrame], run_T: float | None, rev: str = "
                            text=f" trained at T = {run_T:g}", xanchor="left", yanchor="top")
     _log_axis(fig, "x", [v for df in curves.values() for v in df["T"]], "temperature T (log scale)")
     _log_axis(fig, "y", [v for df in curves.values() for v in df["kl"]], "mean KL (nats, log scale)")
-    return _layout(fig, "KL(teacher ‖ student) on the test set, as a function of T", rev)
+    return layout(fig, "KL(teacher ‖ student) on the test set, as a function of T", rev, legend="above",
+                  height=340)
 
 
 def gradient_figure(df: pd.DataFrame, chosen: float | None, rev: str = "grad") -> go.Figure:
@@ -285,7 +279,8 @@ def gradient_figure(df: pd.DataFrame, chosen: float | None, rev: str = "grad") -
     _log_axis(fig, "x", df["T"], "temperature T (log scale)")
     _log_axis(fig, "y", [df[c] for c in ("without_t2", "with_t2", "ce") if c in df],
               "gradient size ‖∂loss/∂z_s‖ per sample (log scale)")
-    return _layout(fig, "Why T²: the soft term's gradient on the student's logits", rev)
+    return layout(fig, "Why T²: the soft term's gradient on the student's logits", rev, legend="above",
+                  height=340)
 
 
 def _rgb(hex_color: str) -> tuple[int, int, int]:
@@ -372,8 +367,8 @@ def surface_figure(grid: tg.Grid, conf: np.ndarray, points, classes: Sequence[st
                                    marker=dict(size=3, color="white", opacity=0.6)))
     fig.update_xaxes(range=[float(grid.xs[0]), float(grid.xs[-1])], constrain="domain")
     fig.update_yaxes(range=[float(grid.ys[0]), float(grid.ys[-1])], scaleanchor="x", scaleratio=1)
-    return _layout(fig, f"Teacher's soft-target confidence at T = {T:g} (1/{k} = no preference)",
-                   rev, height=400)
+    return layout(fig, f"Teacher's soft-target confidence at T = {T:g} (1/{k} = no preference)",
+                  rev, legend="above", height=400)
 
 
 def per_class_figure(classes: Sequence[str], accs: dict[str, Sequence[float]], omitted: int,
@@ -387,7 +382,7 @@ def per_class_figure(classes: Sequence[str], accs: dict[str, Sequence[float]], o
                   layer="below", annotation_text="never seen by the students", annotation_position="top")
     fig.update_yaxes(range=[0, 1.08], tickformat=".0%", title="test accuracy")
     fig.update_layout(barmode="group")
-    return _layout(fig, "Test accuracy per class", rev, height=360)
+    return layout(fig, "Test accuracy per class", rev, legend="above", height=360)
 
 
 def bias_figure(tables: dict[str, pd.DataFrame], chosen: float, cls_name: str,
@@ -403,7 +398,7 @@ def bias_figure(tables: dict[str, pd.DataFrame], chosen: float, cls_name: str,
     fig.add_vline(x=chosen, line=dict(color="#444", dash="dash", width=1))
     fig.update_xaxes(title=f"bias added to the {cls_name!r} logit")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title="test accuracy")
-    return _layout(fig, "Raising the omitted class's bias", rev, height=360)
+    return layout(fig, "Raising the omitted class's bias", rev, legend="above", height=360)
 
 
 def sweep_figure(grid: pd.DataFrame, title: str, *, fmt: str, best: dict | None, diverging: bool,
@@ -429,7 +424,7 @@ def sweep_figure(grid: pd.DataFrame, title: str, *, fmt: str, best: dict | None,
                                hovertemplate="%{y} · %{x}: %{text}<extra></extra>", **kw))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", side="bottom")
-    return _layout(fig, title, rev, height=max(260, 60 * len(y) + 120))
+    return layout(fig, title, rev, legend="above", height=max(260, 60 * len(y) + 120))
 
 
 # --------------------------------------------------------------------------------------------

@@ -367,11 +367,10 @@ def profile_ui(role: str, name: str, params: str, dataset: str, batch: int,
     """Parameters, size and latency of the chosen model, measured before any training."""
     try:
         p = ui.parse_params(params, role, name)
-        spec = DATASETS.get(dataset)
         dcfg = st.session_state.get("_own_data_cfg") if dataset in OWN_DATA else None
         dcfg = dcfg if dcfg is not None and dcfg.name == dataset else DataConfig(name=dataset)
-        prof = sh.model_profile(name, json.dumps(p, sort_keys=True), tuple(spec.in_shape(dcfg)),
-                                spec.num_classes(dcfg), batch)
+        in_shape, n_cls = dcfg.shape()
+        prof = sh.model_profile(name, json.dumps(p, sort_keys=True), in_shape, n_cls, batch)
     except ConfigError as e:
         st.error(str(e))
         return None
