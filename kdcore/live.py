@@ -27,6 +27,7 @@ from .config import RunConfig, to_dict
 from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, SeedStart, StepEnd
 from .experiment import RunResult, run_experiment
 from .store import RunStore
+from .teaching import LAB_RECORDERS
 
 __all__ = ["Worker", "LiveRun", "LiveSeeds", "seed_phase", "split_phase", "SEED_SEP", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
            "active_run_ids", "probe_costs", "PhaseCost", "EVAL_BATCH", "PROFILE_BATCHES", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
@@ -507,7 +508,7 @@ class LiveRun(Worker):
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data
         return run_experiment(self.cfg, store=self.store, callbacks=[self._on_event],
-                              stop=self.stop_event, data=data)
+                              stop=self.stop_event, data=data, recorders=LAB_RECORDERS)
 
     def _finally(self) -> None:
         self.first_point.set()  # nobody waits for a point that will never come
@@ -732,6 +733,25 @@ class LiveRun(Worker):
 SEED_SEP = " · seed "  # a multi-seed run's student phases are named "baseline · seed 3"
 
 
+class LiveResume(LiveRun):
+    """An interrupted or stopped run trained on from its checkpoints (:func:`kdcore.experiment.resume`)
+    under its own id, watched like a new run."""
+
+    def __init__(self, run_id: int, *, store: RunStore, max_points: int = 300):
+        from .config import from_dict
+
+        super().__init__(from_dict(store.get(run_id)["config"]), store=store, max_points=max_points)
+        self.resume_id = run_id
+
+    def _run(self) -> RunResult:
+        from .experiment import resume
+
+        data, self._sizes = load_with_sizes(self.cfg.data)
+        self._data = data  # what the ETA's probe of the phases to come trains on
+        return resume(self.resume_id, store=self.store, callbacks=[self._on_event], stop=self.stop_event,
+                      data=data, recorders=LAB_RECORDERS)
+
+
 def seed_phase(phase: str, seed: int) -> str:
     """The name a student phase of ``seed`` has in a multi-seed run."""
     return f"{phase}{SEED_SEP}{seed}"
@@ -772,7 +792,7 @@ class LiveSeeds(LiveRun):
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data
         return compare(self.cfg, seeds=self.seeds, store=self.store, callbacks=[self._relabel],
-                       stop=self.stop_event, data=data)
+                       stop=self.stop_event, data=data, recorders=LAB_RECORDERS)
 
     def _relabel(self, ev: Any) -> None:
         if isinstance(ev, SeedStart):
