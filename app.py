@@ -1,7 +1,7 @@
 """KD Playground: the dashboard. Run with ``streamlit run app.py``.
 
-This file owns navigation and the sidebar every page shares; the pages live in ``pages/``
-and the engine in ``kdcore``. To add a page, append one ``st.Page`` to ``PAGES``.
+This file owns navigation and the sidebar every page shares; the pages live in ``pages/``, what
+they share (workers, session state, widgets, figures) in ``kdapp/``, and the engine in ``kdcore``. To add a page, append one ``st.Page`` to ``PAGES``.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### KD Playground")
         st.caption("Train a small student from a big teacher and see whether it helps.")
-    from kdcore.live import foreground  # imports torch; after the first paint of the chrome
-    from pages._shared import freeze_startup_objects, sidebar_status
+    from kdapp.live import foreground  # imports torch; after the first paint of the chrome
+    from kdapp.shared import freeze_startup_objects, sidebar_status
 
     if note := st.session_state.pop("kd_link_reset", None):
         st.warning(note, icon=":material/link_off:")

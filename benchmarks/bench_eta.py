@@ -1,6 +1,6 @@
 """How honest is the dashboard's "about N left"? The ETA against the time that was really left.
 
-Trains a few configs through :class:`kdcore.live.LiveRun` (the dashboard's worker, no history),
+Trains a few configs through :class:`kdapp.live.LiveRun` (the dashboard's worker, no history),
 polls its snapshot every 50 ms, and at the end of the first epoch of each phase writes down the
 ETA it showed; when the run ends, the time that was really left at that moment is known. The
 target (issue 14): within 30 % of the actual remaining time after the first epoch of each phase.
@@ -16,7 +16,7 @@ import time
 
 import kdcore
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
-from kdcore.live import LiveRun
+from kdapp.live import LiveRun
 
 TARGET = 0.30
 POLL_S = 0.02  # how often the snapshot is read, as a page would (the times come from the worker's clock)
@@ -92,7 +92,7 @@ def sweep_plan(quick: bool):
 
 def measure_sweep(plan) -> list[tuple[str, float, float]]:
     """A sweep's ETA after the first epoch of each phase of its first cell and of every later cell."""
-    from kdcore.sweep import SweepRun
+    from kdapp.sweep_run import SweepRun
 
     run = SweepRun(plan).start()
     seen: dict[str, tuple[float, float]] = {}

@@ -132,7 +132,7 @@ def _init(n: int = 200) -> dict:
 
 
 def _budget() -> dict:
-    from kdcore import ui_support as ui
+    from kdapp import ui
 
     out = {}
     for width in (20000, 100000):
@@ -195,7 +195,7 @@ def _uploads(tmp: Path) -> dict:
     import torch
 
     from kdcore import RunStore
-    from kdcore import ui_support as ui
+    from kdapp import ui
     from kdcore.config import OptimConfig, RunConfig, replace
     from kdcore.experiment import build_models, run_experiment
 

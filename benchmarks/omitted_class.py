@@ -27,7 +27,7 @@ import torch
 from kdcore import RunStore, replace, run_experiment, to_dict
 from kdcore import teaching as tg
 from kdcore.data import load_data
-from kdcore.live import worker_threads
+from kdapp.live import worker_threads
 from kdcore.trainer import predict_logits
 
 

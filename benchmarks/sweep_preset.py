@@ -22,7 +22,7 @@ import torch
 
 from kdcore import RunStore, to_dict
 from kdcore import teaching as tg
-from kdcore.live import worker_threads
+from kdapp.live import worker_threads
 from kdcore.sweep import PRESET, preset_plan, run_sweep
 
 BUDGET_S = 300

@@ -10,8 +10,8 @@ import kdcore
 from kdcore import DATASETS
 from kdcore.data import student_views
 from kdcore import teaching as tg
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["boundaries"]  # this page's keys and URL parameters
 URL = sh.URL

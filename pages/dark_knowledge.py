@@ -6,9 +6,9 @@ import streamlit as st
 
 import kdcore
 from kdcore import teaching as tg
-from pages import _charts as charts
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import charts
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["dark_knowledge"]  # this page's keys and URL parameters
 URL = sh.URL

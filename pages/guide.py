@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _shared as sh
+from kdapp import shared as sh
 
 GUIDE = r"""
 ## What knowledge distillation is

@@ -7,8 +7,8 @@ import streamlit as st
 from kdcore import DATASETS, ConfigError, DataConfig
 from kdcore import teaching as tg
 from kdcore.metrics import per_class_accuracy
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["omitted_class"]  # this page's keys and URL parameters
 URL = sh.URL

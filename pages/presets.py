@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import lab
+from kdapp import shared as sh
 
 
 def preset_ui(p: lab.Preset) -> None:

@@ -11,12 +11,12 @@ import streamlit as st
 
 from kdcore import ConfigError, DataUnavailable
 from kdcore.errors import StoreUnavailable
-from kdcore import ui_support as ui
+from kdapp import ui
 from kdcore.compress import compression_table, load_run_model
-from kdcore.live import RunLimitReached, active_run_ids
+from kdapp.live import RunLimitReached, active_run_ids
 from kdcore.store import RESUMABLE
-from pages import _charts as charts
-from pages import _shared as sh
+from kdapp import charts
+from kdapp import shared as sh
 
 METRICS = {"val_acc": "validation accuracy", "train_acc": "training accuracy",
            "val_loss": "validation loss", "train_loss": "training loss"}

@@ -5,10 +5,10 @@ import streamlit as st
 import torch
 
 import kdcore
-from kdcore import ui_support as ui
-from pages import _charts as charts
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import ui
+from kdapp import charts
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["soft_targets"]  # this page's keys and URL parameters
 

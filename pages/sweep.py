@@ -6,11 +6,12 @@ import streamlit as st
 
 from kdcore import DATASETS, ConfigError, DataConfig
 from kdcore import teaching as tg
-from kdcore import ui_support as ui
-from kdcore.live import RunLimitReached
-from kdcore.sweep import PRESET, SweepPlan, SweepRun
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import ui
+from kdapp.live import RunLimitReached
+from kdapp.sweep_run import SweepRun
+from kdcore.sweep import PRESET, SweepPlan
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["sweep"]  # this page's keys and URL parameters
 URL = sh.URL

@@ -9,8 +9,8 @@ import torch
 
 from kdcore import ConfigError
 from kdcore import teaching as tg
-from pages import _lab as lab
-from pages import _shared as sh
+from kdapp import lab
+from kdapp import shared as sh
 
 K = sh.SCOPES["temperature_lab"]  # this page's keys and URL parameters
 URL = sh.URL

@@ -15,14 +15,14 @@ import streamlit as st
 
 import kdcore
 from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
-from kdcore import ui_support as ui
+from kdapp import ui
 from kdcore.data import teacher_overlap
 from kdcore.experiment import arm_descriptions, find_trained_teacher, little_to_distil
 from kdcore.stats import verdict_word
-from kdcore.live import LiveSeeds, RunLimitReached
+from kdapp.live import LiveSeeds, RunLimitReached
 from kdcore.methods.ensemble import normalise_weights
-from pages import _charts as charts
-from pages import _shared as sh
+from kdapp import charts
+from kdapp import shared as sh
 
 D = RunConfig()  # the defaults every unset control falls back to (and the CLI uses)
 MAX_SEEDS = 10  # students repeated over at most this many seeds in one run

@@ -70,7 +70,7 @@ def runs_dir(tmp_path, monkeypatch):
     before and after so one test's session run cannot leak into the next."""
     import streamlit as st
 
-    from kdcore.live import active_runs
+    from kdapp.live import active_runs
 
     monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
     st.cache_resource.clear()  # releases any session holder left over (stopping its run)

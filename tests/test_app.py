@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 import kdcore
 from kdcore import ConfigError, RunConfig
-from kdcore import ui_support as ui
-from kdcore.live import LiveRun
+from kdapp import ui
+from kdapp.live import LiveRun
 from tests.apptest import PAGES, QUICK, app, figures, ok, pending, train_until_done
 
 
@@ -479,7 +479,7 @@ def test_empty_charts_say_so_instead_of_a_made_up_axis(runs_dir):
 
 
 def test_log_axes_and_soft_target_bars_fit_their_data():
-    from pages._charts import log_ticks, soft_target_bars
+    from kdapp.charts import log_ticks, soft_target_bars
 
     assert log_ticks(0.5, 32) == [0.5, 1, 2, 5, 10, 20]
     assert log_ticks(1e-5, 10) == [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 10]  # powers of ten only

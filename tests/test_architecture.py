@@ -26,7 +26,7 @@ def _imports() -> dict[str, set[str]]:
             else:
                 continue
             graph[mod] |= {t for t in targets if t in files and t != mod}
-            graph[mod] |= {"<app>" for t in targets if t.split(".")[0] in ("streamlit", "pages", "app")}
+            graph[mod] |= {"<app>" for t in targets if t.split(".")[0] in ("streamlit", "pages", "app", "kdapp")}
     return graph
 
 

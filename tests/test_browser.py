@@ -167,7 +167,7 @@ def test_a_deep_link_opened_first_has_the_apps_navigation(server):
             nav = page.locator("[data-testid=stSidebarNav]")
             names = " | ".join(nav.inner_text().split("\n"))
             assert "Train" in names and "α × T sweep" in names, names
-            for helper in ("charts", "lab", "shared"):  # pages/_charts.py, _lab.py, _shared.py
+            for helper in ("charts", "lab", "shared", "ui", "live"):  # kdapp modules are never pages
                 assert page.get_by_role("link", name=helper, exact=True).count() == 0, names
             assert page.get_by_text("This session").count() == 1  # app.py's session box
             shot(page, "deep_link_first")
@@ -186,8 +186,8 @@ def wait_text(page, text: str, timeout_s: float) -> float:
 def test_a_long_session_stays_responsive_and_presets_load(server):
     """Five runs and a sweep in one session, every preset clicked, then one more run: its panel
     shows within 2 s of Start and Stop takes within 2 s (issue 14)."""
-    from kdcore import ui_support as ui
-    from pages import _lab as lab
+    from kdapp import ui
+    from kdapp import lab
 
     url, _ = server
     with playwright() as p:

@@ -143,7 +143,7 @@ def test_concurrent_runs_are_bit_identical_to_solo_runs():
 
 
 def test_an_over_budget_model_is_refused_before_it_exists(monkeypatch):
-    from kdcore import ui_support as ui
+    from kdapp import ui
     from kdcore.budget import check_model
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -160,7 +160,7 @@ def test_an_over_budget_model_is_refused_before_it_exists(monkeypatch):
 
 
 def test_the_train_page_config_is_refused_over_budget():
-    from kdcore import ui_support as ui
+    from kdapp import ui
 
     v = {"dataset": "moons", "teacher": "mlp", "student": "mlp", "teacher_params": "20000, 20000"}
     with pytest.raises(ConfigError, match="teacher mlp .* over this server's budget .* KD_MAX_PARAMS"):
@@ -174,7 +174,7 @@ def _upload(tmp_path, state) -> bytes:
 
 
 def test_uploaded_weights_with_nan_are_refused_and_not_kept(tmp_path):
-    from kdcore import ui_support as ui
+    from kdapp import ui
     from kdcore.experiment import build_models
 
     teacher, _ = build_models(FAST, (2,), 2)
@@ -185,7 +185,7 @@ def test_uploaded_weights_with_nan_are_refused_and_not_kept(tmp_path):
 
 
 def test_a_weights_file_with_code_keeps_the_real_cause(tmp_path):
-    from kdcore import ui_support as ui
+    from kdapp import ui
 
     class Evil:
         def __reduce__(self):
@@ -200,7 +200,7 @@ def test_a_weights_file_with_code_keeps_the_real_cause(tmp_path):
 
 @pytest.mark.slow
 def test_an_upload_is_stored_once_and_removed_with_the_last_run_using_it(tmp_path):
-    from kdcore import ui_support as ui
+    from kdapp import ui
     from kdcore.experiment import build_models
 
     teacher, _ = build_models(FAST, (2,), 2)
@@ -277,7 +277,7 @@ def test_an_over_budget_teacher_shows_the_limit_not_a_traceback(runs_dir):
 
 @pytest.mark.slow
 def test_a_finished_run_has_given_its_slot_back_when_a_page_first_sees_it_done():
-    from kdcore.live import LiveRun, active_runs
+    from kdapp.live import LiveRun, active_runs
 
     cfg = replace(FAST, optim=OptimConfig(epochs=1, lr=1e-2, batch_size=64),
                   teacher_optim=OptimConfig(epochs=1, lr=1e-2, batch_size=64))

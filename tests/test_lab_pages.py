@@ -25,7 +25,7 @@ def history(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab_runs")
     before_env, before_threads = os.environ.get("KD_RUNS_DIR"), torch.get_num_threads()
     os.environ["KD_RUNS_DIR"] = str(root)
-    torch.set_num_threads(1)  # tiny models; see kdcore.live.worker_threads
+    torch.set_num_threads(1)  # tiny models; see kdapp.live.worker_threads
     store = RunStore(root)
     lab = {"store": store, "recorders": tg.LAB_RECORDERS}  # as the dashboard and the CLI run them
     ids = {"plain": run_experiment(SMALL, **lab).run_id,
@@ -50,8 +50,8 @@ def page(name: str, params: dict | None = None, **more) -> AppTest:
 
 
 def key(page_name: str, name: str) -> str:
-    """A page's widget key / URL parameter for one of its settings (pages/_shared.py's Scope)."""
-    from pages import _shared as sh
+    """A page's widget key / URL parameter for one of its settings (kdapp/shared.py's Scope)."""
+    from kdapp import shared as sh
 
     return sh.SCOPES[page_name].prefix + name
 
@@ -156,7 +156,7 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
 
 @pytest.mark.slow
 def test_presets_links_set_up_exactly_their_runs(history):
-    from pages import _lab as lab
+    from kdapp import lab
 
     at = ok(page("presets"))
     presets = lab.presets()
@@ -222,7 +222,7 @@ def test_settings_stay_on_their_page_in_any_order(history):
 
 def test_every_page_keys_only_its_own_names(history):
     """No key (hence no URL parameter) is used by two pages: the scopes' prefixes keep them apart."""
-    from pages import _shared as sh
+    from kdapp import shared as sh
 
     prefixes = [s.prefix for s in sh.SCOPES.values()]
     assert len(set(prefixes)) == len(prefixes)
@@ -246,7 +246,7 @@ def test_every_page_keys_only_its_own_names(history):
 @pytest.mark.slow
 def test_presets_load_the_same_in_a_used_session(history):
     """Each preset link, clicked after other setups, gives exactly its run (unset fields at defaults)."""
-    from pages import _lab as lab
+    from kdapp import lab
 
     presets = lab.presets()
     fresh = {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore
-from kdcore.live import (DEFAULT_MAX_RUNS, LiveRun, RunLimitReached, Series, active_run_ids,
+from kdapp.live import (DEFAULT_MAX_RUNS, LiveRun, RunLimitReached, Series, active_run_ids,
                          active_runs, max_runs)
 
 
@@ -189,7 +189,7 @@ def test_snapshots_from_many_threads_while_training():
 
 
 def test_workers_pause_while_a_page_is_computed_and_never_for_long():
-    from kdcore.live import _Foreground
+    from kdapp.live import _Foreground
 
     fg = _Foreground()
     t0 = time.perf_counter()
@@ -219,7 +219,7 @@ def test_workers_pause_while_a_page_is_computed_and_never_for_long():
 
 
 def test_a_run_keeps_training_while_pages_are_computed():
-    from kdcore.live import foreground
+    from kdapp.live import foreground
 
     live = LiveRun(tiny(epochs=3), store=None).start()
     assert live.first_point.wait(20)
@@ -251,7 +251,7 @@ def test_eta_is_the_measured_pace_of_this_phase_plus_the_planned_work_of_those_t
     its measured eval cost, then each later phase at its probed costs (the distilled one after the
     teacher has cached its logits over the training rows)."""
     from kdcore.events import PhaseStart
-    from kdcore.live import PROFILE_BATCHES, PhaseCost
+    from kdapp.live import PROFILE_BATCHES, PhaseCost
 
     live = LiveRun(tiny(epochs=10), store=None)  # not started: events are fed by hand
     live._sizes = {"test": 200, "train": 224, "val": 100}
@@ -293,7 +293,7 @@ def test_eta_is_the_measured_pace_of_this_phase_plus_the_planned_work_of_those_t
 
 def test_a_later_seed_is_charged_the_measured_pace_of_its_kind_not_the_probe():
     from kdcore.events import PhaseStart
-    from kdcore.live import LiveSeeds, PhaseCost
+    from kdapp.live import LiveSeeds, PhaseCost
 
     live = LiveSeeds(tiny(epochs=2), [1, 2], store=None)
     live._sizes = {"test": 0, "train": 224, "val": 0}
@@ -306,7 +306,7 @@ def test_a_later_seed_is_charged_the_measured_pace_of_its_kind_not_the_probe():
 
 def test_probe_costs_time_the_trainers_own_steps_and_leave_the_run_untouched():
     from kdcore.data import load_data
-    from kdcore.live import probe_costs
+    from kdapp.live import probe_costs
 
     cfg = RunConfig(data=DataConfig(name="moons", n_samples=5000),
                     teacher=ModelConfig("mlp", {"hidden": [1024, 1024]}),
@@ -340,8 +340,9 @@ def test_sweep_eta_charges_later_cells_the_reused_models_tests_and_one_distilled
     """After the first cell a sweep cell evaluates the reused teacher and baseline and trains one
     distilled student: the ETA charges each cell left that, at the times later cells measured."""
     from kdcore.events import PhaseStart
-    from kdcore.live import PROFILE_BATCHES, PhaseCost
-    from kdcore.sweep import SweepPlan, SweepRun
+    from kdapp.live import PROFILE_BATCHES, PhaseCost
+    from kdapp.sweep_run import SweepRun
+    from kdcore.sweep import SweepPlan
 
     sw = SweepRun(SweepPlan(tiny(epochs=10), (0.5,), (1.0, 2.0, 4.0, 8.0, 16.0)))  # 5 cells, not started
     sw._sizes = {"test": 200, "train": 224, "val": 100}

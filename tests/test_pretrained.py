@@ -153,7 +153,7 @@ def test_frozen_pretrained_backbone_trains_only_the_head(tmp_path, cached_defaul
 
 
 def test_safetensors_teacher_upload(tmp_path):
-    from kdcore import ui_support as ui
+    from kdapp import ui
     from kdcore.weights import safetensors_bytes
 
     cfg = from_dict({"data": {"name": "moons"}, "teacher": {"name": "mlp", "params": {"hidden": [16]}}})

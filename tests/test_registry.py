@@ -17,7 +17,7 @@ from kdcore.losses import hard_ce
 from kdcore.models import build_model, seeded_init
 from kdcore.registry import MethodSpec, Param
 from kdcore.trainer import Distiller, LogitDistiller, make_distiller
-from kdcore.ui_support import loss_latex
+from kdapp.ui import loss_latex
 
 IN_SHAPE, K = (1, 8, 8), 5  # a small conv net: its tap is a feature map, which every method takes
 

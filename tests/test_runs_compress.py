@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunStore, replace,
                     run_experiment, to_dict)
-from kdcore.live import active_runs
+from kdapp.live import active_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

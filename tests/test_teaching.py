@@ -10,8 +10,9 @@ import torch.nn as nn
 from kdcore import ConfigError, EpochEnd, PhaseStart, RunConfig, RunEnd, run_experiment
 from kdcore import teaching as tg
 from kdcore.metrics import per_class_accuracy
-from kdcore.live import RunLimitReached
-from kdcore.sweep import SweepPlan, SweepRun, preset_plan, run_sweep
+from kdapp.live import RunLimitReached
+from kdapp.sweep_run import SweepRun
+from kdcore.sweep import SweepPlan, preset_plan, run_sweep
 from tests.helpers import SMALL
 
 LN2, LN3 = math.log(2), math.log(3)
@@ -20,7 +21,7 @@ LN2, LN3 = math.log(2), math.log(3)
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models train fastest on one thread, and spinning OpenMP threads slow a busy machine
-    down many times over (what the dashboard's workers do too, see kdcore.live.worker_threads)."""
+    down many times over (what the dashboard's workers do too, see kdapp.live.worker_threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -280,7 +281,7 @@ def test_sweep_trains_teacher_and_baseline_once_and_files_every_cell(store):
 
 def test_sweep_run_in_the_background_shares_the_run_limit(store, monkeypatch):
     monkeypatch.setenv("KD_MAX_RUNS", "1")
-    monkeypatch.setattr("kdcore.live.worker_threads", lambda: 1)  # 1 run would get both cores
+    monkeypatch.setattr("kdapp.live.worker_threads", lambda: 1)  # 1 run would get both cores
     sw = SweepRun(SweepPlan(SMALL, (0.5,), (1.0, 4.0)), store=store).start()
     try:
         with pytest.raises(RunLimitReached, match="KD_MAX_RUNS=1"):

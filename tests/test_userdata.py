@@ -483,8 +483,8 @@ def test_train_links_reproduce_own_data_and_name_no_path(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from kdcore.userdata import save_zip_upload
-    from pages import _lab as lab
-    from pages import _shared as sh
+    from kdapp import lab
+    from kdapp import shared as sh
 
     root = tmp_path / "root"
     make_folder(root / "other", n_per_class=10, seed=2)

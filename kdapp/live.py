@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, to_dict
-from .events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, SeedStart, StepEnd
-from .experiment import RunResult, run_experiment
-from .store import RunStore
-from .teaching import LAB_RECORDERS
+from kdcore.config import RunConfig, to_dict
+from kdcore.events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, SeedStart, StepEnd
+from kdcore.experiment import RunResult, run_experiment
+from kdcore.store import RunStore
+from kdcore.teaching import LAB_RECORDERS
 
 __all__ = ["Worker", "LiveRun", "LiveSeeds", "seed_phase", "split_phase", "SEED_SEP", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
            "active_run_ids", "probe_costs", "PhaseCost", "EVAL_BATCH", "PROFILE_BATCHES", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
@@ -140,7 +140,7 @@ def active_run_ids() -> set[int]:
 def _planned_phases(cfg: RunConfig, store: RunStore | None = None) -> tuple[str, ...]:
     """The training phases a run goes through, in order (loaded teachers train nothing, nor does a
     teacher that a finished run in ``store`` already trained)."""
-    from .experiment import find_trained_teacher
+    from kdcore.experiment import find_trained_teacher
 
     trains = cfg.teacher_source == "train" and (store is None or find_trained_teacher(store, cfg) is None)
     phases = ["teacher"] if trains else []
@@ -153,7 +153,7 @@ def _planned_phases(cfg: RunConfig, store: RunStore | None = None) -> tuple[str,
 def load_with_sizes(data_cfg) -> tuple[Any, dict]:
     """(the DataBundle, the sizes an ETA plans with), loaded before a job so it is loaded once;
     (None, {}) when it cannot be loaded: the job loads it again and reports why."""
-    from .data import load_data
+    from kdcore.data import load_data
 
     try:
         data = load_data(data_cfg)
@@ -179,7 +179,7 @@ PROFILE_BATCHES = 11  # kdcore.models.profile: 2 warm-up + 9 timed batches at th
 
 def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
     """Seconds per sample of an eval forward at the evaluation batch, as predict_logits runs it."""
-    from .trainer import predict_logits
+    from kdcore.trainer import predict_logits
 
     rows = x[:EVAL_BATCH]
     if not len(rows):
@@ -194,7 +194,7 @@ def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
                  min_steps: int = 8, min_s: float = 0.03, max_steps: int = 30) -> float:
     """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.trainer.fit`
     itself, stopped after a few steps; the first two (warm-up) do not count, nor does the slowest."""
-    from .trainer import fit
+    from kdcore.trainer import fit
 
     stop = threading.Event()
     times: list[float] = []
@@ -239,11 +239,11 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], data, *, callback=None,
         {phase: PhaseCost}, plus "teacher" (forward only) when asked; a phase whose model cannot be
         built or trained here is left out (the ETA then charges it the current pace).
     """
-    from .config import phase_architectures
-    from .data import student_views
-    from .experiment import without_class
-    from .models import build_model, seeded_init
-    from .trainer import Alone, make_distiller
+    from kdcore.config import phase_architectures
+    from kdcore.data import student_views
+    from kdcore.experiment import without_class
+    from kdcore.models import build_model, seeded_init
+    from kdcore.trainer import Alone, make_distiller
 
     device = torch.device(cfg.device)
     arch = phase_architectures(cfg)
@@ -738,13 +738,13 @@ class LiveResume(LiveRun):
     under its own id, watched like a new run."""
 
     def __init__(self, run_id: int, *, store: RunStore, max_points: int = 300):
-        from .config import from_dict
+        from kdcore.config import from_dict
 
         super().__init__(from_dict(store.get(run_id)["config"]), store=store, max_points=max_points)
         self.resume_id = run_id
 
     def _run(self) -> RunResult:
-        from .experiment import resume
+        from kdcore.experiment import resume
 
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data  # what the ETA's probe of the phases to come trains on
@@ -787,7 +787,7 @@ class LiveSeeds(LiveRun):
         self._seed: int | None = None
 
     def _run(self):
-        from .experiment import compare
+        from kdcore.experiment import compare
 
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data

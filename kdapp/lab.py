@@ -20,10 +20,10 @@ from plotly.subplots import make_subplots
 import kdcore
 from kdcore import ConfigError, DataUnavailable
 from kdcore import teaching as tg
-from kdcore.live import RunLimitReached
+from kdapp.live import RunLimitReached
 from kdcore.trainer import predict_logits
-from pages import _shared as sh
-from pages._charts import PALETTE, PHASE_COLORS, layout, log_ticks
+from kdapp import shared as sh
+from kdapp.charts import PALETTE, PHASE_COLORS, layout, log_ticks
 
 PLOT = {"displaylogo": False}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kdcore.live import split_phase
+from kdapp.live import split_phase
 
 PHASE_COLORS = {"teacher": "#7f7f7f", "baseline": "#1f77b4", "distilled": "#d62728", "pseudo": "#ff7f0e"}
 SEED_OPACITY = 0.3  # one seed's curve in a multi-seed run; their mean is drawn solid

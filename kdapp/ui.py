@@ -13,18 +13,18 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .lazy import pandas as pd  # imported on first use: start-up stays fast
+from kdcore.lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 
-from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
-from .errors import ConfigError
-from .experiment import MAX_WEIGHTS_BYTES, accuracy_gain, load_teacher_weights
-from .experiment import results_table as experiment_results_table
-from .models import build_model, profile, seeded_init
-from .rebuild import run_models  # shown on the Runs and lab pages
-from .registry import LOSSES, MODELS
-from .store import RunStore, default_runs_dir, run_row
-from .teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
+from kdcore.config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+from kdcore.errors import ConfigError
+from kdcore.experiment import MAX_WEIGHTS_BYTES, accuracy_gain, load_teacher_weights
+from kdcore.experiment import results_table as experiment_results_table
+from kdcore.models import build_model, profile, seeded_init
+from kdcore.rebuild import run_models  # shown on the Runs and lab pages
+from kdcore.registry import LOSSES, MODELS
+from kdcore.store import RunStore, default_runs_dir, run_row
+from kdcore.teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
 
 __all__ = [
     "ROLE_DEFAULT_PARAMS", "default_params", "parse_params", "params_text", "models_for",
@@ -139,7 +139,7 @@ def build_config(v: dict[str, Any]) -> RunConfig:
     weights = tuple(float(w) for w in v.get("teacher_weights") or ())
     if len(set(weights)) == 1 and weights[0] > 0:
         weights = ()  # all equal is the default (plain average), so the config says so
-    from .budget import check_budget
+    from kdcore.budget import check_budget
 
     cfg = RunConfig(data=data, teacher=teacher, student=student, loss=loss, optim=optim,
                     teacher_optim=t_optim, teacher_source=v.get("teacher_source", "train"),
@@ -187,7 +187,7 @@ def profile_dict(name: str, params: dict, in_shape: tuple[int, ...], num_classes
     Raises:
         ConfigError: the model cannot be built with these params.
     """
-    from .budget import check_model
+    from kdcore.budget import check_model
 
     # refuse an over-budget model before a byte of it exists (the page shows the message)
     check_model(ModelConfig(name, params), tuple(in_shape), num_classes, batch_size=batch_size, role="model")
@@ -217,7 +217,7 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
         raise ConfigError("the uploaded teacher weights file is empty")
     folder = Path(runs_dir if runs_dir is not None else default_runs_dir()) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    from .weights import is_safetensors
+    from kdcore.weights import is_safetensors
 
     suffix = ".safetensors" if is_safetensors(content[:9]) else ".pt"  # the bytes say which, not the name
     path = folder / f"{hashlib.sha256(content).hexdigest()[:32]}{suffix}"

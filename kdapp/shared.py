@@ -12,8 +12,8 @@ import streamlit as st
 import torch
 
 import kdcore
-from kdcore import ui_support as ui
-from kdcore.live import LiveResume, LiveRun, LiveSeeds, RunLimitReached, worker_threads
+from kdapp import ui
+from kdapp.live import LiveResume, LiveRun, LiveSeeds, RunLimitReached, worker_threads
 from kdcore.store import default_runs_dir
 
 POLL_S = 0.5  # how often a live view polls while a run trains (the Train page has its own cadences)
@@ -34,7 +34,7 @@ class SessionRuns:
 
     def __init__(self) -> None:
         self.live: LiveRun | None = None
-        self.sweep = None  # a kdcore.sweep.SweepRun started from the α × T sweep page
+        self.sweep = None  # a kdapp.sweep_run.SweepRun started from the α × T sweep page
         self.last_run_id: int | None = None
         self._lock = threading.Lock()
         self.owner = uuid.uuid4().hex  # filed with this session's runs: on a shared server it deletes only those
@@ -197,7 +197,7 @@ def store() -> kdcore.RunStore:
 
 @st.cache_data(show_spinner="Measuring the model…", max_entries=64)
 def model_profile(name: str, params_json: str, in_shape: tuple, num_classes: int, batch: int) -> dict:
-    """Cached :func:`kdcore.ui_support.profile_dict` (params, size, latency)."""
+    """Cached :func:`kdapp.ui.profile_dict` (params, size, latency)."""
     import json
 
     return ui.profile_dict(name, json.loads(params_json), in_shape, num_classes, batch)
@@ -265,7 +265,7 @@ def sidebar_status() -> None:
 
 
 def _sidebar_run(holder: SessionRuns) -> None:
-    from kdcore.live import active_runs, max_runs
+    from kdapp.live import active_runs, max_runs
 
     # The jobs training when the page was drawn: the page is redrawn once when they have all
     # ended. (Waiting on the last *run* instead, while a sweep trained after a finished run,
