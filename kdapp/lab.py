@@ -447,7 +447,8 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str | list[str]]:
         ConfigError: own data whose path is neither in the data root nor an upload: no link may
             name it (the Train page would refuse it anyway).
     """
-    from kdcore import DATASETS, ui_support as ui
+    from kdapp import ui
+    from kdcore import DATASETS
 
     spec = DATASETS.get(cfg.data.name)
 
