@@ -1,4 +1,4 @@
-"""Decoding an image folder with and without DataLoader worker processes (kdcore.userdata).
+"""Decoding an image folder with and without DataLoader worker processes (kdcore.data.own).
 
     python benchmarks/fmnist_to_folder.py --out /tmp/fmnist_png     # once: 70,000 PNG files
     python benchmarks/bench_decode.py --folder /tmp/fmnist_png --workers 0 2
@@ -19,13 +19,13 @@ import torch
 
 from kdcore import from_dict
 from kdcore.data import load_data
-from kdcore.userdata import close_decoders
+from kdcore.data.own import close_decoders
 
 
 def student_epoch(data) -> float:
     from kdcore.config import OptimConfig
     from kdcore.models import build_model
-    from kdcore.trainer import Alone, fit
+    from kdcore.train.trainer import Alone, fit
 
     torch.manual_seed(0)
     m = build_model("mlp", in_shape=tuple(data.in_shape), num_classes=len(data.classes), params={"hidden": [32]})

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from kdcore import (DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, compare,
                     replace)
 from kdcore.data import batches, load_data
-from kdcore.experiment import build_models
-from kdcore.trainer import Alone, LogitDistiller, fit, make_generator, predict_logits
+from kdcore.train.experiment import build_models
+from kdcore.train.trainer import Alone, LogitDistiller, fit, make_generator, predict_logits
 
 CFG = RunConfig(
     data=DataConfig(name="fashion_mnist"),

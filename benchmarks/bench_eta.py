@@ -81,7 +81,7 @@ def measure(cfg: RunConfig) -> list[tuple[str, float, float, list[float], float]
 
 
 def sweep_plan(quick: bool):
-    from kdcore.sweep import SweepPlan
+    from kdcore.train.sweep import SweepPlan
 
     base = RunConfig(
         data=DataConfig(name="fashion_mnist", train_subset=5000), teacher=ModelConfig("cnn", {}),

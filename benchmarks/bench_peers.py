@@ -44,7 +44,7 @@ from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, replace
 from kdcore.data import load_data
 from kdcore.events import EpochEnd, PhaseStart
 from kdcore.models import build_model
-from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits
+from kdcore.train.trainer import Alone, LogitDistiller, fit, predict_logits
 
 T, ALPHA, LR, BATCH = 4.0, 0.5, 1e-3, 128
 TEACHER = ModelConfig("cnn", {"width": 16, "hidden": 256})

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from kdcore import DataConfig, OptimConfig
 from kdcore.data import load_data
 from kdcore.models import build_model
-from kdcore.trainer import Alone, fit
+from kdcore.train.trainer import Alone, fit
 
 LR, BATCH = 1e-3, 128
 
@@ -70,7 +70,7 @@ def kdcore_epochs(model, data, epochs: int):
 
 def cache_table(data, rounds: int) -> None:
     """CPU time of kdcore's teacher-logit cache (predict_logits over the training set) by batch size."""
-    from kdcore.trainer import predict_logits
+    from kdcore.train.trainer import predict_logits
 
     torch.manual_seed(0)
     teacher = build_model("cnn", in_shape=data.in_shape, num_classes=10, params={"width": 16, "hidden": 256}).eval()

@@ -26,7 +26,7 @@ import torch
 from kdcore import RunStore
 from kdcore.config import DataConfig, ModelConfig, OptimConfig, RunConfig, replace
 from kdcore.events import EpochEnd
-from kdcore.experiment import CHECKPOINT_ENV, checkpoint_every_s, resume, run_experiment
+from kdcore.train.experiment import CHECKPOINT_ENV, checkpoint_every_s, resume, run_experiment
 
 
 def configs(quick: bool) -> dict[str, RunConfig]:

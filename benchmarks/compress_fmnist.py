@@ -5,7 +5,7 @@
 
 A CNN teacher trains on Fashion-MNIST, then the student (an MLP, whose Linear layers are what
 dynamic int8 quantization converts) is trained alone and distilled (KD, T = 4, α = 0.5). The
-distilled student is then compressed with :func:`kdcore.compress.compression_table`: int8 dynamic
+distilled student is then compressed with :func:`kdcore.ship.compress.compression_table`: int8 dynamic
 quantization, global magnitude pruning at several shares, and both. Every row is measured on the
 full 10,000-image test set; latency is one batch on this machine's CPU (median of repeats).
 """
@@ -19,7 +19,7 @@ import time
 import torch
 
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, run_experiment
-from kdcore.compress import compression_table
+from kdcore.ship.compress import compression_table
 from kdcore.data import load_data
 
 

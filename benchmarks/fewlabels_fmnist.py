@@ -44,7 +44,7 @@ def _init(threads: int, data_dir: str | None) -> None:
 
 def _cfg(size: int, seed: int, *, transfer: bool, epochs: int, variant: tuple | None = None):
     from kdcore import replace
-    from kdcore.presets import TRANSFER_RATIO, fmnist_run
+    from kdcore.lab.presets import TRANSFER_RATIO, fmnist_run
 
     T, alpha, ratio = variant or (2.0, 0.1, TRANSFER_RATIO)
     cfg = fmnist_run(f"fewlabels {size}", labelled=size, transfer=transfer and size > 0,
@@ -64,8 +64,8 @@ def train_teacher(job: tuple) -> tuple[int, str, float, float]:
     cfg = replace(cfg, teacher_optim=OptimConfig(epochs=teacher_epochs, lr=1e-3, batch_size=128))
     t0 = time.perf_counter()
     from kdcore.data import load_data
-    from kdcore.experiment import build_models
-    from kdcore.trainer import Alone, fit
+    from kdcore.train.experiment import build_models
+    from kdcore.train.trainer import Alone, fit
 
     data = load_data(cfg.data)
     teacher, _ = build_models(cfg, tuple(data.in_shape), len(data.classes))
@@ -85,7 +85,7 @@ def run_variant(job: tuple) -> dict:
 
     from kdcore import run_experiment
     from kdcore.data import load_data
-    from kdcore.experiment import build_models
+    from kdcore.train.experiment import build_models
 
     cfg = _cfg(size, seed, transfer=True, epochs=epochs, variant=variant)
     data = load_data(cfg.data)
@@ -106,7 +106,7 @@ def run_cell(job: tuple) -> list[dict]:
 
     from kdcore import run_experiment
     from kdcore.data import load_data
-    from kdcore.experiment import build_models
+    from kdcore.train.experiment import build_models
 
     rows = []
     cfg = _cfg(size, seed, transfer=False, epochs=epochs)

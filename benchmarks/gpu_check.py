@@ -38,12 +38,12 @@ from pathlib import Path
 
 import torch
 
-from kdcore import trainer
+from kdcore.train import trainer
 from kdcore.config import LossConfig, OptimConfig
 from kdcore.data import DataBundle
 from kdcore.events import EpochEnd, StepEnd
 from kdcore.models import build_model, count_params
-from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits
+from kdcore.train.trainer import Alone, LogitDistiller, fit, predict_logits
 
 KD = LossConfig(name="kd", temperature=4.0, alpha=0.5)
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -335,7 +335,7 @@ def bare_epochs(student, data, device, epochs: int, batch_size: int, lr: float,
 
 @contextlib.contextmanager
 def patched(**attrs):
-    """Swap kdcore.trainer attributes for an ablation row, then put them back."""
+    """Swap kdcore.train.trainer attributes for an ablation row, then put them back."""
     saved = {k: getattr(trainer, k) for k in attrs}
     try:
         for k, v in attrs.items():

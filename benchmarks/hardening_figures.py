@@ -39,13 +39,13 @@ def _fuzz(tmp: Path) -> dict:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    import kdcore.experiment as ex
+    import kdcore.train.experiment as ex
 
     def would_run(*a, **k):
         raise WouldRun()
 
     ex.run_experiment = ex.compare = would_run
-    import kdcore.distributed as dist  # --nproc 1000 would start 1000 processes: count it, do not do it
+    import kdcore.train.distributed as dist  # --nproc 1000 would start 1000 processes: count it, do not do it
 
     dist.run_distributed = would_run
     from kdcore.cli import main
@@ -111,7 +111,7 @@ def _init(n: int = 200) -> dict:
     import torch
 
     from kdcore.config import ModelConfig, RunConfig, replace
-    from kdcore.experiment import build_models
+    from kdcore.train.experiment import build_models
 
     base = RunConfig(teacher=ModelConfig("mlp", {"hidden": [128, 128]}), student=ModelConfig("mlp", {"hidden": [64]}))
     seeds = list(range(n))
@@ -197,7 +197,7 @@ def _uploads(tmp: Path) -> dict:
     from kdcore import RunStore
     from kdapp import ui
     from kdcore.config import OptimConfig, RunConfig, replace
-    from kdcore.experiment import build_models, run_experiment
+    from kdcore.train.experiment import build_models, run_experiment
 
     cfg = RunConfig()
     teacher, _ = build_models(cfg, (2,), 2)

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from kdcore import RunStore, replace, run_experiment, to_dict
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdcore.data import load_data
 from kdapp.live import worker_threads
-from kdcore.trainer import predict_logits
+from kdcore.train.trainer import predict_logits
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ def config(data: dict, subset: int = 0) -> dict:
 def student_epoch(data) -> float:
     from kdcore.config import OptimConfig
     from kdcore.models import build_model
-    from kdcore.trainer import Alone, fit
+    from kdcore.train.trainer import Alone, fit
 
     torch.manual_seed(0)
     m = build_model("mlp", in_shape=tuple(data.in_shape), num_classes=len(data.classes), params={"hidden": [32]})
@@ -96,10 +96,10 @@ def main() -> None:
     print(f"\n## 3. In memory vs streamed\n\nstudent epoch over {len(mem.y_train)} images, median of "
           f"{args.repeats} interleaved: in memory **{a:.2f} s**, streamed from disk **{b:.2f} s** "
           f"(**{b / a:.1f}x**; decoding {len(mem.y_train) / max(b - a, 1e-9):,.0f} images/s on "
-          f"{kdcore.userdata._workers()} worker threads)")
+          f"{kdcore.data.own._workers()} worker threads)")
 
-    from kdcore.compress import load_run_model
-    from kdcore.export import export_run, load_safetensors_model
+    from kdcore.ship.compress import load_run_model
+    from kdcore.ship.export import export_run, load_safetensors_model
 
     rid = int(args.reuse.rsplit(":", 1)[1]) if args.reuse else rows["image folder (PNG)"][0].run_id
     print("\n## 4. Export of the distilled student (run on the folder)\n")
@@ -123,7 +123,7 @@ def main() -> None:
           f".safetensors file rebuilt with load_safetensors_model gives {'the same' if same else 'DIFFERENT'} "
           f"logits as the stored model on all {len(mem.y_test)} test images)")
 
-    from kdcore.tensorboard_export import export_tensorboard
+    from kdcore.ship.tensorboard import export_tensorboard
 
     t0 = time.perf_counter()
     out = Path(store.root) / "tb"

@@ -5,7 +5,7 @@
 
 1. The default synthetic run (the Train page's defaults = ``python -m kdcore config``) once per
    seed, each with its own teacher, as a user pressing Start with that seed would: its verdict.
-2. Each Fashion-MNIST preset run (kdcore/presets.py) over the seeds, all from one teacher trained
+2. Each Fashion-MNIST preset run (kdcore/lab/presets.py) over the seeds, all from one teacher trained
    once (seed 0; the presets share its config), with each seed's paired gain and interval.
 3. The few-labels preset end to end in one process with a fresh teacher, timed (wall clock),
    with the load average: the "about 2 minutes" on the page.
@@ -63,9 +63,9 @@ def train_teacher(job: tuple) -> tuple[str, float]:
     import torch
 
     from kdcore.data import load_data
-    from kdcore.experiment import build_models
-    from kdcore.presets import run_presets
-    from kdcore.trainer import Alone, fit
+    from kdcore.train.experiment import build_models
+    from kdcore.lab.presets import run_presets
+    from kdcore.train.trainer import Alone, fit
 
     cfg = _shrink(run_presets()[0].runs[0][1])
     data = load_data(cfg.data)
@@ -85,8 +85,8 @@ def preset_cell(job: tuple) -> dict:
 
     from kdcore import replace, run_experiment
     from kdcore.data import load_data
-    from kdcore.experiment import build_models
-    from kdcore.presets import run_presets
+    from kdcore.train.experiment import build_models
+    from kdcore.lab.presets import run_presets
 
     preset = {p.key: p for p in run_presets()}[key]
     label, cfg = preset.runs[i]
@@ -105,7 +105,7 @@ def preset_cell(job: tuple) -> dict:
 
 def timed_preset() -> dict:
     from kdcore import run_experiment
-    from kdcore.presets import run_presets
+    from kdcore.lab.presets import run_presets
 
     cfg = run_presets()[0].runs[0][1]
     load0 = os.getloadavg()[0]
@@ -180,7 +180,7 @@ def main() -> int:
         with open(args.out, "a") as f:
             f.write(line)
         return 0
-    from kdcore.presets import run_presets
+    from kdcore.lab.presets import run_presets
 
     presets = run_presets()
     t0 = time.perf_counter()

@@ -1,11 +1,11 @@
-"""Time the preset α × T sweep (kdcore.sweep.PRESET) on real Fashion-MNIST. Prints a markdown report.
+"""Time the preset α × T sweep (kdcore.train.sweep.PRESET) on real Fashion-MNIST. Prints a markdown report.
 
     python benchmarks/sweep_preset.py                 # the preset as the Sweep page runs it
     python benchmarks/sweep_preset.py --json out.json
     python benchmarks/sweep_preset.py --student 256,256          # the same grid, a bigger student
 
 The teacher (CNN) and the baseline student (MLP 784-32-10) train once, in the first cell; every
-other cell trains one distilled student and reuses them (kdcore.sweep.run_sweep). The budget the
+other cell trains one distilled student and reuses them (kdcore.train.sweep.run_sweep). The budget the
 issue sets: under 5 minutes on 2 CPU cores, start to last cell.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from kdcore import RunStore, to_dict
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp.live import worker_threads
-from kdcore.sweep import PRESET, preset_plan, run_sweep
+from kdcore.train.sweep import PRESET, preset_plan, run_sweep
 
 BUDGET_S = 300
 

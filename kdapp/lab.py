@@ -1,7 +1,7 @@
 """Glue and figures shared by the teaching-lab pages (temperature, boundaries, dark knowledge,
 omitted class, sweep, presets). Not a page (the leading underscore).
 
-The maths is in :mod:`kdcore.teaching`; the figures below are pure functions of plain data.
+The maths is in :mod:`kdcore.lab.teaching`; the figures below are pure functions of plain data.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from plotly.subplots import make_subplots
 
 import kdcore
 from kdcore import ConfigError, DataUnavailable
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp.live import RunLimitReached
-from kdcore.trainer import predict_logits
+from kdcore.train.trainer import predict_logits
 from kdapp import shared as sh
 from kdapp.charts import PALETTE, PHASE_COLORS, layout, log_ticks
 
@@ -483,8 +483,7 @@ def train_query(cfg: kdcore.RunConfig) -> dict[str, str | list[str]]:
 
 def _own_data_query(data: kdcore.DataConfig) -> dict[str, str | list[str]]:
     """The Train page's own-data widgets for ``data``: its source by name, never by path."""
-    from kdcore import userdata
-
+    from kdcore.data import own as userdata
     src = userdata.source_of(data.path, sh.runs_dir())
     if src is None:
         raise ConfigError(f"data.path {data.path!r} is neither a dataset of the data root "
@@ -551,7 +550,7 @@ def _train_link(label: str, cfg: kdcore.RunConfig) -> Link:
     return Link(label, "pages/train.py", "", train_query(cfg))
 
 
-# What to look for in each Train-page preset (kdcore.presets holds its runs and its claim;
+# What to look for in each Train-page preset (kdcore.lab.presets holds its runs and its claim;
 # docs/presets.md what was measured). Keyed by the preset's key.
 _LOOK_FOR = {
     "few_labels": (
@@ -579,7 +578,7 @@ _LOOK_FOR = {
 
 def presets() -> list[Preset]:
     """The one-click setups of the Presets page: kdcore's run presets, then the lab's own."""
-    from kdcore.presets import run_presets
+    from kdcore.lab.presets import run_presets
 
     grid = dict(dataset="fashion_mnist", subset=10000, teacher=("cnn", ""), teacher_epochs=6, epochs=10,
                 lr=1e-3)

@@ -1,6 +1,6 @@
 """One run in a background thread, read through a locked snapshot (the dashboard's worker).
 
-:class:`LiveRun` calls :func:`kdcore.experiment.run_experiment` in a daemon thread with a
+:class:`LiveRun` calls :func:`kdcore.train.experiment.run_experiment` in a daemon thread with a
 callback that folds each event into its state under a lock; a page copies that state with
 :meth:`LiveRun.snapshot` as often as it likes and never touches the training objects. Chart
 series keep every k-th point and double k when full, so a long run stays at a bounded number
@@ -25,9 +25,9 @@ import torch
 
 from kdcore.config import RunConfig, to_dict
 from kdcore.events import EpochEnd, PhaseEnd, PhaseStart, RunEnd, SeedStart, StepEnd
-from kdcore.experiment import RunResult, run_experiment
-from kdcore.store import RunStore
-from kdcore.teaching import LAB_RECORDERS
+from kdcore.train.experiment import RunResult, run_experiment
+from kdcore.history.store import RunStore
+from kdcore.lab.teaching import LAB_RECORDERS
 
 __all__ = ["Worker", "LiveRun", "LiveSeeds", "seed_phase", "split_phase", "SEED_SEP", "LiveSnapshot", "Series", "RunLimitReached", "max_runs", "active_runs",
            "active_run_ids", "probe_costs", "PhaseCost", "EVAL_BATCH", "PROFILE_BATCHES", "claim_slot", "release_slot", "worker_threads", "foreground", "MAX_RUNS_ENV", "DEFAULT_MAX_RUNS"]
@@ -140,7 +140,7 @@ def active_run_ids() -> set[int]:
 def _planned_phases(cfg: RunConfig, store: RunStore | None = None) -> tuple[str, ...]:
     """The training phases a run goes through, in order (loaded teachers train nothing, nor does a
     teacher that a finished run in ``store`` already trained)."""
-    from kdcore.experiment import find_trained_teacher
+    from kdcore.train.experiment import find_trained_teacher
 
     trains = cfg.teacher_source == "train" and (store is None or find_trained_teacher(store, cfg) is None)
     phases = ["teacher"] if trains else []
@@ -173,13 +173,13 @@ class PhaseCost:
     epoch_rows: int = 0  # labelled rows an epoch passes over (a few-labels student sees fewer)
 
 
-EVAL_BATCH = 1024  # kdcore.trainer.predict_logits' batch: validation, test metrics and cached logits
+EVAL_BATCH = 1024  # kdcore.train.trainer.predict_logits' batch: validation, test metrics and cached logits
 PROFILE_BATCHES = 11  # kdcore.models.profile: 2 warm-up + 9 timed batches at the students' batch size
 
 
 def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
     """Seconds per sample of an eval forward at the evaluation batch, as predict_logits runs it."""
-    from kdcore.trainer import predict_logits
+    from kdcore.train.trainer import predict_logits
 
     rows = x[:EVAL_BATCH]
     if not len(rows):
@@ -192,9 +192,9 @@ def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
 
 def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
                  min_steps: int = 8, min_s: float = 0.03, max_steps: int = 30) -> float:
-    """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.trainer.fit`
+    """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.train.trainer.fit`
     itself, stopped after a few steps; the first two (warm-up) do not count, nor does the slowest."""
-    from kdcore.trainer import fit
+    from kdcore.train.trainer import fit
 
     stop = threading.Event()
     times: list[float] = []
@@ -224,7 +224,7 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], data, *, callback=None,
 
     Each phase's model (an extra teacher, the student alone, the student with its distiller) is
     trained for a few steps on the data it will train on, through the trainer's own loop
-    (:func:`kdcore.trainer.fit`, with ``callback`` receiving its events as the run's do), and
+    (:func:`kdcore.train.trainer.fit`, with ``callback`` receiving its events as the run's do), and
     stopped; its eval forward is timed at the evaluation batch on the validation split. Fresh
     models of the same architectures, under a forked RNG and the init lock, so the run's models
     and random streams are untouched. Cached teacher logits are stood in for by random ones of
@@ -241,9 +241,9 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], data, *, callback=None,
     """
     from kdcore.config import phase_architectures
     from kdcore.data import student_views
-    from kdcore.experiment import without_class
+    from kdcore.train.experiment import without_class
     from kdcore.models import build_model, seeded_init
-    from kdcore.trainer import Alone, make_distiller
+    from kdcore.train.trainer import Alone, make_distiller
 
     device = torch.device(cfg.device)
     arch = phase_architectures(cfg)
@@ -695,7 +695,7 @@ class LiveRun(Worker):
     def _finish_s(self, phase: str) -> float:
         """Seconds of a phase's end (test metrics, latency profile, comparisons): as long as the
         same kind of phase took (a student's, for another student), else its model over the test
-        set and the latency profile at its eval cost, as kdcore.experiment runs them."""
+        set and the latency profile at its eval cost, as kdcore.train.experiment runs them."""
         base = split_phase(phase)[0]
         if base in self._finished_s:
             return self._finished_s[base]
@@ -734,7 +734,7 @@ SEED_SEP = " · seed "  # a multi-seed run's student phases are named "baseline 
 
 
 class LiveResume(LiveRun):
-    """An interrupted or stopped run trained on from its checkpoints (:func:`kdcore.experiment.resume`)
+    """An interrupted or stopped run trained on from its checkpoints (:func:`kdcore.train.experiment.resume`)
     under its own id, watched like a new run."""
 
     def __init__(self, run_id: int, *, store: RunStore, max_points: int = 300):
@@ -744,7 +744,7 @@ class LiveResume(LiveRun):
         self.resume_id = run_id
 
     def _run(self) -> RunResult:
-        from kdcore.experiment import resume
+        from kdcore.train.experiment import resume
 
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data  # what the ETA's probe of the phases to come trains on
@@ -768,7 +768,7 @@ class LiveSeeds(LiveRun):
 
     Teachers train once (first seed); every seed's students are filed under their own phase
     names (``baseline · seed 1``) so a page can draw each seed's curves and their mean. When it
-    ends, ``result`` is the :class:`~kdcore.experiment.CompareResult`.
+    ends, ``result`` is the :class:`~kdcore.train.experiment.CompareResult`.
     """
 
     thread_name = "kd-live-seeds"
@@ -787,7 +787,7 @@ class LiveSeeds(LiveRun):
         self._seed: int | None = None
 
     def _run(self):
-        from kdcore.experiment import compare
+        from kdcore.train.experiment import compare
 
         data, self._sizes = load_with_sizes(self.cfg.data)
         self._data = data

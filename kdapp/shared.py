@@ -14,7 +14,7 @@ import torch
 import kdcore
 from kdapp import ui
 from kdapp.live import LiveResume, LiveRun, LiveSeeds, RunLimitReached, worker_threads
-from kdcore.store import default_runs_dir
+from kdcore.history.store import default_runs_dir
 
 POLL_S = 0.5  # how often a live view polls while a run trains (the Train page has its own cadences)
 MAX_POINTS = 200  # per phase and series: enough for a smooth curve, cheap for the browser

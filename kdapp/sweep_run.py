@@ -1,4 +1,4 @@
-"""The dashboard's α × T sweep worker: :func:`kdcore.sweep.run_sweep` in a background thread,
+"""The dashboard's α × T sweep worker: :func:`kdcore.train.sweep.run_sweep` in a background thread,
 read through a locked snapshot as :class:`kdapp.live.LiveRun` is, with an ETA over the cells."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdcore.events import EpochEnd, PhaseStart, StepEnd
-from kdcore.store import RunStore
-from kdcore.sweep import SweepPlan, SweepResult, run_sweep
-from kdcore.teaching import LAB_RECORDERS
+from kdcore.history.store import RunStore
+from kdcore.train.sweep import SweepPlan, SweepResult, run_sweep
+from kdcore.lab.teaching import LAB_RECORDERS
 
 from . import live as _live
 

@@ -18,13 +18,13 @@ import torch
 
 from kdcore.config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from kdcore.errors import ConfigError
-from kdcore.experiment import MAX_WEIGHTS_BYTES, accuracy_gain, load_teacher_weights
-from kdcore.experiment import results_table as experiment_results_table
+from kdcore.train.experiment import MAX_WEIGHTS_BYTES, accuracy_gain, load_teacher_weights
+from kdcore.train.experiment import results_table as experiment_results_table
 from kdcore.models import build_model, profile, seeded_init
-from kdcore.rebuild import run_models  # shown on the Runs and lab pages
+from kdcore.history.rebuild import run_models  # shown on the Runs and lab pages
 from kdcore.registry import LOSSES, MODELS
-from kdcore.store import RunStore, default_runs_dir, run_row
-from kdcore.teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
+from kdcore.history.store import RunStore, default_runs_dir, run_row
+from kdcore.lab.teaching import class_similarity, entropy, soft_targets  # the lab's maths, shown on the app's pages too
 
 __all__ = [
     "ROLE_DEFAULT_PARAMS", "default_params", "parse_params", "params_text", "models_for",
@@ -202,7 +202,7 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
     """Store an uploaded teacher ``.pt`` or ``.safetensors`` and check it loads into ``cfg``'s teacher.
 
     The bytes go to ``<runs_dir>/uploads/<sha256>.pt`` (or ``.safetensors``) and are read back with
-    :func:`kdcore.experiment.load_teacher_weights` (``weights_only=True``, strict, size limit).
+    :func:`kdcore.train.experiment.load_teacher_weights` (``weights_only=True``, strict, size limit).
     A file that fails the check is removed again.
 
     Returns:
@@ -217,7 +217,7 @@ def save_teacher_upload(content: bytes, cfg: RunConfig, runs_dir: str | os.PathL
         raise ConfigError("the uploaded teacher weights file is empty")
     folder = Path(runs_dir if runs_dir is not None else default_runs_dir()) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    from kdcore.weights import is_safetensors
+    from kdcore.history.weights import is_safetensors
 
     suffix = ".safetensors" if is_safetensors(content[:9]) else ".pt"  # the bytes say which, not the name
     path = folder / f"{hashlib.sha256(content).hexdigest()[:32]}{suffix}"
@@ -261,7 +261,7 @@ RESULT_COLUMNS = {  # metric key -> column title in the comparison table
 
 
 def results_table(metrics: dict[str, dict], cfg: RunConfig | None = None) -> pd.DataFrame:
-    """The dashboard's view of :func:`kdcore.experiment.results_table`: every model, titled columns."""
+    """The dashboard's view of :func:`kdcore.train.experiment.results_table`: every model, titled columns."""
     t = experiment_results_table(metrics, cfg)
     keep = ["model", *(["architecture"] if cfg is not None else []), *RESULT_COLUMNS]
     out = t[keep].rename(columns=RESULT_COLUMNS)

@@ -19,16 +19,16 @@ _EXPORTS = {
     **dict.fromkeys(["ConfigError", "DataUnavailable"], "errors"),
     **dict.fromkeys(["EpochEnd", "PhaseEnd", "PhaseStart", "RunEnd", "StepEnd"], "events"),
     **dict.fromkeys(["CompareResult", "RunResult", "compare", "distillation_target", "results_table",
-                     "run_experiment", "verdict"], "experiment"),
+                     "run_experiment", "verdict"], "train.experiment"),
     **dict.fromkeys(["METHOD_INFO", "MULTI_TEACHER_INFO"], "methods"),
-    "RunStore": "store",
+    "RunStore": "history.store",
 }
 
 # the modules whose import registers the built-in entries, in the order select boxes list them
 _REGISTERING = ("data", "losses", "models",
                 "methods",  # dkd, logit_std, fitnets, at, sp, rkd, adversarial
-                "userdata",  # image_folder and csv: your own data
-                "pretrained")  # torchvision: any torchvision classifier
+                "data.own",  # image_folder and csv: your own data
+                "models.pretrained")  # torchvision: any torchvision classifier
 
 
 def _fill_registries() -> None:

@@ -68,7 +68,7 @@ def refuse(field: str, value, key: str, fix: str = "make it smaller") -> ConfigE
 
 @dataclass(frozen=True)
 class DataSize:
-    """What a data set of the user's own files will take, counted from its listing (kdcore.userdata)."""
+    """What a data set of the user's own files will take, counted from its listing (kdcore.data.own)."""
 
     samples: int  # images or rows that loading reads (every split; the training split after train_subset)
     train: int  # samples in the training split: what one epoch goes through
@@ -122,7 +122,7 @@ def _own_size(cfg: RunConfig) -> DataSize | None:
     """The listing's count of a data set read from the user's files; None for the built-in sets."""
     from .registry import DATASETS
 
-    # only kdcore.userdata's specs (image_folder, csv) have data_size; built-in sets are known sizes
+    # only kdcore.data.own's specs (image_folder, csv) have data_size; built-in sets are known sizes
     sized = getattr(DATASETS.get(cfg.data.name), "data_size", None)
     return sized(cfg.data) if sized is not None and cfg.data.path else None
 
@@ -196,7 +196,7 @@ def preflight(cfg: RunConfig, runs_dir=None) -> None:
         if src.startswith("file:") and not os.path.isfile(src[5:]):
             raise ConfigError(f"{field} = {src!r}: there is no file {src[5:]!r}")
         if src.startswith("run:"):
-            from .store import RunStore
+            from .history.store import RunStore
 
             if not RunStore(runs_dir).weights_path(int(src[4:]), "teacher").is_file():
                 raise ConfigError(f"{field} = {src!r}: run {src[4:]} has no saved teacher in the history "

@@ -151,7 +151,7 @@ class Progress:
 
 
 def _store(args):
-    from .store import RunStore
+    from .history.store import RunStore
 
     return RunStore(args.runs_dir)
 
@@ -163,7 +163,7 @@ def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
     Returns:
         (the job's result, whether this process reports it).
     """
-    from .distributed import init_from_env, rank_config
+    from .train.distributed import init_from_env, rank_config
 
     nproc = getattr(args, "nproc", 1)
     joined = init_from_env(cfg)  # started by torchrun with more than one process
@@ -183,9 +183,9 @@ def _execute(args, cfg: RunConfig, job) -> tuple[object, bool]:
 
 
 def cmd_run(args) -> int:
-    from .distributed import run_distributed
-    from .experiment import run_experiment
-    from .teaching import LAB_RECORDERS
+    from .train.distributed import run_distributed
+    from .train.experiment import run_experiment
+    from .lab.teaching import LAB_RECORDERS
 
     def job(cfg, store, cbs, nproc):
         if nproc > 1:
@@ -201,7 +201,7 @@ def cmd_run(args) -> int:
 
 
 def _report_run(res, res_cfg: RunConfig) -> None:
-    from .experiment import arm_descriptions, little_to_distil, results_table
+    from .train.experiment import arm_descriptions, little_to_distil, results_table
 
     if res.metrics:
         print(results_table(res.metrics).set_index("model").to_string(float_format=lambda v: f"{v:.4f}"))
@@ -215,9 +215,9 @@ def _report_run(res, res_cfg: RunConfig) -> None:
 
 
 def cmd_compare(args) -> int:
-    from .distributed import seed_runner
-    from .experiment import compare, parse_seeds
-    from .teaching import LAB_RECORDERS
+    from .train.distributed import seed_runner
+    from .train.experiment import compare, parse_seeds
+    from .lab.teaching import LAB_RECORDERS
 
     cfg = load_config(args.config, args.set, args)
     seeds = parse_seeds(args.seeds)
@@ -279,7 +279,7 @@ def run_id_arg(text: str, what: str = "run id") -> int:
 
 
 def cmd_compress(args) -> int:
-    from .compress import check_phase, compression_table, load_run_model
+    from .ship.compress import check_phase, compression_table, load_run_model
 
     check_phase(args.phase)
     try:
@@ -297,9 +297,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import AGREEMENT_TARGET, export_run
+    from .ship.export import AGREEMENT_TARGET, export_run
 
-    from .compress import check_phase
+    from .ship.compress import check_phase
 
     check_phase(args.phase)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
@@ -347,7 +347,7 @@ def cmd_runs(args) -> int:
     elif args.action == "config":
         print(json.dumps(store.get(run_id)["config"], indent=2, sort_keys=True))
     elif args.action == "export" and args.tensorboard:
-        from .tensorboard_export import export_tensorboard
+        from .ship.tensorboard import export_tensorboard
 
         for path in export_tensorboard(store, args.tensorboard, ids if args.ids is not None else None):
             print(f"wrote {path}")
@@ -366,8 +366,8 @@ def cmd_runs(args) -> int:
         print(f"deleted run {run_id}")
     elif args.action == "resume":
         from .config import from_dict
-        from .experiment import resume
-        from .teaching import LAB_RECORDERS
+        from .train.experiment import resume
+        from .lab.teaching import LAB_RECORDERS
 
         run = store.get(run_id)
         print(f"resuming run {run_id} ({run['status']}): {run['message']}", flush=True)

@@ -74,7 +74,7 @@ class DataConfig:
     # the rest of the training split, without its labels (the baseline never sees those samples)
     transfer_set: bool = False
     transfer_ratio: int = 7  # transfer-set samples per labelled sample in each step (FixMatch's mu)
-    # your own data (kdcore.userdata): image_folder and csv read data.path
+    # your own data (kdcore.data.own): image_folder and csv read data.path
     path: str = ""  # image_folder: a folder of class subfolders; csv: the .csv file
     image_size: int = 32  # image_folder: every image is resized to image_size x image_size
     channels: int = 0  # image_folder: 1 (grey) or 3 (RGB); 0 = RGB if the images have colour

@@ -100,7 +100,7 @@ METHOD_KINDS = ("logit", "feature", "adversarial", "multi")
 class MethodSpec:
     """Everything the dashboard, the CLI and the config checks know about a method.
 
-    What a method *needs from the trainer* is not here: a :class:`~kdcore.trainer.Distiller`
+    What a method *needs from the trainer* is not here: a :class:`~kdcore.train.trainer.Distiller`
     subclass declares it in the class attributes that base documents; a logit loss (a plain
     function) needs nothing beyond the batch, or the epoch when ``takes_epoch`` is set.
     """
@@ -140,7 +140,7 @@ class MethodRegistry(Registry):
     """The ``LOSSES`` registry: every entry registers together with its :class:`MethodSpec`.
 
     An entry is a logit loss ``fn(student_logits, teacher_logits, labels, cfg) -> {term: value}``
-    or a :class:`~kdcore.trainer.Distiller` subclass; ``get`` returns it, ``spec`` its metadata.
+    or a :class:`~kdcore.train.trainer.Distiller` subclass; ``get`` returns it, ``spec`` its metadata.
     """
 
     def __init__(self, kind: str):

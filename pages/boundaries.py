@@ -9,7 +9,7 @@ import torch
 import kdcore
 from kdcore import DATASETS
 from kdcore.data import student_views
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp import lab
 from kdapp import shared as sh
 

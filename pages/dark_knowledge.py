@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import kdcore
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp import charts
 from kdapp import lab
 from kdapp import shared as sh

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kdcore import DATASETS, ConfigError, DataConfig
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdcore.metrics import per_class_accuracy
 from kdapp import lab
 from kdapp import shared as sh

@@ -12,9 +12,9 @@ import streamlit as st
 from kdcore import ConfigError, DataUnavailable
 from kdcore.errors import StoreUnavailable
 from kdapp import ui
-from kdcore.compress import compression_table, load_run_model
+from kdcore.ship.compress import compression_table, load_run_model
 from kdapp.live import RunLimitReached, active_run_ids
-from kdcore.store import RESUMABLE
+from kdcore.history.store import RESUMABLE
 from kdapp import charts
 from kdapp import shared as sh
 
@@ -396,7 +396,7 @@ def ship_command(job: ShipJob, runs_dir: str) -> str:
 
 
 def ship_result_ui(res) -> None:
-    from kdcore.export import AGREEMENT_TARGET
+    from kdcore.ship.export import AGREEMENT_TARGET
 
     v = res.verification
     if v:
@@ -432,7 +432,7 @@ def ship_ui(store, table: pd.DataFrame) -> None:
         return
 
     def work(j: ShipJob):
-        from kdcore.export import export_run
+        from kdcore.ship.export import export_run
 
         formats = ("onnx",) if "int8" in j.variant else ("onnx", "safetensors")
         return export_run(store, j.run_id, j.phase, j.variant, formats=formats)
@@ -446,7 +446,7 @@ def ship_ui(store, table: pd.DataFrame) -> None:
     st.code(ship_command(job, sh.runs_dir()), language="bash")
     st.caption("The CLI writes the same files and prints the same check. The .safetensors file carries "
                "the model's config, classes and input normalisation in its metadata; "
-               "`kdcore.export.load_safetensors_model(path)` rebuilds the model from it.")
+               "`kdcore.ship.export.load_safetensors_model(path)` rebuilds the model from it.")
 
 
 def main() -> None:

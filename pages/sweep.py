@@ -5,11 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from kdcore import DATASETS, ConfigError, DataConfig
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp import ui
 from kdapp.live import RunLimitReached
 from kdapp.sweep_run import SweepRun
-from kdcore.sweep import PRESET, SweepPlan
+from kdcore.train.sweep import PRESET, SweepPlan
 from kdapp import lab
 from kdapp import shared as sh
 
@@ -18,7 +18,7 @@ URL = sh.URL
 ALPHAS = [0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0]
 TEMPS = [1.0, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 10.0, 16.0, 20.0]
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-# the widgets' values that reproduce kdcore.sweep.PRESET (also their defaults)
+# the widgets' values that reproduce kdcore.train.sweep.PRESET (also their defaults)
 PRESET_VALUES = {
     "dataset": PRESET["dataset"], "subset": PRESET["train_subset"], "teacher": PRESET["teacher"][0],
     "teacher_params": "", "student": PRESET["student"][0],

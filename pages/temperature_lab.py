@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from kdcore import ConfigError
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdapp import lab
 from kdapp import shared as sh
 

@@ -17,7 +17,7 @@ import kdcore
 from kdcore import DATASETS, LOSSES, METHOD_INFO, MULTI_TEACHER_INFO, ConfigError, DataConfig, RunConfig
 from kdapp import ui
 from kdcore.data import teacher_overlap
-from kdcore.experiment import arm_descriptions, find_trained_teacher, little_to_distil
+from kdcore.train.experiment import arm_descriptions, find_trained_teacher, little_to_distil
 from kdcore.stats import verdict_word
 from kdapp.live import LiveSeeds, RunLimitReached
 from kdcore.methods.ensemble import normalise_weights
@@ -33,9 +33,9 @@ SAMPLES = [200, 500, 1000, 2000, 5000, 10000, 20000]
 TEACHER_FROM = {"train new": "train", "from history": "run", "upload .pt": "file"}
 EXTRA_FROM = {"train new": "train", "from history": "run"}  # extra teachers (uploads: CLI, file:<path>)
 MAX_EXTRA_TEACHERS = 3
-OWN_DATA = ("image_folder", "csv")  # datasets read from a data-root entry or an upload (kdcore.userdata)
+OWN_DATA = ("image_folder", "csv")  # datasets read from a data-root entry or an upload (kdcore.data.own)
 IMAGE_SIZES = [8, 16, 24, 28, 32, 48, 64, 96, 128, 224]
-ZIP_UPLOAD_MB = 200  # an uploaded zip of images; unpacked with kdcore.userdata's own limits too
+ZIP_UPLOAD_MB = 200  # an uploaded zip of images; unpacked with kdcore.data.own's own limits too
 CSV_UPLOAD_MB = 64
 K = sh.SCOPES["train"]  # this page's keys and URL parameters (bare names: the app's root page)
 URL = sh.URL
@@ -133,11 +133,10 @@ def own_data_ui(name: str) -> dict:
     """Your own images or table: an entry of the server's data root, or an upload.
 
     Never a typed path: the URL holds ``root:<entry>`` or an upload's digest, and
-    :func:`kdcore.userdata.resolve_source` maps it to a folder only inside those two places.
+    :func:`kdcore.data.own.resolve_source` maps it to a folder only inside those two places.
     Returns data_path ("" until chosen), and image_size or label_column / feature_columns.
     """
-    from kdcore import userdata
-
+    from kdcore.data import own as userdata
     choices = [n for n, k in userdata.data_root_choices().items() if k == name]
     how = st.radio("Source", (["data root"] if choices else []) + ["upload"], key=K("data_from"),
                    bind=URL, horizontal=True,

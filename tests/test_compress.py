@@ -5,7 +5,7 @@ import torch.nn as nn
 
 from kdcore import ConfigError, ModelConfig, OptimConfig, replace, run_experiment, to_json
 from kdcore.cli import main
-from kdcore.compress import compression_table, prune_magnitude, quantize_int8, serialized_mb, sparsity
+from kdcore.ship.compress import compression_table, prune_magnitude, quantize_int8, serialized_mb, sparsity
 from kdcore.data import load_data
 from tests.helpers import FAST
 

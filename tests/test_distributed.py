@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunStore, replace, run_experiment, to_json
-from kdcore.distributed import run_distributed
+from kdcore.train.distributed import run_distributed
 from tests.helpers import FAST
 
 pytestmark = pytest.mark.distributed

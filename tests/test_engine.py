@@ -7,8 +7,8 @@ import torch
 from kdcore import (DataConfig, EpochEnd, LossConfig, ModelConfig, OptimConfig, PhaseEnd, PhaseStart,
                     RunConfig, RunEnd, StepEnd, compare, replace, run_experiment)
 from kdcore.data import load_data
-from kdcore.experiment import build_models
-from kdcore.trainer import Alone, LogitDistiller, fit, predict_logits
+from kdcore.train.experiment import build_models
+from kdcore.train.trainer import Alone, LogitDistiller, fit, predict_logits
 from tests.helpers import FAST
 
 

@@ -30,8 +30,8 @@ def test_onnx_matches_pytorch_on_the_test_split(trained):
     import onnx
     import onnxruntime as ort
 
-    from kdcore.compress import load_run_model
-    from kdcore.export import export_run
+    from kdcore.ship.compress import load_run_model
+    from kdcore.ship.export import export_run
 
     store, rid = trained
     res = export_run(store, rid, "distilled", "float32")
@@ -55,8 +55,8 @@ def test_onnx_matches_pytorch_on_the_test_split(trained):
 
 
 def test_safetensors_rebuilds_the_same_model(trained, tmp_path):
-    from kdcore.compress import load_run_model
-    from kdcore.export import export_run, load_safetensors_model
+    from kdcore.ship.compress import load_run_model
+    from kdcore.ship.export import export_run, load_safetensors_model
 
     store, rid = trained
     res = export_run(store, rid, "distilled", "float32", formats=("safetensors",))
@@ -71,7 +71,7 @@ def test_safetensors_rebuilds_the_same_model(trained, tmp_path):
 
 
 def test_compressed_variants_export(trained):
-    from kdcore.export import export_run
+    from kdcore.ship.export import export_run
 
     store, rid = trained
     pruned = export_run(store, rid, "distilled", "pruned:0.5")

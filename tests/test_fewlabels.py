@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from kdcore import ConfigError, DataConfig, LossConfig, OptimConfig, RunConfig, compare, run_experiment
 from kdcore.data import epoch_batches, labelled_indices, load_data, student_views
-from kdcore.experiment import parse_seeds, verdict
+from kdcore.train.experiment import parse_seeds, verdict
 from kdcore.losses import UNLABELLED, hard_ce, hinton_kd
 from kdcore.stats import (bootstrap_diff_ci, mcnemar_exact, paired_comparison, seed_interval,
                           t_quantile_975, verdict_word)
@@ -225,7 +225,7 @@ def test_hidden_labels_never_reach_the_students():
 
 @pytest.mark.slow
 def test_baseline_sees_only_labelled_samples(monkeypatch):
-    import kdcore.experiment as ex
+    import kdcore.train.experiment as ex
 
     seen = {}
     real_fit = ex.fit
@@ -253,7 +253,7 @@ def test_baseline_sees_only_labelled_samples(monkeypatch):
 
 
 def test_pseudo_labels_are_the_teachers_argmax(monkeypatch):
-    import kdcore.experiment as ex
+    import kdcore.train.experiment as ex
 
     labels = {}
     real_fit = ex.fit

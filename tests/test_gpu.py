@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdcore import trainer
+from kdcore.train import trainer
 from kdcore.config import OptimConfig, RunConfig, from_dict, to_dict
 from kdcore.errors import ConfigError
 from kdcore.events import StepEnd

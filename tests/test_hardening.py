@@ -18,7 +18,7 @@ import torch
 from kdcore import ConfigError, RunStore, to_json
 from kdcore.config import ModelConfig, OptimConfig, replace, to_dict
 from kdcore.errors import StoreUnavailable
-from kdcore.experiment import run_experiment
+from kdcore.train.experiment import run_experiment
 from tests.helpers import FAST
 
 
@@ -65,7 +65,7 @@ def test_a_run_killed_with_sigkill_is_interrupted_with_its_finished_epochs(tmp_p
 
 
 def test_a_stale_heartbeat_from_another_host_is_interrupted_and_a_live_one_is_not(store, monkeypatch):
-    from kdcore import store as store_mod
+    from kdcore.history import store as store_mod
 
     rid = store.create_run({"n": 1})
     store.finish_run(rid, "completed", "", {})  # stands for another machine's run: not ours
@@ -175,7 +175,7 @@ def _upload(tmp_path, state) -> bytes:
 
 def test_uploaded_weights_with_nan_are_refused_and_not_kept(tmp_path):
     from kdapp import ui
-    from kdcore.experiment import build_models
+    from kdcore.train.experiment import build_models
 
     teacher, _ = build_models(FAST, (2,), 2)
     state = {k: torch.full_like(v, float("nan")) for k, v in teacher.state_dict().items()}
@@ -201,7 +201,7 @@ def test_a_weights_file_with_code_keeps_the_real_cause(tmp_path):
 @pytest.mark.slow
 def test_an_upload_is_stored_once_and_removed_with_the_last_run_using_it(tmp_path):
     from kdapp import ui
-    from kdcore.experiment import build_models
+    from kdcore.train.experiment import build_models
 
     teacher, _ = build_models(FAST, (2,), 2)
     content = _upload(tmp_path, teacher.state_dict())

@@ -12,9 +12,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from kdcore import RunStore, replace, run_experiment, to_dict
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdcore.data import load_data
-from kdcore.sweep import SweepPlan, run_sweep
+from kdcore.train.sweep import SweepPlan, run_sweep
 from tests.apptest import APP, figures, ok, pending
 from tests.helpers import SMALL
 

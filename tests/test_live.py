@@ -342,7 +342,7 @@ def test_sweep_eta_charges_later_cells_the_reused_models_tests_and_one_distilled
     from kdcore.events import PhaseStart
     from kdapp.live import PROFILE_BATCHES, PhaseCost
     from kdapp.sweep_run import SweepRun
-    from kdcore.sweep import SweepPlan
+    from kdcore.train.sweep import SweepPlan
 
     sw = SweepRun(SweepPlan(tiny(epochs=10), (0.5,), (1.0, 2.0, 4.0, 8.0, 16.0)))  # 5 cells, not started
     sw._sizes = {"test": 200, "train": 224, "val": 100}

@@ -14,12 +14,12 @@ from kdcore import (LOSSES, METHOD_INFO, ConfigError, DataConfig, EpochEnd, Loss
                     OptimConfig, RunConfig, StepEnd, from_json, replace, run_experiment, to_json)
 from kdcore.cli import main
 from kdcore.data import load_data
-from kdcore.experiment import build_models
+from kdcore.train.experiment import build_models
 from kdcore.methods.adversarial import AdversarialKD
 from kdcore.methods.ensemble import Ensemble
 from kdcore.methods.feature import FitNets, at_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
 from kdcore.methods.logit import dkd_terms
-from kdcore.trainer import Alone, Distiller, LogitDistiller, fit, make_distiller, predict_logits
+from kdcore.train.trainer import Alone, Distiller, LogitDistiller, fit, make_distiller, predict_logits
 
 # --- plain-Python references ------------------------------------------------------------------
 
@@ -629,7 +629,7 @@ def test_schedules_run_end_to_end_on_moons(name, params):
 def test_fitnets_hint_stage_under_two_gloo_ranks():
     # DDP wraps the distiller: the epoch must still reach it, and the head's unused stage-1
     # parameters must neither stall DDP nor move
-    from kdcore.distributed import run_distributed
+    from kdcore.train.distributed import run_distributed
 
     cfg = replace(MOONS, data=DataConfig(name="moons", n_samples=800, noise=0.15),
                   loss=LossConfig("fitnets", temperature=2.0, alpha=0.5, params={"hint_epochs": 1}),

@@ -8,8 +8,8 @@ import torch
 
 from kdcore import ConfigError, RunStore
 from kdcore.config import replace
-from kdcore.experiment import run_experiment
-from kdcore.weights import load_model_file, read_state_dict
+from kdcore.train.experiment import run_experiment
+from kdcore.history.weights import load_model_file, read_state_dict
 from tests.helpers import FAST as CFG
 
 

@@ -15,7 +15,7 @@ from kdcore.models import build_model
 @pytest.fixture(autouse=True)
 def _decoders():
     """Image-folder tests leave no decode workers behind."""
-    from kdcore.userdata import close_decoders
+    from kdcore.data.own import close_decoders
 
     yield
     close_decoders()
@@ -111,7 +111,7 @@ HEAD = {"classifier.3.weight", "classifier.3.bias"}  # mobilenet_v3_small's last
 
 def test_default_weights_load_from_torchs_cache_without_network(cached_default):
     """The online branch of weights="DEFAULT", run without a network."""
-    from kdcore.pretrained import torchvision_model
+    from kdcore.models.pretrained import torchvision_model
 
     arch, src, file = cached_default
     m = build_model("torchvision", in_shape=(3, 32, 32), num_classes=4, params={"arch": arch, "weights": "DEFAULT"})
@@ -154,7 +154,7 @@ def test_frozen_pretrained_backbone_trains_only_the_head(tmp_path, cached_defaul
 
 def test_safetensors_teacher_upload(tmp_path):
     from kdapp import ui
-    from kdcore.weights import safetensors_bytes
+    from kdcore.history.weights import safetensors_bytes
 
     cfg = from_dict({"data": {"name": "moons"}, "teacher": {"name": "mlp", "params": {"hidden": [16]}}})
     model = build_model("mlp", in_shape=(2,), num_classes=2, params={"hidden": [16]})

@@ -16,7 +16,7 @@ from kdcore.cli import main
 from kdcore.losses import hard_ce
 from kdcore.models import build_model, seeded_init
 from kdcore.registry import MethodSpec, Param
-from kdcore.trainer import Distiller, LogitDistiller, make_distiller
+from kdcore.train.trainer import Distiller, LogitDistiller, make_distiller
 from kdapp.ui import loss_latex
 
 IN_SHAPE, K = (1, 8, 8), 5  # a small conv net: its tap is a feature map, which every method takes

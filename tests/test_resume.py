@@ -16,8 +16,8 @@ from kdcore import ConfigError, RunStore, to_json
 from kdcore.config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, replace
 from kdcore.data import load_data
 from kdcore.events import EpochEnd
-from kdcore.experiment import resume, run_experiment
-from kdcore.trainer import Alone, SeededDropout, fit, make_distiller
+from kdcore.train.experiment import resume, run_experiment
+from kdcore.train.trainer import Alone, SeededDropout, fit, make_distiller
 
 # dropout in both models, a cosine schedule and a few epochs: every piece of state a resume must carry
 CFG = RunConfig(
@@ -77,7 +77,7 @@ def test_checkpoints_are_spaced_in_time_and_a_resume_from_an_older_one_is_the_sa
 
 
 def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
-    from kdcore.experiment import DEFAULT_CHECKPOINT_S, checkpoint_every_s
+    from kdcore.train.experiment import DEFAULT_CHECKPOINT_S, checkpoint_every_s
 
     monkeypatch.delenv("KD_CHECKPOINT_S", raising=False)
     assert checkpoint_every_s() == DEFAULT_CHECKPOINT_S

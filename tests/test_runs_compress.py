@@ -1,7 +1,7 @@
 """The Runs page's "Compress a student" section through streamlit.testing.v1.AppTest.
 
 A real two-epoch run on the moons set goes into a real run history (``KD_RUNS_DIR``); the page
-then quantizes and prunes its stored models with :mod:`kdcore.compress`. No mocks.
+then quantizes and prunes its stored models with :mod:`kdcore.ship.compress`. No mocks.
 """
 import shutil
 import time

@@ -77,11 +77,11 @@ def test_public_api_resolves_lazily():
     out = _run("-c", "import sys, kdcore\nfrom kdcore import *\n"
                "missing = [n for n in kdcore.__all__ if n not in globals()]\n"
                "from kdcore import RunConfig, run_experiment, RunStore, METHOD_INFO\n"
-               "import kdcore.experiment as ex\n"
-               "print(missing, run_experiment is ex.run_experiment, 'dkd' in METHOD_INFO, kdcore.trainer.__name__)\n"
+               "import kdcore.train.experiment as ex\n"
+               "print(missing, run_experiment is ex.run_experiment, 'dkd' in METHOD_INFO, kdcore.train.trainer.__name__)\n"
                "try:\n    from kdcore import no_such_name\nexcept ImportError:\n    print('ImportError')")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["[]", "True", "True", "kdcore.trainer", "ImportError"]
+    assert out.stdout.split() == ["[]", "True", "True", "kdcore.train.trainer", "ImportError"]
 
 
 def test_a_lookup_during_another_threads_fill_waits_for_the_full_registry():

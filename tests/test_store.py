@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kdcore import ConfigError, ModelConfig, RunStore, StepEnd, replace, run_experiment
-from kdcore.experiment import build_models, load_teacher_weights
+from kdcore.train.experiment import build_models, load_teacher_weights
 from tests.helpers import FAST
 
 
@@ -117,7 +117,7 @@ def test_the_same_weights_saved_again_are_a_hard_link_that_survives_deleting_the
 
 @pytest.mark.slow
 def test_a_sweep_stores_its_reused_teacher_and_baseline_once(tmp_path):
-    from kdcore.sweep import SweepPlan, run_sweep
+    from kdcore.train.sweep import SweepPlan, run_sweep
 
     s = RunStore(tmp_path / "runs")
     res = run_sweep(SweepPlan(replace(FAST, optim=replace(FAST.optim, epochs=2),

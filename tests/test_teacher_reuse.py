@@ -8,7 +8,7 @@ import torch
 
 from kdcore import DataConfig, LossConfig, OptimConfig, RunConfig, replace, run_experiment
 from kdcore.events import PhaseStart
-from kdcore.experiment import find_trained_teacher, teacher_fingerprint
+from kdcore.train.experiment import find_trained_teacher, teacher_fingerprint
 from kdcore.config import to_dict
 
 CFG = RunConfig(data=DataConfig(n_samples=400, labelled=10, transfer_set=True, transfer_ratio=2),

@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 
 from kdcore import ConfigError, EpochEnd, PhaseStart, RunConfig, RunEnd, run_experiment
-from kdcore import teaching as tg
+from kdcore.lab import teaching as tg
 from kdcore.metrics import per_class_accuracy
 from kdapp.live import RunLimitReached
 from kdapp.sweep_run import SweepRun
-from kdcore.sweep import SweepPlan, preset_plan, run_sweep
+from kdcore.train.sweep import SweepPlan, preset_plan, run_sweep
 from tests.helpers import SMALL
 
 LN2, LN3 = math.log(2), math.log(3)
@@ -310,8 +310,8 @@ def test_sweep_that_cannot_get_its_teacher_stops_with_the_reason(store):
 def test_sweep_teacher_remembers_only_slices_of_the_data():
     from types import SimpleNamespace
 
-    from kdcore.sweep import _remembering
-    from kdcore.trainer import predict_logits
+    from kdcore.train.sweep import _remembering
+    from kdcore.train.trainer import predict_logits
 
     calls = []
 

@@ -15,7 +15,7 @@ from PIL import Image
 from kdcore import ConfigError, DataConfig, from_dict, run_experiment
 from tests.helpers import CLASSES, make_folder, shape_image
 from kdcore.data import load_data
-from kdcore.userdata import (data_root_choices, extract_zip, resolve_in_data_root,
+from kdcore.data.own import (data_root_choices, extract_zip, resolve_in_data_root,
                              scan_image_folder)
 
 def zip_bytes(entries: list[tuple[str, bytes]], links: dict[str, str] | None = None) -> bytes:
@@ -86,7 +86,7 @@ def test_streamed_run_equals_in_memory_run(tmp_path):
 
 
 def test_streamed_images_index_like_a_tensor(tmp_path):
-    from kdcore.userdata import StreamedImages
+    from kdcore.data.own import StreamedImages
 
     path = make_folder(tmp_path / "shapes", n_per_class=8)
     mem = load_data(DataConfig(name="image_folder", path=path, image_size=12))
@@ -112,7 +112,7 @@ def test_streamed_images_index_like_a_tensor(tmp_path):
 @pytest.fixture(autouse=True)
 def decoders():
     """Every test's decode workers are stopped when it ends, whatever happened in it."""
-    from kdcore.userdata import close_decoders
+    from kdcore.data.own import close_decoders
 
     yield
     close_decoders()
@@ -126,8 +126,7 @@ def _children() -> list:
 
 @pytest.mark.slow
 def test_streamed_batches_come_from_dataloader_workers_in_order(tmp_path, monkeypatch, decoders):
-    from kdcore import userdata
-
+    from kdcore.data import own as userdata
     monkeypatch.setenv("KD_DATA_WORKERS", "2")
     path = make_folder(tmp_path / "shapes", n_per_class=30)
     mem = load_data(DataConfig(name="image_folder", path=path, image_size=12))
@@ -174,7 +173,7 @@ def test_a_file_spoilt_after_loading_is_named_mid_run(tmp_path, monkeypatch, dec
 
 @pytest.mark.slow
 def test_image_folder_run_exports_to_onnx(tmp_path, store):
-    from kdcore.export import export_run
+    from kdcore.ship.export import export_run
 
     path = make_folder(tmp_path / "shapes", n_per_class=16)
     cfg = from_dict({"data": {"name": "image_folder", "path": path, "image_size": 16},
@@ -295,7 +294,7 @@ def test_csv_table(tmp_path):
 
 
 def _train_rows(b, path):
-    from kdcore.userdata import _test_split
+    from kdcore.data.own import _test_split
     from kdcore.data import _split_pool
 
     n = sum(1 for _ in open(path)) - 1
@@ -482,7 +481,7 @@ def test_train_links_reproduce_own_data_and_name_no_path(tmp_path, monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from kdcore.userdata import save_zip_upload
+    from kdcore.data.own import save_zip_upload
     from kdapp import lab
     from kdapp import shared as sh
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..losses import KL_FORMULA, hinton_kd
-from ..trainer import Distiller
+from ..train.trainer import Distiller
 from ..registry import LOSSES, MethodSpec, Param
 from .spec import method_params
 

@@ -12,7 +12,7 @@ gives CE + feature term only.
 Which taps fit which method is checked on meta-device models when the RunConfig is built
 (``check_models``), so a tap that does not exist or a shape the method cannot use fails before
 anything trains; FitNets' ``hint_epochs`` is checked against the student's epochs there too
-(``check_schedule``), and again when :func:`~kdcore.trainer.fit` starts (``set_epoch``).
+(``check_schedule``), and again when :func:`~kdcore.train.trainer.fit` starts (``set_epoch``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..losses import KL_FORMULA, hinton_kd
-from ..trainer import Distiller
+from ..train.trainer import Distiller
 from ..registry import LOSSES, MethodSpec, Param
 from .spec import method_params
 

@@ -4,8 +4,8 @@ Both are plain functions ``fn(student_logits, teacher_logits, labels, cfg)`` reg
 ``LOSSES`` with their :class:`~kdcore.registry.MethodSpec`; like the vanilla losses they work
 from cached teacher logits and return weighted terms that sum to the loss. ``alpha`` weighs the
 hard-label CE, ``1 - alpha`` the soft part. DKD also takes ``epoch=`` (its spec sets
-``takes_epoch``, so :class:`~kdcore.trainer.LogitDistiller` passes the epoch
-:func:`~kdcore.trainer.fit` is in) for the paper's linear warm-up of its distillation term.
+``takes_epoch``, so :class:`~kdcore.train.trainer.LogitDistiller` passes the epoch
+:func:`~kdcore.train.trainer.fit` is in) for the paper's linear warm-up of its distillation term.
 """
 from __future__ import annotations
 

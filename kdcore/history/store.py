@@ -4,7 +4,7 @@ Layout under ``root`` (default ``./runs`` or ``$KD_RUNS_DIR``)::
 
     history.sqlite          runs, epochs, steps
     <run_id>/<phase>.pt     trained weights with their model card ({"state_dict", "card"}, see
-                            kdcore.weights.load_model_file), loaded with weights_only=True; the same
+                            kdcore.history.weights.load_model_file), loaded with weights_only=True; the same
                             weights saved again (a reused teacher or baseline in every sweep cell,
                             a ``run:<id>`` teacher) become a hard link to the first file
     <run_id>/<name>.npz     artifacts: named numeric arrays (e.g. decision-boundary snapshots)
@@ -19,7 +19,7 @@ thread and the page that reads it never share one.
 A run records who trains it (pid, host) and a heartbeat that a daemon thread of that process
 renews every ``HEARTBEAT_S`` seconds while the run is open. Opening or listing the history
 marks ``running`` runs whose process is gone (same host, pid dead) or whose heartbeat is older
-than ``STALE_S`` as ``interrupted``; their finished epochs stay, and ``kdcore.experiment.resume``
+than ``STALE_S`` as ``interrupted``; their finished epochs stay, and ``kdcore.train.experiment.resume``
 trains such a run on from its checkpoints.
 """
 from __future__ import annotations
@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from .lazy import pandas as pd  # imported on first use: start-up stays fast
+from ..lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 
-from .errors import ConfigError, StoreUnavailable
-from .events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd
+from ..errors import ConfigError, StoreUnavailable
+from ..events import EpochEnd, Event, PhaseEnd, RunEnd, StepEnd
 
 __all__ = ["RunStore", "default_runs_dir", "run_row"]
 
@@ -353,7 +353,7 @@ class RunStore:
         return self.root / str(int(run_id)) / f"{phase}.pt"
 
     def save_weights(self, run_id: int, phase: str, state_dict: dict, card: dict | None = None) -> Path:
-        """Write one phase's state_dict with its model card (:func:`kdcore.weights.model_card`), so the
+        """Write one phase's state_dict with its model card (:func:`kdcore.history.weights.model_card`), so the
         file rebuilds its model without this history; weights already on disk under another run are
         hard-linked (the card is then the one of the run that trained them)."""
         from .weights import card_file

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["ExportResult", "export_run", "export_onnx", "quantize_onnx_int8", "verify_onnx",
            "parse_variant", "variant_model", "load_safetensors_model", "AGREEMENT_TARGET", "VARIANTS"]
@@ -211,14 +211,14 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
         variant: float32, int8, pruned:<share> or pruned:<share>+int8 (global magnitude pruning).
         formats: any of "onnx", "safetensors" (the latter for float variants only).
         verify: check the ONNX file on the run's test split (see :func:`verify_onnx`).
-        loaded: (model, data, cfg) already loaded by :func:`kdcore.compress.load_run_model`.
+        loaded: (model, data, cfg) already loaded by :func:`kdcore.ship.compress.load_run_model`.
     Returns:
         ExportResult with the files' bytes under their file names.
     Raises:
         ConfigError: unknown run, phase, variant or format, or a format the variant cannot take.
     """
     from .compress import load_run_model, prune_magnitude
-    from .weights import model_card, safetensors_bytes
+    from ..history.weights import model_card, safetensors_bytes
 
     share, int8 = parse_variant(variant)
     bad = [f for f in formats if f not in ("onnx", "safetensors")]
@@ -249,7 +249,7 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
 
 def load_safetensors_model(path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a ``.safetensors`` file written by :func:`export_run` (see
-    :func:`kdcore.weights.load_model_file`, which also reads the history's ``.pt`` files)."""
-    from .weights import load_model_file
+    :func:`kdcore.history.weights.load_model_file`, which also reads the history's ``.pt`` files)."""
+    from ..history.weights import load_model_file
 
     return load_model_file(path)

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import epoch_batches
-from .events import Callback, EpochEnd, PhaseStart, StepEnd
-from .losses import hard_ce
-from .registry import LOSSES
+from ..data import epoch_batches
+from ..events import Callback, EpochEnd, PhaseStart, StepEnd
+from ..losses import hard_ce
+from ..registry import LOSSES
 
 __all__ = ["Distiller", "Alone", "LogitDistiller", "make_distiller", "fit", "FitResult",
            "predict_logits", "make_generator", "SeededDropout", "own_dropout", "checkpoint_state"]
@@ -140,7 +140,7 @@ def make_distiller(loss_cfg, student: nn.Module, teacher: nn.Module, *,
         seed: what a distiller's own parts (FitNets' regressor, a discriminator) draw their init
             from, alone among threads (``seeded_init``): equal seeds give equal parts.
     """
-    from .models import seeded_init
+    from ..models import seeded_init
 
     entry = LOSSES.get(loss_cfg.name)
     with seeded_init(seed + DISTILLER_SEED_OFFSET):
@@ -428,7 +428,7 @@ def fit(distiller: Distiller, data, optim_cfg, *, phase: str, seed: int,
     epochs raises ``ConfigError`` there, before that phase trains.
 
     Under an initialised ``torch.distributed`` group of N > 1 processes (see
-    :mod:`kdcore.distributed`) every rank draws the same batches, trains on its share
+    :mod:`kdcore.train.distributed`) every rank draws the same batches, trains on its share
     ``batch[rank::N]`` through DistributedDataParallel (gradients averaged, so the step is the
     single-process step on the whole batch when shares are equal), and the step's loss, terms,
     correct count and stop flag are all-reduced, so every rank reports the same numbers and

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .config import RunConfig, from_dict, phase_architectures
-from .models import build_model
+from ..config import RunConfig, from_dict, phase_architectures
+from ..models import build_model
 
 __all__ = ["phase_models", "run_models"]
 
@@ -47,7 +47,7 @@ def run_models(store, run_id: int, phases=None) -> tuple[RunConfig, dict[str, nn
     Raises:
         KeyError: no such run. ConfigError: the stored config is no longer valid.
     """
-    from .methods.ensemble import Ensemble
+    from ..methods.ensemble import Ensemble
 
     cfg = from_dict(store.get(run_id)["config"])
     states = {}

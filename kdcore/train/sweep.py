@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .config import LossConfig, RunConfig, replace
-from .data import load_data
-from .errors import ConfigError
-from .events import Callback
+from ..config import LossConfig, RunConfig, replace
+from ..data import load_data
+from ..errors import ConfigError
+from ..events import Callback
 from .experiment import run_experiment
-from .store import RunStore
+from ..history.store import RunStore
 
 __all__ = ["SweepPlan", "SweepResult", "run_sweep", "MAX_CELLS", "PRESET", "preset_plan"]
 
@@ -86,7 +86,7 @@ PRESET = {  # the small Fashion-MNIST grid: measured by benchmarks/sweep_preset.
 
 def preset_plan(**overrides: Any) -> SweepPlan:
     """The preset sweep as a SweepPlan (keys of :data:`PRESET` may be overridden)."""
-    from .config import DataConfig, ModelConfig, OptimConfig
+    from ..config import DataConfig, ModelConfig, OptimConfig
 
     p = {**PRESET, **overrides}
     optim = OptimConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"])
@@ -161,7 +161,7 @@ def run_sweep(plan: SweepPlan, *, store: RunStore | None = None, callbacks: Iter
             baseline, distilled — test accuracies — gain, seconds, message).
         group: the history group of the cells (default: a fresh ``sweep-<hex>``).
         data: an already loaded DataBundle for ``plan.base.data`` (None = load it here).
-        recorders: as in :func:`kdcore.experiment.run_experiment`, for every cell.
+        recorders: as in :func:`kdcore.train.experiment.run_experiment`, for every cell.
     Returns:
         SweepResult; never raises for a cell that fails (the sweep stops and says why).
     """

@@ -16,22 +16,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .lazy import pandas as pd  # imported on first use: start-up stays fast
+from ..lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 
-from .config import RunConfig, from_dict, phase_architectures, replace, to_dict
-from .data import load_data, student_views
-from .errors import ConfigError
-from .losses import UNLABELLED
-from .events import Callback, PhaseEnd, RunEnd, SeedStart
-from .metrics import classification_metrics, compression, teacher_agreement
-from .stats import paired_comparison, seed_interval, verdict_word
-from .models import build_model, profile, seeded_init
-from .store import RunStore
-from .methods.ensemble import Ensemble, normalise_weights
+from ..config import RunConfig, from_dict, phase_architectures, replace, to_dict
+from ..data import load_data, student_views
+from ..errors import ConfigError
+from ..losses import UNLABELLED
+from ..events import Callback, PhaseEnd, RunEnd, SeedStart
+from ..metrics import classification_metrics, compression, teacher_agreement
+from ..stats import paired_comparison, seed_interval, verdict_word
+from ..models import build_model, profile, seeded_init
+from ..history.store import RunStore
+from ..methods.ensemble import Ensemble, normalise_weights
 from .trainer import Alone, fit, make_distiller, predict_logits
-from .weights import model_card
+from ..history.weights import model_card
 
 __all__ = ["RunResult", "run_experiment", "resume", "compare", "CompareResult", "load_teacher_weights",
            "build_models", "verdict", "extra_teacher_seed", "distillation_target", "results_table",
@@ -137,7 +137,7 @@ def load_teacher_weights(model: nn.Module, source: str, store: RunStore | None =
         if size > MAX_WEIGHTS_BYTES:
             raise ConfigError(f"teacher weights file is {size / 2**20:.0f} MB; the limit is "
                               f"{MAX_WEIGHTS_BYTES // 2**20} MB")
-        from .weights import read_state_dict
+        from ..history.weights import read_state_dict
 
         state = read_state_dict(path)  # .pt with weights_only=True, or .safetensors: never unpickled
     else:
@@ -268,7 +268,7 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             of training it (:func:`find_trained_teacher`); distributed ranks decide this beforehand.
         recorders: with a store, each ``recorder(cfg, store, data)`` returns callbacks that
             file more of the run once its data is loaded; the lab passes
-            :data:`kdcore.teaching.LAB_RECORDERS` (decision boundaries per epoch, for 2-D sets).
+            :data:`kdcore.lab.teaching.LAB_RECORDERS` (decision boundaries per epoch, for 2-D sets).
     Returns:
         RunResult; never raises for a run that diverges or is stopped (see ``status``).
 
@@ -631,7 +631,7 @@ def compare(cfg: RunConfig, *, seeds: Iterable[int] = (0, 1, 2), store: RunStore
         cfg: the run; its seed is replaced by each of ``seeds`` (init and data order).
         seeds: training seeds. store, callbacks, stop, recorders: as in :func:`run_experiment`.
         runner: trains one seed, ``runner(cfg, reuse, group) -> RunResult``; None trains it here
-            (:func:`run_experiment`); :func:`kdcore.distributed.seed_runner` trains it on several
+            (:func:`run_experiment`); :func:`kdcore.train.distributed.seed_runner` trains it on several
             local processes (``stop`` is then not checked).
         share_teacher: train the teacher(s) once, with the first seed, and distil every seed from
             it, so the spread is the students'; with a store, later seeds record it as

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 
 __all__ = ["RunPreset", "run_presets", "fmnist_run", "FMNIST_TEACHER"]
 

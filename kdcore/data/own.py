@@ -48,10 +48,10 @@ from typing import Any
 
 import torch
 
-from .budget import DataSize, limit, refuse
-from .data import DataBundle, DatasetSpec, _split_pool
-from .errors import ConfigError
-from .registry import DATASETS
+from ..budget import DataSize, limit, refuse
+from . import DataBundle, DatasetSpec, _split_pool
+from ..errors import ConfigError
+from ..registry import DATASETS
 
 __all__ = ["ImageFolderSpec", "CsvSpec", "StreamedImages", "extract_zip", "data_root_choices",
            "resolve_in_data_root", "DATA_ROOT_ENV", "IMAGE_EXTENSIONS", "TEST_FRACTION",

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .registry import MODELS
+from ..errors import ConfigError
+from ..registry import MODELS
 
 _IO_ARGS = ("in_shape", "num_classes")
 

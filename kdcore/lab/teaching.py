@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from .lazy import pandas as pd  # imported on first use: start-up stays fast
+from ..lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .events import EpochEnd, RunEnd
-from .losses import kd_div
-from .store import run_row
-from .trainer import predict_logits
+from ..errors import ConfigError
+from ..events import EpochEnd, RunEnd
+from ..losses import kd_div
+from ..history.store import run_row
+from ..train.trainer import predict_logits
 
 __all__ = [
     "soft_targets", "entropy", "effective_classes", "parse_logits", "temperature_profile",
@@ -270,7 +270,7 @@ def omitted_class_config(dataset: str = "fashion_mnist", omit: int = 3, *, train
     ``omit``. A low α lets the soft targets — the only place the students can learn about the
     omitted class — dominate, as in the paper.
     """
-    from .config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+    from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 
     return RunConfig(
         data=DataConfig(name=dataset, train_subset=train_subset, omit_class=omit),
@@ -483,7 +483,7 @@ def boundary_recorder(cfg, store, data) -> list[BoundaryRecorder]:
     Args:
         cfg: the RunConfig. store: where the snapshots go on RunEnd. data: the run's loaded bundle.
     """
-    from .registry import DATASETS
+    from ..registry import DATASETS
 
     if store is None or DATASETS.get(cfg.data.name).kind != "2d":
         return []

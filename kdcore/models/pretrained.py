@@ -24,8 +24,8 @@ import os
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .registry import MODELS
+from ..errors import ConfigError
+from ..registry import MODELS
 
 __all__ = ["torchvision_model", "classification_archs", "weights_help"]
 
@@ -106,7 +106,7 @@ def torchvision_model(*, in_shape, num_classes, arch="resnet18", weights=None,
     """
     import torchvision.models as tvm
 
-    from .models import _image
+    from . import _image
 
     c, _, _ = _image("torchvision", in_shape, num_classes, min_hw=8)
     if not isinstance(arch, str) or arch not in classification_archs():
@@ -136,7 +136,7 @@ def torchvision_model(*, in_shape, num_classes, arch="resnet18", weights=None,
                                   os.path.basename(tvm.get_model_weights(arch).DEFAULT.url))
             _load(model, state, arch, f"torchvision's DEFAULT file {cached}")
         else:
-            from .weights import read_state_dict
+            from ..history.weights import read_state_dict
 
             state = read_state_dict(weights[5:])
             if not _load(model, state, arch, weights[5:]):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["read_state_dict", "read_weights", "is_safetensors", "safetensors_bytes",
            "read_safetensors_metadata", "model_card", "card_file", "load_model_file", "MAX_STATE_BYTES"]
@@ -119,7 +119,7 @@ def model_card(cfg, phase: str, data, **extra) -> dict:
         data: the run's DataBundle (input shape, class names, normalisation).
         extra: more entries (an export adds its variant).
     """
-    from .config import phase_architectures, to_dict
+    from ..config import phase_architectures, to_dict
 
     m = phase_architectures(cfg)[phase]
     return {"kdcore_format": 1, "phase": phase, "model": {"name": m.name, "params": m.params},
@@ -142,7 +142,7 @@ def load_model_file(path: str | os.PathLike):
     Raises:
         ConfigError: the file has no card or its weights do not fit the model it names.
     """
-    from .models import build_model
+    from ..models import build_model
 
     state, card = read_weights(path)
     if not {"model", "in_shape", "classes"} <= set(card):

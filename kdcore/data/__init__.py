@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .errors import ConfigError, DataUnavailable
-from .registry import DATASETS
+from ..errors import ConfigError, DataUnavailable
+from ..registry import DATASETS
 
 __all__ = [
     "DataBundle", "DatasetSpec", "SyntheticSpec", "ImageSpec", "load_data", "dataset_names",
@@ -218,7 +218,7 @@ def student_views(data: DataBundle, cfg: Any) -> tuple[DataBundle, DataBundle | 
         the rest of the training split with label ``UNLABELLED``. Validation and test are the
         bundle's own in both.
     """
-    from .losses import UNLABELLED
+    from ..losses import UNLABELLED
 
     if not cfg.labelled:
         return data, None
@@ -253,7 +253,7 @@ def teacher_overlap(teacher_data: dict, data: Any) -> str | None:
     Returns:
         None when nothing can leak, else a sentence that says what the teacher may have seen.
     """
-    from .config import DataConfig
+    from ..config import DataConfig
 
     d0 = DataConfig()
 

@@ -1,6 +1,6 @@
 """Headless scale-out: one RunConfig trained by N processes with DistributedDataParallel.
 
-Two ways in, the same code path as a one-process run (:func:`~kdcore.experiment.run_experiment`):
+Two ways in, the same code path as a one-process run (:func:`~kdcore.train.experiment.run_experiment`):
 
 * ``python -m kdcore run CONFIG --nproc 2`` spawns N local processes (:func:`run_distributed`);
 * ``torchrun --nproc_per_node 2 -m kdcore run CONFIG`` starts them itself; the CLI joins the group
@@ -11,7 +11,7 @@ one-process run (same seed, same initial weights; DDP also broadcasts rank 0's w
 every phase (teacher, extra teachers, baseline, distilled) each rank draws the same shuffled
 batch, trains on its share ``batch[rank::N]``, and DDP averages the gradients, so every rank
 takes the same optimiser step; losses, terms and accuracy are all-reduced so every rank reports
-the global numbers and stops or diverges at the same step (:func:`kdcore.trainer.fit`). Every
+the global numbers and stops or diverges at the same step (:func:`kdcore.train.trainer.fit`). Every
 rank evaluates on the full validation and test sets (redundant, simple); only rank 0 writes the
 run history and emits events. ``compare --nproc N`` runs each seed this way, one after another.
 
@@ -35,11 +35,11 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from .config import RunConfig, replace
-from .errors import ConfigError
-from .events import Callback
+from ..config import RunConfig, replace
+from ..errors import ConfigError
+from ..events import Callback
 from .experiment import RunResult, run_experiment
-from .rebuild import phase_models
+from ..history.rebuild import phase_models
 
 __all__ = ["DistributedRun", "run_distributed", "seed_runner", "init_from_env", "rank_config", "backend_for"]
 
@@ -94,7 +94,7 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
     try:
         store = None
         if rank == 0 and runs_dir is not None:
-            from .store import RunStore
+            from ..history.store import RunStore
 
             store = RunStore(runs_dir)
         filing = dict(filing)
@@ -114,7 +114,7 @@ def _worker(rank: int, cfg: RunConfig, nproc: int, port: int, runs_dir: str | No
 
 
 def seed_runner(nproc: int, *, store=None, callbacks: Iterable[Callback] = (), recorders=()):
-    """A ``runner`` for :func:`kdcore.experiment.compare` that trains each seed on ``nproc`` local
+    """A ``runner`` for :func:`kdcore.train.experiment.compare` that trains each seed on ``nproc`` local
     processes (:func:`run_distributed`), handing the shared teacher's weights to every rank."""
     def one(cfg: RunConfig, reuse: dict, group: str) -> RunResult:
         state = reuse["teacher"].state_dict() if "teacher" in reuse else None
@@ -154,7 +154,7 @@ def run_distributed(cfg: RunConfig, nproc: int, *, runs_dir: str | os.PathLike |
 
     if teacher_state is None and runs_dir is not None:
         from .experiment import find_trained_teacher
-        from .store import RunStore
+        from ..history.store import RunStore
 
         store = RunStore(runs_dir)
         if (rid := find_trained_teacher(store, cfg)) is not None:

@@ -19,14 +19,14 @@ import warnings
 import zlib
 from typing import Iterable
 
-from .lazy import pandas as pd  # imported on first use: start-up stays fast
+from ..lazy import pandas as pd  # imported on first use: start-up stays fast
 import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from .errors import ConfigError
-from .models import profile
-from .trainer import predict_logits
+from ..errors import ConfigError
+from ..models import profile
+from ..train.trainer import predict_logits
 
 __all__ = ["quantize_int8", "prune_magnitude", "sparsity", "serialized_mb", "compression_table",
            "load_run_model"]
@@ -153,7 +153,7 @@ def compression_table(model: nn.Module, data, *, prune_amounts: Iterable[float] 
 
 def check_phase(phase: str, label: str = "--phase") -> str:
     """A phase name typed by a person: a model name like distilled or teacher_2, never a path."""
-    from .store import PHASE_NAME
+    from ..history.store import PHASE_NAME
 
     if not isinstance(phase, str) or not PHASE_NAME.fullmatch(phase):
         raise ConfigError(f"{label} {phase!r} is not a model name; use distilled, baseline, teacher "
@@ -171,9 +171,9 @@ def load_run_model(store, run_id: int, phase: str = "distilled"):
     Raises:
         ConfigError: the run or its weights for ``phase`` do not exist.
     """
-    from .config import from_dict, phase_architectures
-    from .data import load_data
-    from .rebuild import phase_models
+    from ..config import from_dict, phase_architectures
+    from ..data import load_data
+    from ..history.rebuild import phase_models
 
     check_phase(phase, "phase")
     try:

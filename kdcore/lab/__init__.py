@@ -1,0 +1,1 @@
+"""The teaching lab's computations (teaching) and the runs behind its presets (presets)."""
