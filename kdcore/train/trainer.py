@@ -322,13 +322,15 @@ def _place(distiller: Distiller, device: torch.device) -> bool:
     # channels-last: cuDNN's fastest convolutions on a GPU (NHWC tensor cores), and on the CPU
     # oneDNN's NHWC convolutions and max-pool (the CNN teacher's epoch took 0.72x the CPU time,
     # benchmarks/bench_teacher_cpu.py); Module.to converts only 4-D weights, so an MLP is untouched
-    channels_last = device.type in ("cuda", "cpu") and _has_conv(distiller.student)
-    if device.type == "cuda" and (_has_conv(distiller) or (teacher is not None and _has_conv(teacher))):
+    nhwc = device.type in ("cuda", "cpu")
+    channels_last = nhwc and _has_conv(distiller.student)
+    conv_teacher = teacher is not None and _has_conv(teacher)
+    if device.type == "cuda" and (_has_conv(distiller) or conv_teacher):
         torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     if channels_last:
         distiller.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
+    if nhwc and conv_teacher:  # a teacher run every step: its NHWC weights make its convolutions NHWC
+        teacher.to(memory_format=torch.channels_last)
     return channels_last
 
 
