@@ -142,3 +142,20 @@ def test_the_train_page_disables_T_for_any_method_whose_spec_says_it_ignores_T(p
     assert at.number_input(key=f"{plug_in.name}_lam").value == 2.0  # its knob, drawn from the spec
     at.selectbox(key="loss").set_value("mse_logits").run()
     assert ok(at).slider(key="T").disabled
+
+
+def test_a_sweep_over_T_is_refused_for_every_method_that_ignores_T():
+    from kdcore import ConfigError, RunConfig, replace
+    from kdcore.config import LossConfig
+    from kdcore.train.sweep import SweepPlan
+
+    plain = replace(RunConfig(), data=replace(RunConfig().data, transfer_set=False))  # dkd reads labels
+    logit = [n for n in LOSSES.names() if LOSSES.spec(n).kind == "logit"]
+    assert "mse_logits" in logit and "kd" in logit
+    for name in logit:
+        base = replace(plain, loss=LossConfig(name=name))
+        if LOSSES.spec(name).uses_temperature:
+            assert SweepPlan(base, (0.5,), (1.0, 4.0)).temps == (1.0, 4.0)
+        else:
+            with pytest.raises(ConfigError, match=f"loss {name} does not use T"):
+                SweepPlan(base, (0.5,), (1.0, 4.0))

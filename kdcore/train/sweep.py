@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..config import LossConfig, RunConfig, replace
+from ..registry import LOSSES
 from ..data import load_data
 from ..errors import ConfigError
 from ..events import Callback
@@ -52,8 +53,9 @@ class SweepPlan:
         if n > MAX_CELLS:
             raise ConfigError(f"sweep: {len(self.alphas)} α x {len(self.temps)} T = {n} cells; "
                               f"the most allowed is {MAX_CELLS}")
-        if self.base.loss.name == "mse_logits" and len(self.temps) > 1:
-            raise ConfigError("sweep: loss mse_logits does not use T; sweep a loss that does (kd)")
+        name = self.base.loss.name
+        if not LOSSES.spec(name).uses_temperature and len(self.temps) > 1:
+            raise ConfigError(f"sweep: loss {name} does not use T; sweep a loss that does (kd)")
         for a in self.alphas:  # validate every cell now, not halfway through the sweep
             for t in self.temps:
                 LossConfig(name=self.base.loss.name, temperature=t, alpha=a, t2=self.base.loss.t2,
