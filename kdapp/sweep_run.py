@@ -49,7 +49,7 @@ class SweepSnapshot:
 class SweepRun(_live.Worker):
     """A sweep in a daemon thread that a page polls with :meth:`snapshot`.
 
-    It takes one of the server's training slots (``kdcore.live``'s limit), like a run does.
+    It takes one of the server's training slots (``kdapp.live``'s limit), like a run does.
 
     Args:
         plan: the grid. store: the history to record every cell in.

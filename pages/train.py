@@ -1,7 +1,7 @@
 """Train: pick data, teacher, student and loss; start a run; watch it live; read the verdict.
 
 Every control that defines the run is bound to the URL, so a link reproduces the setup.
-The run trains in this session's background worker (kdcore.live); while it trains only two
+The run trains in this session's background worker (kdapp.live); while it trains only two
 fragments redraw: the progress line every PROGRESS_S and the charts every CHART_S.
 """
 from __future__ import annotations
