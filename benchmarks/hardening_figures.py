@@ -35,17 +35,30 @@ class WouldRun(Exception):
     """Raised instead of training: the tree accepted the config."""
 
 
+def _module(name: str):
+    """``kdcore.<name>`` in this tree's layout: session 4 grouped kdcore by concept
+    (``kdcore.experiment`` became ``kdcore.train.experiment``), and --root may name an older tree."""
+    import importlib
+
+    for full in (f"kdcore.train.{name}", f"kdcore.{name}"):
+        try:
+            return importlib.import_module(full)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"no kdcore {name} module in this tree")
+
+
 def _fuzz(tmp: Path) -> dict:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    import kdcore.train.experiment as ex
+    ex = _module("experiment")
 
     def would_run(*a, **k):
         raise WouldRun()
 
     ex.run_experiment = ex.compare = would_run
-    import kdcore.train.distributed as dist  # --nproc 1000 would start 1000 processes: count it, do not do it
+    dist = _module("distributed")  # --nproc 1000 would start 1000 processes: count it, do not do it
 
     dist.run_distributed = would_run
     from kdcore.cli import main
@@ -111,7 +124,7 @@ def _init(n: int = 200) -> dict:
     import torch
 
     from kdcore.config import ModelConfig, RunConfig, replace
-    from kdcore.train.experiment import build_models
+    build_models = _module("experiment").build_models
 
     base = RunConfig(teacher=ModelConfig("mlp", {"hidden": [128, 128]}), student=ModelConfig("mlp", {"hidden": [64]}))
     seeds = list(range(n))
@@ -197,7 +210,8 @@ def _uploads(tmp: Path) -> dict:
     from kdcore import RunStore
     from kdapp import ui
     from kdcore.config import OptimConfig, RunConfig, replace
-    from kdcore.train.experiment import build_models, run_experiment
+    ex = _module("experiment")
+    build_models, run_experiment = ex.build_models, ex.run_experiment
 
     cfg = RunConfig()
     teacher, _ = build_models(cfg, (2,), 2)
