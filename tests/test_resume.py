@@ -224,6 +224,9 @@ def test_a_stopped_run_resumes_and_a_finished_one_is_refused(tmp_path, monkeypat
     # the teacher is loaded, the baseline goes on after its last checkpoint (epoch 2), not from 1
     assert trained[0] == ("baseline", 3) and not [p for p, _ in trained if p == "teacher"]
     assert len(done.history["baseline"]) == CFG.optim.epochs and len(done.history["teacher"]) == 6
+    # a loaded phase's history reads as a trained one's: the same keys, its terms a dict
+    assert done.history["teacher"][0].keys() == done.history["baseline"][0].keys()
+    assert set(done.history["teacher"][0]["terms"]) == {"ce"} and done.history["teacher"][-1]["epoch"] == 6
     assert _same(_state(done.models["distilled"]), _state(run_experiment(CFG).models["distilled"]))
     with pytest.raises(ConfigError, match="completed; only interrupted or stopped runs can be resumed"):
         resume(first.run_id, store=store)

@@ -496,6 +496,14 @@ class RunStore:
             rows = db.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
         return _frame(rows)
 
+    def phase_history(self, run_id: int, phase: str) -> list[dict[str, Any]]:
+        """One phase's finished epochs as :func:`kdcore.train.trainer.fit` reports them (one dict per
+        epoch: epoch, train_loss, terms, train_acc, val_loss, val_acc, seconds)."""
+        with self._db() as db:
+            rows = db.execute("SELECT epoch, train_loss, terms, train_acc, val_loss, val_acc, seconds FROM epochs "
+                              "WHERE run_id=? AND phase=? ORDER BY epoch", (run_id, phase)).fetchall()
+        return [{**dict(r), "terms": json.loads(r["terms"] or "{}")} for r in rows]
+
     def steps(self, run_id: int) -> pd.DataFrame:
         with self._db() as db:
             rows = db.execute("SELECT * FROM steps WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()

@@ -433,9 +433,7 @@ class _Pipeline:
         res, store = self.res, self.store
         if name in self.done:  # it finished before the run was interrupted: its weights are on disk
             distiller.student.load_state_dict(self.done[name])
-            stored = store.epochs(res.run_id)
-            res.history[name] = stored[stored["phase"] == name].drop(columns=["run_id", "phase"],
-                                                                     errors="ignore").to_dict("records")
+            res.history[name] = store.phase_history(res.run_id, name)
             return True
         ckpt = (lambda state: store.save_checkpoint(res.run_id, name, state)) if store else None
         start = store.load_checkpoint(res.run_id, name) if self.resuming else None
