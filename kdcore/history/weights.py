@@ -45,14 +45,22 @@ def load_cause(e: Exception) -> str:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state_dict from a ``.pt`` / ``.pth`` (torch.save) or ``.safetensors`` file, never unpickled.
+    """A state_dict from a ``.pt`` / ``.pth`` (torch.save) or ``.safetensors`` file, never unpickled
+    (the state of :func:`read_weights`)."""
+    return read_weights(path)[0]
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, model card) of a ``.pt`` / ``.pth`` (torch.save) or ``.safetensors`` file, never
+    unpickled; the card is {} for a plain state_dict.
 
     The format is told by the file's first bytes, not its name, so a renamed file still loads.
 
     Args:
         path: the file.
     Returns:
-        Parameter name -> tensor, on the CPU.
+        (parameter name -> tensor on the CPU, the card: a history file's, or a .safetensors file's
+        metadata).
     Raises:
         ConfigError: missing, unreadable, or not a plain state_dict; the message names the file.
     """
@@ -71,28 +79,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise ConfigError(f"weights file {p.name!r} is not a valid .safetensors file: "
                               f"{str(e).splitlines()[0][:300]}") from None
-    else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # a pickle with code, a zip bomb, random bytes...
-            raise ConfigError(f"weights file {p.name!r} is not a plain PyTorch state_dict saved with "
-                              "torch.save(model.state_dict(), ...) nor a .safetensors file; loading it "
-                              f"safely failed: {load_cause(e)}") from None
-    state, _ = unwrap(state, p.name)
-    return state
-
-
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state_dict, model card) of a weights file; the card is {} for a plain state_dict."""
-    p = Path(path)
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if is_safetensors(head):
-        return read_state_dict(p), read_safetensors_metadata(p)
+        return unwrap(state, p.name)[0], read_safetensors_metadata(p)
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (as in read_state_dict)
-        raise ConfigError(f"weights file {p.name!r} cannot be read safely: {load_cause(e)}") from None
+    except Exception as e:  # a pickle with code, a zip bomb, random bytes...
+        raise ConfigError(f"weights file {p.name!r} is not a plain PyTorch state_dict saved with "
+                          "torch.save(model.state_dict(), ...) nor a .safetensors file; loading it "
+                          f"safely failed: {load_cause(e)}") from None
     return unwrap(raw, p.name)
 
 
