@@ -99,7 +99,8 @@ def main() -> None:
           f"{kdcore.data.own._workers()} worker threads)")
 
     from kdcore.ship.compress import load_run_model
-    from kdcore.ship.export import export_run, load_safetensors_model
+    from kdcore.history.weights import load_model_file
+    from kdcore.ship.export import export_run
 
     rid = int(args.reuse.rsplit(":", 1)[1]) if args.reuse else rows["image folder (PNG)"][0].run_id
     print("\n## 4. Export of the distilled student (run on the folder)\n")
@@ -115,12 +116,12 @@ def main() -> None:
         if "safetensors" in formats:
             path = Path(store.root) / "student.safetensors"
             path.write_bytes(res.files[f"run{rid}_distilled_float32.safetensors"])
-            rebuilt, _ = load_safetensors_model(path)
+            rebuilt, _ = load_model_file(path)
             stored, _, _ = load_run_model(store, rid, "distilled")
             with torch.no_grad():
                 same = torch.equal(rebuilt(mem.x_test), stored(mem.x_test))
     print(f"\n(latency: one batch of {v['latency_batch']}, {v['threads']} threads, median of 20; the "
-          f".safetensors file rebuilt with load_safetensors_model gives {'the same' if same else 'DIFFERENT'} "
+          f".safetensors file rebuilt with load_model_file gives {'the same' if same else 'DIFFERENT'} "
           f"logits as the stored model on all {len(mem.y_test)} test images)")
 
     from kdcore.ship.tensorboard import export_tensorboard

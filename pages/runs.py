@@ -446,7 +446,7 @@ def ship_ui(store, table: pd.DataFrame) -> None:
     st.code(ship_command(job, sh.runs_dir()), language="bash")
     st.caption("The CLI writes the same files and prints the same check. The .safetensors file carries "
                "the model's config, classes and input normalisation in its metadata; "
-               "`kdcore.ship.export.load_safetensors_model(path)` rebuilds the model from it.")
+               "`kdcore.history.weights.load_model_file(path)` rebuilds the model from it.")
 
 
 def main() -> None:

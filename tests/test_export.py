@@ -56,13 +56,14 @@ def test_onnx_matches_pytorch_on_the_test_split(trained):
 
 def test_safetensors_rebuilds_the_same_model(trained, tmp_path):
     from kdcore.ship.compress import load_run_model
-    from kdcore.ship.export import export_run, load_safetensors_model
+    from kdcore.history.weights import load_model_file
+    from kdcore.ship.export import export_run
 
     store, rid = trained
     res = export_run(store, rid, "distilled", "float32", formats=("safetensors",))
     path = tmp_path / "student.safetensors"
     path.write_bytes(res.files[f"run{rid}_distilled_float32.safetensors"])
-    rebuilt, meta = load_safetensors_model(path)
+    rebuilt, meta = load_model_file(path)
     model, data, _ = load_run_model(store, rid, "distilled")
     with torch.no_grad():
         assert torch.equal(rebuilt(data.x_test), model(data.x_test))

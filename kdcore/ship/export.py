@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 
 __all__ = ["ExportResult", "export_run", "export_onnx", "quantize_onnx_int8", "verify_onnx",
-           "parse_variant", "variant_model", "load_safetensors_model", "AGREEMENT_TARGET", "VARIANTS"]
+           "parse_variant", "variant_model", "AGREEMENT_TARGET", "VARIANTS"]
 
 AGREEMENT_TARGET = 0.999  # ONNX and PyTorch must pick the same class on this share of the test split
 OPSET = 17
@@ -245,11 +245,3 @@ def export_run(store, run_id: int, phase: str = "distilled", variant: str = "flo
     if "safetensors" in formats:
         res.files[f"{stem}.safetensors"] = safetensors_bytes(base.state_dict(), meta)
     return res
-
-
-def load_safetensors_model(path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a ``.safetensors`` file written by :func:`export_run` (see
-    :func:`kdcore.history.weights.load_model_file`, which also reads the history's ``.pt`` files)."""
-    from ..history.weights import load_model_file
-
-    return load_model_file(path)
