@@ -222,7 +222,7 @@ class CompressJob(NamedTuple):
 
 def stored_phases(store, rid: int) -> list[str]:
     """The models of run ``rid`` whose weights are on disk: distilled first, extra teachers last."""
-    extra = sorted((p.stem for p in store.weights_path(rid, "teacher").parent.glob("teacher_*.pt")),
+    extra = sorted((p.stem for p in store.run_dir(rid).glob("teacher_*.pt")),
                    key=lambda s: (len(s), s))
     return [p for p in MODEL_PHASES if store.weights_path(rid, p).is_file()] + extra
 

@@ -341,16 +341,20 @@ class RunStore:
         return torch.load(path, map_location="cpu", weights_only=True)
 
     def drop_checkpoints(self, run_id: int) -> None:
-        shutil.rmtree(self.weights_path(run_id, "teacher").parent / "checkpoints", ignore_errors=True)
+        shutil.rmtree(self.run_dir(run_id) / "checkpoints", ignore_errors=True)
 
     def recorder(self, run_id: int) -> "Recorder":
         """A callback that writes this run's events as they happen."""
         return Recorder(self, run_id)
 
+    def run_dir(self, run_id: int) -> Path:
+        """The folder of one run's files (weights, artifacts, checkpoints)."""
+        return self.root / str(int(run_id))
+
     def weights_path(self, run_id: int, phase: str) -> Path:
         if not isinstance(phase, str) or not PHASE_NAME.fullmatch(phase):
             raise ValueError(f"phase {phase!r} must be lowercase letters, digits and _ (a model name)")
-        return self.root / str(int(run_id)) / f"{phase}.pt"
+        return self.run_dir(run_id) / f"{phase}.pt"
 
     def save_weights(self, run_id: int, phase: str, state_dict: dict, card: dict | None = None) -> Path:
         """Write one phase's state_dict with its model card (:func:`kdcore.history.weights.model_card`), so the
@@ -393,7 +397,7 @@ class RunStore:
         if not _ARTIFACT_NAME.fullmatch(name):
             raise ValueError(f"artifact name {name!r} must be lowercase letters, digits and _ "
                              "(at most 40 characters)")
-        return self.root / str(int(run_id)) / f"{name}.npz"
+        return self.run_dir(run_id) / f"{name}.npz"
 
     def save_artifact(self, run_id: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
         """Store named numeric arrays with a run as ``<run_id>/<name>.npz`` (compressed).
@@ -446,7 +450,7 @@ class RunStore:
                               "its own runs on a shared server")
         with self._db() as db:
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        shutil.rmtree(self.root / str(int(run_id)), ignore_errors=True)
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
         self._drop_unused_uploads(run["config"])
 
     def _drop_unused_uploads(self, config: dict) -> None:
