@@ -35,6 +35,17 @@ class WouldRun(Exception):
     """Raised instead of training: the tree accepted the config."""
 
 
+def _wait_for_epochs(p: subprocess.Popen, db: Path, k: int) -> None:
+    """Until the run ``p`` trains has filed ``k`` epochs in ``db`` (or it ended)."""
+    while p.poll() is None:
+        try:
+            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM epochs").fetchone()[0] >= k:
+                return
+        except sqlite3.OperationalError:  # the schema is being created
+            pass
+        time.sleep(0.05)
+
+
 def _module(name: str):
     """``kdcore.<name>`` in this tree's layout: session 4 grouped kdcore by concept
     (``kdcore.experiment`` became ``kdcore.train.experiment``), and --root may name an older tree."""
@@ -102,13 +113,7 @@ def _crash(tmp: Path, root: Path) -> dict:
     p = subprocess.Popen([sys.executable, "-m", "kdcore", "--runs-dir", str(runs), "run", str(tmp / "c.json")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     db = runs / "history.sqlite"
-    while p.poll() is None:
-        try:
-            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM epochs").fetchone()[0] >= 8:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
+    _wait_for_epochs(p, db, 8)
     p.send_signal(signal.SIGKILL)
     p.wait()
     k = sqlite3.connect(db).execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
@@ -183,13 +188,7 @@ def _delete(tmp: Path, root: Path) -> dict:
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env={**os.environ, "PYTHONPATH": str(root)})
     db = runs / "history.sqlite"
-    while p.poll() is None:
-        try:
-            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM epochs").fetchone()[0] >= 2:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
+    _wait_for_epochs(p, db, 2)
     try:
         rc, line = _cli(root, runs, "runs", "delete", "1")
         text = p.communicate(timeout=600)[0]
