@@ -119,6 +119,18 @@ def test_omitted_class_bias_slider_recovers_the_class(history):
     assert at.button(key="oc_start").disabled
 
 
+def small_sweep(at, *, teacher_hidden: str) -> None:
+    """Set the sweep page to a 1 x 2 grid of 2-epoch MLPs on the whole set, then rerun it."""
+    at.number_input(key=key("sweep", "subset")).set_value(0)
+    at.text_input(key=key("sweep", "teacher_params")).set_value(teacher_hidden)
+    at.text_input(key=key("sweep", "student_params")).set_value("4")
+    at.number_input(key=key("sweep", "teacher_epochs")).set_value(2)
+    at.number_input(key=key("sweep", "epochs")).set_value(2)
+    at.multiselect(key=key("sweep", "alphas")).set_value([0.5])
+    at.multiselect(key=key("sweep", "temps")).set_value([1.0, 4.0])
+    at.run()
+
+
 @pytest.mark.slow
 def test_sweep_page_runs_a_grid_in_the_background(history):
     store, ids = history
@@ -126,14 +138,7 @@ def test_sweep_page_runs_a_grid_in_the_background(history):
     assert len(figures(at)) == 2  # the stored sweep's heatmaps
     at.selectbox(key=key("sweep", "dataset")).set_value("blobs")
     at.run()
-    at.number_input(key=key("sweep", "subset")).set_value(0)
-    at.text_input(key=key("sweep", "teacher_params")).set_value("16")
-    at.text_input(key=key("sweep", "student_params")).set_value("4")
-    at.number_input(key=key("sweep", "teacher_epochs")).set_value(2)
-    at.number_input(key=key("sweep", "epochs")).set_value(2)
-    at.multiselect(key=key("sweep", "alphas")).set_value([0.5])
-    at.multiselect(key=key("sweep", "temps")).set_value([1.0, 4.0])
-    at.run()
+    small_sweep(at, teacher_hidden="16")
     start = ok(at).button(key="sweep_start")
     assert start.label == "Start the sweep (2 cells)" and not start.disabled
     last = max(r["id"] for r in store.list())
@@ -303,14 +308,7 @@ def test_a_sweep_after_a_finished_run_shows_its_panel_and_finishes(history):
     at = visit(at, "sweep")
     for k, v in (("dataset", "blobs"), ("teacher", "mlp"), ("student", "mlp")):
         at.selectbox(key=key("sweep", k)).set_value(v).run()
-    at.number_input(key=key("sweep", "subset")).set_value(0)
-    at.text_input(key=key("sweep", "teacher_params")).set_value("8")
-    at.text_input(key=key("sweep", "student_params")).set_value("4")
-    at.number_input(key=key("sweep", "teacher_epochs")).set_value(2)
-    at.number_input(key=key("sweep", "epochs")).set_value(2)
-    at.multiselect(key=key("sweep", "alphas")).set_value([0.5])
-    at.multiselect(key=key("sweep", "temps")).set_value([1.0, 4.0])
-    at.run()
+    small_sweep(at, teacher_hidden="8")
     t0 = time.time()
     at.button(key="sweep_start").click().run(timeout=30)  # the page run ends (no redraw loop)
     assert time.time() - t0 < 30 and any(h.value == "This session's sweep" for h in ok(at).subheader)
