@@ -369,7 +369,7 @@ def cmd_runs(args) -> int:
         from .train.experiment import resume
         from .lab.teaching import LAB_RECORDERS
 
-        run = store.get(run_id)
+        run = store.resumable(run_id)
         print(f"resuming run {run_id} ({run['status']}): {run['message']}", flush=True)
         res = resume(run_id, store=store, callbacks=[Progress(0)], stop=threading.Event(), recorders=LAB_RECORDERS)
         _report_run(res, from_dict(run["config"]))

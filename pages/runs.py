@@ -120,9 +120,7 @@ def replay_ui(store, ids: list[int]) -> None:
 def _resume(rid: int) -> None:
     """Resume button callback: the run trains on in this session's slot, shown on the Train page."""
     try:
-        run = sh.store().get(rid)
-        if run["status"] not in RESUMABLE:
-            raise ConfigError(f"run {rid} is {run['status']}; only {' or '.join(RESUMABLE)} runs can be resumed")
+        run = sh.store().resumable(rid)
         if not single_user() and run.get("owner") != sh.session_runs().owner:
             raise ConfigError(f"run {rid} was started by another session; on a shared server a session "
                               "resumes only its own runs")

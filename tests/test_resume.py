@@ -89,6 +89,14 @@ def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
             checkpoint_every_s()
 
 
+def test_a_bad_checkpoint_interval_is_refused_before_a_run_is_filed(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    monkeypatch.setenv("KD_CHECKPOINT_S", "soon")
+    with pytest.raises(ConfigError, match="KD_CHECKPOINT_S='soon' must be a number of seconds"):
+        run_experiment(CFG, store=store)
+    assert store.list() == []
+
+
 def _student():
     from kdcore.models import build_model, seeded_init
 

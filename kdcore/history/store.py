@@ -302,17 +302,28 @@ class RunStore:
             KeyError: no such run. ConfigError: it is not interrupted or stopped (it finished,
                 failed, diverged, or another process trains or just resumed it).
         """
-        self.reap()
-        run = self.get(run_id)
+        run = self.resumable(run_id)
         now = time.time()
         with self._db() as db:
             taken = db.execute("UPDATE runs SET status='running', finished=NULL, pid=?, host=?, heartbeat=? "
                                f"WHERE id=? AND status IN ({','.join('?' * len(RESUMABLE))})",
                                (os.getpid(), HOST, now, run_id, *RESUMABLE)).rowcount
-        if not taken:
+        if not taken:  # another process resumed it since
+            self.resumable(run_id)
+        _BEAT.add(self, run_id)
+        return run
+
+    def resumable(self, run_id: int) -> dict:
+        """The run's row, if it is ``interrupted`` or ``stopped`` (after reaping).
+
+        Raises:
+            KeyError: no such run. ConfigError: any other status, said in one line.
+        """
+        self.reap()
+        run = self.get(run_id)
+        if run["status"] not in RESUMABLE:
             raise ConfigError(f"run {run_id} is {run['status']}; only {' or '.join(RESUMABLE)} runs can be "
                               "resumed")
-        _BEAT.add(self, run_id)
         return run
 
     def checkpoint_path(self, run_id: int, phase: str) -> Path:

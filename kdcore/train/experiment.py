@@ -271,14 +271,17 @@ def run_experiment(cfg: RunConfig, *, store: RunStore | None = None,
             :data:`kdcore.lab.teaching.LAB_RECORDERS` (decision boundaries per epoch, for 2-D sets).
     Returns:
         RunResult; never raises for a run that diverges or is stopped (see ``status``).
+    Raises:
+        ConfigError: with a store, ``$KD_CHECKPOINT_S`` is not a number of seconds (nothing filed).
 
     With a store, each phase keeps its last finished epoch as a checkpoint until the run ends, so
     a run whose process dies (``interrupted``) or that is stopped can be :func:`resume`\\ d.
     """
+    every_s = checkpoint_every_s() if store else 0.0  # a bad $KD_CHECKPOINT_S files nothing
     run_id = store.create_run(to_dict(cfg), kind=kind, group=group, name=cfg.name) if store else None
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
     return _Pipeline(cfg, res, store, callbacks, stop, dict(reuse or {}), data,
-                     recorders=recorders).run(find_teacher)
+                     recorders=recorders, checkpoint_every_s=every_s).run(find_teacher)
 
 
 CHECKPOINT_ENV = "KD_CHECKPOINT_S"
@@ -316,15 +319,17 @@ def resume(run_id: int, *, store: RunStore, callbacks: Iterable[Callback] = (),
         run_id: the run. store: its history. callbacks, stop, data, recorders: as in
             :func:`run_experiment` (recorders see only the epochs trained after the resume).
     Raises:
-        KeyError: no such run. ConfigError: the run is not interrupted or stopped.
+        KeyError: no such run. ConfigError: the run is not interrupted or stopped, or
+            ``$KD_CHECKPOINT_S`` is not a number of seconds.
     """
     cfg = from_dict(store.get(run_id)["config"])  # a config this version cannot read fails here
+    every_s = checkpoint_every_s()
     store.reopen_run(run_id)
     done = {p: store.load_weights(run_id, p) for p in phase_architectures(cfg)
             if store.weights_path(run_id, p).is_file()}
     res = RunResult("completed", "", {}, run_id=run_id, seed=cfg.seed)
     return _Pipeline(cfg, res, store, callbacks, stop, {}, data, done=done,
-                     recorders=recorders).run(find_teacher=False)
+                     recorders=recorders, checkpoint_every_s=every_s).run(find_teacher=False)
 
 
 
@@ -385,13 +390,14 @@ class _Pipeline:
 
     def __init__(self, cfg: RunConfig, res: RunResult, store: RunStore | None, callbacks, stop,
                  reuse: dict[str, nn.Module], data, *, done: dict[str, dict] | None = None,
-                 recorders: Iterable[Recorders] = ()):
+                 recorders: Iterable[Recorders] = (), checkpoint_every_s: float = 0.0):
         self.cfg, self.res, self.store, self.stop, self.reuse, self.data = cfg, res, store, stop, reuse, data
         self.done = done or {}  # phase -> state_dict of phases that finished before an interruption
         self.resuming = done is not None
         self.cbs = list(callbacks) + ([store.recorder(res.run_id)] if store else [])
         self.device = torch.device(cfg.device)
         self.recorders = tuple(recorders)
+        self.checkpoint_every_s = checkpoint_every_s
 
     def emit(self, ev) -> None:
         for cb in self.cbs:
@@ -439,7 +445,7 @@ class _Pipeline:
         start = store.load_checkpoint(res.run_id, name) if self.resuming else None
         r = fit(distiller, phase_data, optim, phase=name, seed=self.cfg.seed if seed is None else seed,
                 device=self.device, callbacks=[self.emit], stop=self.stop, teacher_logits=teacher_logits,
-                run_id=res.run_id, checkpoint=ckpt, checkpoint_every_s=checkpoint_every_s(), resume=start)
+                run_id=res.run_id, checkpoint=ckpt, checkpoint_every_s=self.checkpoint_every_s, resume=start)
         res.history[name] = r.epochs
         if r.status != "completed":
             res.status, res.message = r.status, r.message
