@@ -17,8 +17,12 @@ import time
 import kdcore
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from kdapp.live import LiveRun
+from kdcore.lab import presets
 
 TARGET = 0.30
+# The dashboard shows the ETA in whole seconds ("about 3 s left"), so a reading is also counted
+# within that resolution: |ETA - left| <= 0.5 s. Both counts are printed; the strict one first.
+RESOLUTION_S = 0.5
 POLL_S = 0.02  # how often the snapshot is read, as a page would (the times come from the worker's clock)
 
 
@@ -36,6 +40,15 @@ def configs(quick: bool) -> dict[str, RunConfig]:
             teacher_optim=OptimConfig(epochs=3, lr=1e-3, batch_size=128), name="bench_eta"),
     }
     if not quick:
+        # what the Train page's presets run: the shared teacher on 54,000 images, students on few labels
+        out["preset: few labels (300 labels + transfer set, 4 phases)"] = presets.fmnist_run(
+            "bench_eta", transfer=True, pseudo=True)
+        out["preset: T = 1 (1,000 labels, 40 student epochs)"] = presets.fmnist_run(
+            "bench_eta", labelled=1000, T=1.0, alpha=0.3)
+        out["F-MNIST 54k: CNN -> LeNet-5 (a conv student, minutes under load)"] = RunConfig(
+            data=DataConfig(name="fashion_mnist"), teacher=ModelConfig("cnn", {}),
+            student=ModelConfig("lenet5", {}), optim=OptimConfig(epochs=3, lr=1e-3, batch_size=128),
+            teacher_optim=OptimConfig(epochs=2, lr=1e-3, batch_size=128), name="bench_eta")
         out["F-MNIST 5k: MLP 512-512 -> MLP 32, FitNets (live teacher)"] = RunConfig(
             data=fm, teacher=ModelConfig("mlp", {"hidden": [512, 512]}),
             student=ModelConfig("mlp", {"hidden": [32]}), loss=LossConfig(name="fitnets"),
@@ -116,22 +129,33 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only the two quickest configs")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
-    rows, worst = [], 0.0
+    readings: list[tuple[float, float]] = []  # (ETA shown, seconds really left)
+
+    def report(name: str, where: str, eta: float, left: float, extra: str = "") -> None:
+        readings.append((eta, left))
+        err = (eta - left) / left
+        print(f"{name:62s} {where:18s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}{extra}", flush=True)
+
     for name, cfg in configs(args.quick).items():
         for phase, eta, left, epochs, probe in measure(cfg):
-            err = (eta - left) / left
-            worst = max(worst, abs(err))
-            rows.append((name, phase, eta, left, err))
-            print(f"{name:58s} {phase:10s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}  "
-                  f"epochs {min(epochs):.2f}-{max(epochs):.2f} s  probe {probe * 1e3:.0f} ms", flush=True)
+            report(name, phase, eta, left,
+                   f"  epochs {min(epochs):.2f}-{max(epochs):.2f} s  probe {probe * 1e3:.0f} ms")
     plan = sweep_plan(args.quick)
     name = f"sweep {len(plan.alphas)}x{len(plan.temps)}: F-MNIST 5k, CNN -> MLP 32"
     for where, eta, left in measure_sweep(plan):
-        err = (eta - left) / left
-        worst = max(worst, abs(err))
-        print(f"{name:58s} {where:18s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}", flush=True)
+        report(name, where, eta, left)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print(f"worst error: {worst:.0%} (target within {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
+    strict = [abs(eta - left) <= TARGET * left for eta, left in readings]
+    shown = [abs(eta - left) <= max(TARGET * left, RESOLUTION_S) for eta, left in readings]
+    worst = max(abs(eta - left) / left for eta, left in readings)
+    print(f"within {TARGET:.0%}: {sum(strict)} of {len(readings)} readings (worst error {worst:.0%}); "
+          f"within {TARGET:.0%} or the display's {RESOLUTION_S:g} s: {sum(shown)} of {len(readings)}")
+    long = [(e, l) for (e, l) in readings if l >= 5.0]
+    if long:
+        print(f"readings with 5 s or more left: {sum(abs(e - l) <= TARGET * l for e, l in long)} of {len(long)} "
+              f"within {TARGET:.0%} (worst {max(abs(e - l) / l for e, l in long):.0%})")
+    print(f"target: {'met' if all(strict) else 'NOT met'} strictly; "
+          f"{'met' if all(shown) else 'NOT met'} at the display's resolution")
 
 
 if __name__ == "__main__":

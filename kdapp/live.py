@@ -497,7 +497,10 @@ class LiveRun(Worker):
         self._data = None  # the run's DataBundle, which the probe trains a few steps on
         self._sizes: dict = {}  # split sizes, for the planned validation and test passes
         self._t_mark = 0.0  # the step clock: the current phase's newest step end (or epoch start)
-        self._loop_s, self._loop_n = 0.0, 0  # the current phase's steps after its first (warm-up) one
+        # the current phase's steps after its first (warm-up) one, as running sums: the pace is read
+        # from the newer half of them, as a phase's first steps (and a fresh process's first epoch)
+        # run slower than its later ones
+        self._loop_cum: list[float] = []
         self._first_step_s: float | None = None
         self._val_s, self._val_n = 0.0, 0  # the current phase's validation passes
         self._paces: dict[str, float] = {}  # base phase -> measured seconds per training step
@@ -572,7 +575,7 @@ class LiveRun(Worker):
         self._status = "running"
         self._phase, self._epoch, self._epochs, self._step = ev.phase, 0, ev.epochs, 0
         self._total = ev.epochs * ev.steps_per_epoch
-        self._t_mark, self._loop_s, self._loop_n, self._first_step_s = now, 0.0, 0, None
+        self._t_mark, self._loop_cum, self._first_step_s = now, [], None
         self._val_s, self._val_n = 0.0, 0
         self._planned[ev.phase] = self._total
         if ev.phase not in self._phases:  # a phase this module does not know: before the students
@@ -614,8 +617,7 @@ class LiveRun(Worker):
         if self._first_step_s is None:  # the first step warms up (allocations): not the pace
             self._first_step_s = now - self._t_mark
         else:
-            self._loop_s += now - self._t_mark
-            self._loop_n += 1
+            self._loop_cum.append((self._loop_cum[-1] if self._loop_cum else 0.0) + now - self._t_mark)
         self._t_mark = now
         spe = ev.total_steps / max(self._epochs, 1) if self._epochs else ev.total_steps
         point = {"phase": ev.phase, "x": ev.step / spe if spe else float(ev.epoch), "step": ev.step,
@@ -642,8 +644,14 @@ class LiveRun(Worker):
 
     # -- reading -------------------------------------------------------------------------
     def _step_pace(self) -> float | None:
-        """Measured seconds per training step of the current phase (None before its first step)."""
-        return self._loop_s / self._loop_n if self._loop_n else self._first_step_s
+        """Measured seconds per training step of the current phase (None before its first step):
+        the mean of its newer half of steps once it has 16, else of all after the first."""
+        cum = self._loop_cum
+        n = len(cum)
+        if not n:
+            return self._first_step_s
+        half = n // 2 if n >= 16 else 0
+        return (cum[-1] - (cum[half - 1] if half else 0.0)) / (n - half)
 
     def _progress_eta(self, now: float) -> tuple[float, float | None]:
         planned = sum(self._planned.get(p, 0) for p in self._phases)

@@ -230,8 +230,11 @@ def fmt_seconds(s: float | None) -> str:
 
 
 def eta_text(eta_s: float | None) -> str:
-    """"about 2 min 05 s left", or what is happening while no time can be estimated yet."""
-    return "estimating the time left" if eta_s is None else f"about {fmt_seconds(eta_s)} left"
+    """"about 2 min 05 s left", "under a second left" (not "about 0 s"), or what is happening
+    while no time can be estimated yet."""
+    if eta_s is None:
+        return "estimating the time left"
+    return "under a second left" if eta_s < 0.5 else f"about {fmt_seconds(max(eta_s, 1.0))} left"
 
 
 def stop_button(job, key: str) -> None:

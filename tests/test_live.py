@@ -367,3 +367,29 @@ def test_sweep_eta_charges_later_cells_the_reused_models_tests_and_one_distilled
     sw._segments = [(0.0, 8.0, 10.0), (10.0, 13.5, 14.0), (14.0, 14.3, 15.0)]
     sw._est = sw._estimator(3, first)
     assert sw._eta(15.1, cells_after=1) == pytest.approx((0.3 - 0.1) + student + (0.3 + student))
+
+
+def test_eta_text_shows_whole_seconds_and_never_about_zero():
+    from kdapp import shared as sh
+
+    assert sh.eta_text(None) == "estimating the time left"
+    assert sh.eta_text(0.2) == "under a second left"
+    assert sh.eta_text(0.7) == "about 1 s left"
+    assert sh.eta_text(125.4) == "about 2 min 05 s left"
+
+
+def test_the_pace_is_read_from_the_newer_half_of_the_phases_steps():
+    """A phase's first steps (and a fresh process's first epoch) run slower than its later ones:
+    the pace is the mean of its newer half of steps once it has 16 after the warm-up one."""
+    from kdcore.events import PhaseStart
+
+    live = LiveRun(tiny(epochs=10), store=None)
+    live._on_phase_start(PhaseStart("teacher", 10, 40), now=0.0)
+    t = _feed(live, "teacher", 1, [1], 0.0, 0.5, None)  # the warm-up step: never the pace
+    assert live.pace() == pytest.approx(0.5)  # (all there is)
+    t = _feed(live, "teacher", 1, range(2, 12), t, 0.03, None)  # 10 more: too few to halve
+    assert live.pace() == pytest.approx(0.03)
+    _feed(live, "teacher", 1, range(12, 32), t, 0.02, None)  # 30 after the warm-up: the newer 15 at 20 ms
+    assert live.pace() == pytest.approx(0.02)
+    live._on_phase_start(PhaseStart("baseline", 10, 40), now=10.0)  # a new phase starts afresh
+    assert live.pace() is None
