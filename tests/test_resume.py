@@ -17,7 +17,7 @@ from kdcore.config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunC
 from kdcore.data import load_data
 from kdcore.events import EpochEnd
 from kdcore.train.experiment import resume, run_experiment
-from kdcore.train.trainer import Alone, SeededDropout, fit, make_distiller
+from kdcore.train.trainer import Alone, SeededDropout, fit, make_distiller, own_dropout
 
 # dropout in both models, a cosine schedule and a few epochs: every piece of state a resume must carry
 CFG = RunConfig(
@@ -110,7 +110,7 @@ def test_dropout_draws_from_the_runs_own_generator():
     model = build_model("mlp", in_shape=(2,), num_classes=2, params={"hidden": [8], "dropout": 0.5})
     data = load_data(CFG.data)
     fit(Alone(model), data, replace(CFG.optim, epochs=1), phase="p", seed=0)
-    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
     assert drops and all(isinstance(m, SeededDropout) and m.generator is not None for m in drops)
     x = torch.ones(4, 1000)
     d = drops[0].train()
@@ -121,6 +121,42 @@ def test_dropout_draws_from_the_runs_own_generator():
     assert torch.equal(a, d(x))
     assert abs((a == 0).float().mean().item() - 0.5) < 0.05 and a.max().item() == pytest.approx(2.0)
     assert torch.equal(d.eval()(x), x)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (torch.nn.Dropout, (4, 7, 5, 3)), (torch.nn.Dropout1d, (4, 6, 9)), (torch.nn.Dropout1d, (6, 9)),
+    (torch.nn.Dropout2d, (4, 6, 5, 5)), (torch.nn.Dropout2d, (6, 5, 5)), (torch.nn.Dropout3d, (3, 6, 2, 3, 4)),
+    (torch.nn.Dropout3d, (6, 2, 3, 4)), (torch.nn.AlphaDropout, (4, 50)),
+    (torch.nn.FeatureAlphaDropout, (4, 6, 5, 5))])
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_every_kind_of_dropout_is_torchs_own_layer_drawing_from_the_runs_generator(layer, shape, p):
+    """Each of torch's dropout layers, made the run's own, gives bit-for-bit what torch's layer gives
+    when the process generator holds the same state: the same masks (element- or channel-wise, a
+    batch or one sample), the same scaling (alpha dropout's affine correction too), the same
+    gradients; in eval it is the identity."""
+    import warnings
+
+    model = torch.nn.Sequential(torch.nn.Identity(), layer(p))
+    assert own_dropout(model, torch.Generator()) == 1
+    ours = model[1]
+    assert isinstance(ours, SeededDropout) and ours.like is layer
+    x = torch.randn(*shape, dtype=torch.float64)
+    if len(shape) == 4 and layer is torch.nn.Dropout:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours.generator.manual_seed(11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on dropout2d's 3-D input
+        a = model(x1)
+        torch.manual_seed(11)
+        b = layer(p).train()(x2)
+        assert torch.equal(model.eval()(x), x)
+    assert torch.equal(a, b)
+    if p < 1:
+        assert (a == b).all() and not torch.equal(a, x)  # something was dropped
+    a.pow(2).sum().backward()
+    b.pow(2).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
 
 
 @pytest.mark.slow

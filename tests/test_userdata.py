@@ -109,6 +109,44 @@ def test_streamed_images_index_like_a_tensor(tmp_path):
     assert small[torch.arange(5)].shape == (5, 3, 12, 12)
 
 
+def test_read_ahead_decodes_the_coming_batches_and_gives_them_back_bit_for_bit(tmp_path, monkeypatch):
+    """A streamed training set decodes the epoch's next batches while a step runs: each comes back
+    as the in-memory set holds it, in order; asking for anything else drops the rest; a file spoilt
+    after loading fails the step that asks for its batch, named in one line."""
+    from kdcore.data import own
+
+    monkeypatch.setenv("KD_DATA_WORKERS", "0")
+    path = make_folder(tmp_path / "shapes", n_per_class=12)
+    mem = load_data(DataConfig(name="image_folder", path=path, image_size=12)).x_train
+    lazy = load_data(DataConfig(name="image_folder", path=path, image_size=12, memory_mb=0)).x_train
+    batches = list(torch.randperm(len(lazy), generator=torch.Generator().manual_seed(1)).split(5))
+    lazy.read_ahead(batches)
+    ahead = lazy._ahead
+    deadline = time.monotonic() + 20
+    while ahead.ready.qsize() < own.READ_AHEAD and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ahead.ready.qsize() == own.READ_AHEAD  # decoded before any step asked for them
+    for b in batches[:3]:
+        assert torch.equal(lazy[b], mem[b])
+    assert ahead.taken == 3
+    # another request (a validation slice, the teacher's logits) ends the read-ahead and is served
+    assert torch.equal(lazy[torch.tensor([0, 1])], mem[torch.tensor([0, 1])])
+    assert lazy._ahead is None and ahead.cancelled.is_set()
+    ahead.thread.join(5)
+    assert not ahead.thread.is_alive()
+    assert torch.equal(lazy[batches[3]], mem[batches[3]])  # decoded when asked, as before
+    # a decode error surfaces at the step whose batch holds the file
+    bad = lazy.files[int(batches[1][0])]
+    open(bad, "wb").write(b"overwritten after the header check")
+    lazy.read_ahead(batches)
+    assert torch.equal(lazy[batches[0]], mem[batches[0]])
+    with pytest.raises(ConfigError, match="cannot be read") as e:
+        lazy[batches[1]]
+    assert os.path.basename(bad) in str(e.value) and "\n" not in str(e.value)
+    lazy.read_ahead(None)
+    assert lazy._ahead is None
+
+
 @pytest.fixture(autouse=True)
 def decoders():
     """Every test's decode workers are stopped when it ends, whatever happened in it."""

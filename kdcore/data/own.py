@@ -35,6 +35,7 @@ import hashlib
 import io
 import math
 import os
+import queue
 import re
 import shutil
 import stat
@@ -73,6 +74,7 @@ MAX_DATA_WORKERS = 8
 DECODE_CHUNK = 256  # most images one worker decodes per task: a batch splits over every worker
 DECODE_TIMEOUT_S = 120.0  # a worker silent this long is taken as hung: the request fails, it is stopped
 DECODE_IDLE_S = 60.0  # workers idle this long are shut down; the next request starts new ones
+READ_AHEAD = 2  # streamed training batches decoded ahead of the step that asks for them (0: none)
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
 
 
@@ -405,13 +407,66 @@ def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x.to(torch.float32).div_(255).sub_(m).div_(s)
 
 
+class _ReadAhead:
+    """Decodes a list of index batches in a thread, in order, at most ``depth`` of them waiting to
+    be taken. It stops when cancelled, after the last batch, after a decode error (which the step
+    asking for that batch raises) or when nothing was taken for DECODE_IDLE_S."""
+
+    def __init__(self, images: "StreamedImages", batches: list[torch.Tensor], depth: int) -> None:
+        self.images, self.batches, self.taken = images, batches, 0
+        self.ready: queue.Queue = queue.Queue(maxsize=depth)
+        self.cancelled = threading.Event()
+        self.thread = threading.Thread(target=self._decode_all, name="kd-read-ahead", daemon=True)
+        self.thread.start()
+
+    def _decode_all(self) -> None:
+        for idx in self.batches:
+            if self.cancelled.is_set():
+                return
+            try:
+                item: Any = self.images._tensor([self.images.files[i] for i in idx.tolist()])
+            except Exception as e:  # raised by the step that asks for this batch
+                item = e
+            waited = 0.0
+            while not self.cancelled.is_set():
+                try:
+                    self.ready.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    waited += 0.5
+                    if waited >= DECODE_IDLE_S:  # the trainer went away without cancelling
+                        self.cancelled.set()
+            if isinstance(item, Exception):
+                return
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """The next batch if ``idx`` is it (waiting for its decode), else None; anything but the
+        next batch cancels the rest."""
+        if self.taken >= len(self.batches) or not torch.equal(idx, self.batches[self.taken]):
+            self.cancelled.set()
+            return None
+        self.taken += 1
+        while True:
+            try:
+                item = self.ready.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive():  # it never ends without queueing this batch: defensive
+                    self.cancelled.set()
+                    return None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
 class StreamedImages:
     """Images on disk that index like a float tensor [N, C, S, S], decoded when indexed.
 
     ``x[idx]`` (index tensor, bool mask, list, slice) returns a normalised float tensor when the
     result fits ``budget_bytes``, else another ``StreamedImages`` over those files; an int gives
     one image. ``torch.cat`` of streamed sets is a streamed set. ``to(device)`` keeps them on the
-    CPU: the trainer moves each batch.
+    CPU: the trainer moves each batch. :meth:`read_ahead` decodes the coming training batches
+    while the model trains on the current one.
     """
 
     def __init__(self, files: list[str], *, size: int, channels: int, mean, std, budget_bytes: int):
@@ -419,6 +474,20 @@ class StreamedImages:
         self.size, self.channels = size, channels
         self.mean, self.std = tuple(mean), tuple(std)
         self.budget_bytes = budget_bytes
+        self._ahead: _ReadAhead | None = None
+
+    def read_ahead(self, batches: list[torch.Tensor] | None) -> None:
+        """Decode ``batches`` (CPU index tensors, in the order ``x[idx]`` will ask for them) ahead,
+        up to READ_AHEAD of them (fewer if that many would not fit ``budget_bytes``); ``None``
+        drops what is left. A batch comes back bit-for-bit as ``x[idx]`` without it would."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancelled.set()
+        if not batches or READ_AHEAD <= 0:
+            return
+        depth = min(READ_AHEAD, self.budget_bytes // max(1, max(len(b) for b in batches) * self.size_of_one()))
+        if depth >= 1:
+            self._ahead = _ReadAhead(self, batches, depth)
 
     def _like(self, files: list[str]) -> "StreamedImages":
         return StreamedImages(files, size=self.size, channels=self.channels, mean=self.mean,
@@ -452,6 +521,12 @@ class StreamedImages:
         return self
 
     def __getitem__(self, key) -> Any:
+        ahead = self._ahead
+        if ahead is not None and isinstance(key, torch.Tensor):
+            batch = ahead.take(key)
+            if batch is not None:
+                return batch
+            self._ahead = None  # asked for something else: the read-ahead is over
         if isinstance(key, int):
             return self._tensor([self.files[key]])[0]
         if isinstance(key, slice):

@@ -166,8 +166,23 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-class SeededDropout(nn.Dropout):
-    """``nn.Dropout`` drawing its masks from a generator of the run's own (see :func:`own_dropout`).
+_ALPHA = 1.7580993408473766  # SELU's scale x alpha: the value alpha dropout sets a dropped unit to
+# torch's dropout layers -> (their functional form, channel-wise masks, alpha dropout, the input
+# dims it takes as a batch, any other taken as one sample; None: always [N, C, ...], as torch's
+# dropout2d reads a 3-D input)
+_DROPOUT_KINDS: dict[type, tuple[Any, bool, bool, int | None]] = {
+    nn.Dropout: (F.dropout, False, False, None), nn.Dropout1d: (F.dropout1d, True, False, 3),
+    nn.Dropout2d: (F.dropout2d, True, False, None), nn.Dropout3d: (F.dropout3d, True, False, 5),
+    nn.AlphaDropout: (F.alpha_dropout, False, True, None),
+    nn.FeatureAlphaDropout: (F.feature_alpha_dropout, True, True, None)}
+
+
+class SeededDropout(nn.modules.dropout._DropoutNd):
+    """A dropout layer of any of torch's kinds drawing its masks from a generator of the run's own
+    (see :func:`own_dropout`): element-wise or channel-wise (``Dropout1d/2d/3d``,
+    ``FeatureAlphaDropout``), plain or alpha (``AlphaDropout``, which keeps SELU's mean and
+    variance). With the same generator state its output is bit-for-bit torch's layer's
+    (``tests/test_resume.py``): the same Bernoulli draws, the same arithmetic.
 
     Torch's dropout draws from the one process-wide generator, which concurrent runs in one
     server share; with its own generator a run's masks depend on its seed alone, and a
@@ -176,23 +191,44 @@ class SeededDropout(nn.Dropout):
 
     generator: torch.Generator | None = None
 
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, like: type = nn.Dropout) -> None:
+        super().__init__(p, inplace)
+        self.like = like
+        self.functional, self.feature, self.alpha, self.batched_dims = _DROPOUT_KINDS[like]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or self.generator is None:
-            return F.dropout(x, self.p, self.training, self.inplace)
+            return self.functional(x, self.p, self.training, self.inplace)
         keep = 1.0 - self.p
-        if keep == 0.0:
-            return torch.zeros_like(x)
-        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
-        return x * mask / keep
+        if keep == 0.0:  # as torch: every unit zeroed, nothing drawn
+            return x.mul(torch.zeros((), dtype=x.dtype, device=x.device))
+        if not self.feature:  # (empty_like keeps a channels-last input's layout, as torch's does)
+            noise = torch.empty_like(x)
+        else:
+            if self.batched_dims is not None and x.dim() != self.batched_dims:  # one sample: [C, ...]
+                shape = x.shape[:1] + (1,) * (x.dim() - 1)
+            else:  # [N, C, ...]: one draw per sample and channel
+                shape = x.shape[:2] + (1,) * (x.dim() - 2)
+            noise = torch.empty(shape, dtype=x.dtype, device=x.device)
+        noise.bernoulli_(keep, generator=self.generator)
+        if not self.alpha:
+            return x * noise.div_(keep)
+        a = 1.0 / math.sqrt((_ALPHA * _ALPHA * self.p + 1) * keep)
+        b = noise.add(-1).mul_(_ALPHA * a).add_(_ALPHA * a * self.p)
+        return x * noise.mul_(a) + b
+
+    def extra_repr(self) -> str:
+        return f"{self.like.__name__}, p={self.p}"
 
 
 def own_dropout(model: nn.Module, generator: torch.Generator) -> int:
-    """Make every dropout layer of ``model`` draw from ``generator``; returns how many there are."""
+    """Make every dropout layer of ``model`` (any kind in ``_DROPOUT_KINDS``) draw from
+    ``generator``; returns how many there are."""
     n = 0
     for parent in model.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Dropout) and not isinstance(child, SeededDropout):
-                seeded = SeededDropout(child.p, child.inplace)
+            if type(child) in _DROPOUT_KINDS:
+                seeded = SeededDropout(child.p, child.inplace, like=type(child))
                 seeded.train(child.training)
                 setattr(parent, name, seeded)
                 child = seeded
@@ -490,9 +526,13 @@ def _train_epoch(loop: _Loop, data, optim_cfg, epoch: int, step: int, stop, emit
     loss_sum, correct, seen = 0.0, 0, 0
     pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
     epoch_idx = epoch_batches(data, optim_cfg.batch_size, loop.gen)
+    read_ahead = getattr(x_all, "read_ahead", None)  # a set on disk (kdcore.data.own.StreamedImages)
     if loop.resident:  # the epoch's order goes to the device in one copy, then is sliced there
         cpu_idx = list(epoch_idx)
         epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx]) if cpu_idx else [])
+    elif read_ahead is not None:  # it decodes the epoch's batches while the steps run
+        epoch_idx = list(epoch_idx)
+        read_ahead(epoch_idx)
     for idx in epoch_idx:
         if world == 1 and stop is not None and stop.is_set():
             result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
@@ -558,6 +598,8 @@ def _train_epoch(loop: _Loop, data, optim_cfg, epoch: int, step: int, stop, emit
         if stop_now:
             result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
             break
+    if read_ahead is not None and not loop.resident:  # what a stopped epoch did not take
+        read_ahead(None)
     if pending and result.status != "diverged":  # a stopped epoch still reports its steps
         loss_sum += _flush(pending, sums, result, emit, phase, epoch, loop.total, optim_cfg, run_id) or 0.0
     return sums, loss_sum, correct, seen, step
