@@ -167,7 +167,7 @@ def load_with_sizes(data_cfg) -> tuple[Any, dict]:
 class PhaseCost:
     """Measured costs of one phase's model, as the run will pay them."""
 
-    step_s: float  # one training step through the trainer's own loop (batching, loss terms, events)
+    step_s: float  # one training step through the trainer's own loop (batching, loss terms, events), work s
     forward_s: float  # eval-mode forward per sample at the evaluation batch (validation, test, cached logits)
     pre_rows: int = 0  # rows the teacher runs over before this phase trains (its cached logits)
     epoch_rows: int = 0  # labelled rows an epoch passes over (a few-labels student sees fewer)
@@ -177,23 +177,39 @@ EVAL_BATCH = 1024  # kdcore.train.trainer.predict_logits' batch: validation, tes
 PROFILE_BATCHES = 11  # kdcore.models.profile: 2 warm-up + 9 timed batches at the students' batch size
 
 
+def work_clock() -> float:
+    """The ETA's clock for costs: CPU seconds of the calling (training) thread.
+
+    A cost read on the wall clock is stretched by whatever else the cores run at that moment, and
+    on a small shared machine a short phase's first epoch is a few scheduler slices: too few to
+    read the load from. The thread's own CPU time is the work, nearly whatever the load; the ETA
+    turns work into wall time by :meth:`LiveRun.slowdown`, read over the last few seconds.
+    """
+    return time.thread_time()
+
+
+SLOWDOWN_WINDOW_S = 5.0  # the ETA reads the run's share of the cores over this much recent time
+CLOCK_EVERY_S = 0.05  # at most one (wall, work) sample this often
+
+
 def _eval_forward_s(model: torch.nn.Module, x: torch.Tensor, device) -> float:
-    """Seconds per sample of an eval forward at the evaluation batch, as predict_logits runs it."""
+    """Work seconds per sample of an eval forward at the evaluation batch, as predict_logits runs it."""
     from kdcore.train.trainer import predict_logits
 
     rows = x[:EVAL_BATCH]
     if not len(rows):
         return 0.0
     predict_logits(model, rows[:16], device=device)  # first-call allocations are not the pace
-    t0 = time.perf_counter()
+    t0 = work_clock()
     predict_logits(model, rows, device=device)
-    return (time.perf_counter() - t0) / len(rows)
+    return (work_clock() - t0) / len(rows)
 
 
 def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
                  min_steps: int = 8, min_s: float = 0.03, max_steps: int = 30) -> float:
-    """Mean seconds per training step of ``distiller`` on ``view`` through :func:`kdcore.train.trainer.fit`
-    itself, stopped after a few steps; the first two (warm-up) do not count, nor does the slowest."""
+    """Mean work seconds (:func:`work_clock`) per training step of ``distiller`` on ``view`` through
+    :func:`kdcore.train.trainer.fit` itself, stopped after a few steps; the first two (warm-up) do
+    not count, nor does the slowest."""
     from kdcore.train.trainer import fit
 
     stop = threading.Event()
@@ -203,7 +219,7 @@ def _timed_steps(distiller, view, optim, device, teacher_logits, callback, *,
         if callback is not None:
             callback(ev)
         if isinstance(ev, StepEnd):
-            times.append(time.perf_counter())
+            times.append(work_clock())
             if len(times) >= max_steps or (len(times) >= min_steps and times[-1] - times[2] >= min_s):
                 stop.set()
 
@@ -289,6 +305,11 @@ def probe_costs(cfg: RunConfig, phases: tuple[str, ...], data, *, callback=None,
             except Exception:  # noqa: BLE001  (a phase it cannot probe is charged the current pace)
                 continue
     return out
+
+
+def _work(now: float, work: float | None) -> float:
+    """The work clock of an event (a test feeding events by hand gives the wall clock alone)."""
+    return now if work is None else work
 
 
 def _probed(probe: dict[str, PhaseCost], phase: str) -> PhaseCost | None:
@@ -496,7 +517,11 @@ class LiveRun(Worker):
         self._probes = True  # False in a stand-in that only times the run's event handling
         self._data = None  # the run's DataBundle, which the probe trains a few steps on
         self._sizes: dict = {}  # split sizes, for the planned validation and test passes
-        self._t_mark = 0.0  # the step clock: the current phase's newest step end (or epoch start)
+        # Costs are in work seconds (work_clock: the training thread's CPU time), turned into wall
+        # time by slowdown(); the countdown between events is on the wall clock.
+        self._t_mark = 0.0  # wall clock at the current phase's newest step end (or epoch start)
+        self._w_mark = 0.0  # work clock at the same moment
+        self._clock: list[tuple[float, float]] = []  # recent (wall, work) samples, for slowdown()
         # the current phase's steps after its first (warm-up) one, as running sums: the pace is read
         # from the newer half of them, as a phase's first steps (and a fresh process's first epoch)
         # run slower than its later ones
@@ -519,31 +544,32 @@ class LiveRun(Worker):
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:
             foreground.yield_to_pages()  # outside the lock; never before the first point
-        now = time.perf_counter()
+        now, work = time.perf_counter(), work_clock()
         probe: dict[str, PhaseCost] | None = None
         if isinstance(ev, EpochEnd) and self._probes and ev.phase not in self._probed_after:
             # the phases after this one, measured now that its first epoch is done (never before the
             # first point, and again after each phase's first epoch, under the load of the moment)
             self._probed_after.add(ev.phase)
             probe = self._probe_after(ev.phase)
-        probe_s = time.perf_counter() - now if probe is not None else 0.0
+        probe_s, probe_w = ((time.perf_counter() - now, work_clock() - work) if probe is not None else (0.0, 0.0))
         with self._lock:
             self._version += 1
+            self._tick(now + probe_s, work + probe_w)
             if getattr(ev, "run_id", None) is not None:
                 self._run_id = ev.run_id
             if isinstance(ev, StepEnd):
-                self._on_step(ev, now)
+                self._on_step(ev, now, work)
             elif isinstance(ev, EpochEnd):
                 self._epoch = ev.epoch
-                self._on_epoch_end(ev, now, probe, probe_s)
+                self._on_epoch_end(ev, now, probe, probe_s, work, probe_w)
                 self._epochs_log.setdefault(ev.phase, Series(self.max_points)).add({
                     "epoch": ev.epoch, "train_loss": ev.train_loss, "train_acc": ev.train_acc,
                     "val_loss": ev.val_loss, "val_acc": ev.val_acc, "seconds": ev.seconds,
                     **{f"term_{k}": v for k, v in ev.terms.items()}})
             elif isinstance(ev, PhaseStart):
-                self._on_phase_start(ev, now)
+                self._on_phase_start(ev, now, work)
             elif isinstance(ev, PhaseEnd):
-                self._on_phase_end(ev, now)
+                self._on_phase_end(ev, now, work)
             elif isinstance(ev, RunEnd):
                 # the slot is free before any page can see the end: a page redraws once on "done",
                 # and a slot released after that redraw read "2 of 2 in use" until the next one
@@ -571,11 +597,31 @@ class LiveRun(Worker):
     def _phases_after(self, phase: str) -> tuple[str, ...]:
         return self._phases[self._phases.index(phase) + 1:] if phase in self._phases else ()
 
-    def _on_phase_start(self, ev: PhaseStart, now: float) -> None:
+    def _tick(self, now: float, work: float) -> None:
+        """Keep a (wall, work) sample for :meth:`slowdown`: at most one per CLOCK_EVERY_S, and
+        only the newest SLOWDOWN_WINDOW_S of them (plus the one before, where the window starts)."""
+        c = self._clock
+        if c and now - c[-1][0] < CLOCK_EVERY_S:
+            return
+        c.append((now, work))
+        while len(c) > 2 and c[1][0] <= now - SLOWDOWN_WINDOW_S:
+            del c[0]
+
+    def slowdown(self) -> float:
+        """Wall seconds per work second over the last SLOWDOWN_WINDOW_S of the run (at least 1):
+        1 on an idle machine, 1.5 when the training thread got two thirds of a core, more while
+        pages make it wait."""
+        c = self._clock
+        if len(c) < 2:
+            return 1.0
+        (t0, w0), (t1, w1) = c[0], c[-1]
+        return max((t1 - t0) / (w1 - w0), 1.0) if w1 - w0 > 1e-3 else 1.0
+
+    def _on_phase_start(self, ev: PhaseStart, now: float, work: float | None = None) -> None:
         self._status = "running"
         self._phase, self._epoch, self._epochs, self._step = ev.phase, 0, ev.epochs, 0
         self._total = ev.epochs * ev.steps_per_epoch
-        self._t_mark, self._loop_cum, self._first_step_s = now, [], None
+        self._t_mark, self._w_mark, self._loop_cum, self._first_step_s = now, _work(now, work), [], None
         self._val_s, self._val_n = 0.0, 0
         self._planned[ev.phase] = self._total
         if ev.phase not in self._phases:  # a phase this module does not know: before the students
@@ -590,13 +636,13 @@ class LiveRun(Worker):
             if p not in self._started:
                 self._planned[p] = self._planned_steps(p, n_train)
 
-    def _on_phase_end(self, ev: PhaseEnd, now: float) -> None:
+    def _on_phase_end(self, ev: PhaseEnd, now: float, work: float | None = None) -> None:
         if ev.status != "completed":
             return
         self._metrics[ev.phase] = dict(ev.metrics)
         self._done_steps[ev.phase] = self._planned.get(ev.phase, 0)
         if ev.phase == self._phase and self._val_n:  # trained here: its last validation pass to its end
-            self._finished_s[split_phase(ev.phase)[0]] = now - self._t_mark
+            self._finished_s[split_phase(ev.phase)[0]] = _work(now, work) - self._w_mark
 
     def _planned_steps(self, phase: str, n_train: int) -> int:
         optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
@@ -607,18 +653,19 @@ class LiveRun(Worker):
     def _batch_size(self, phase: str) -> int:
         return (self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim).batch_size
 
-    def _on_step(self, ev: StepEnd, now: float) -> None:
+    def _on_step(self, ev: StepEnd, now: float, work: float | None = None) -> None:
         if self._first_point is None:
             self._first_point = now - self._t0
             self.first_point.set()
         self._status = "running"
         self._phase, self._epoch, self._step, self._total = ev.phase, ev.epoch, ev.step, ev.total_steps
         self._done_steps[ev.phase] = ev.step
+        work = _work(now, work)
         if self._first_step_s is None:  # the first step warms up (allocations): not the pace
-            self._first_step_s = now - self._t_mark
+            self._first_step_s = work - self._w_mark
         else:
-            self._loop_cum.append((self._loop_cum[-1] if self._loop_cum else 0.0) + now - self._t_mark)
-        self._t_mark = now
+            self._loop_cum.append((self._loop_cum[-1] if self._loop_cum else 0.0) + work - self._w_mark)
+        self._t_mark, self._w_mark = now, work
         spe = ev.total_steps / max(self._epochs, 1) if self._epochs else ev.total_steps
         point = {"phase": ev.phase, "x": ev.step / spe if spe else float(ev.epoch), "step": ev.step,
                  "loss": ev.loss, **ev.terms}
@@ -626,9 +673,10 @@ class LiveRun(Worker):
         self._steps.setdefault(ev.phase, Series(self.max_points)).add(point)
 
     def _on_epoch_end(self, ev: EpochEnd, now: float, probe: dict[str, PhaseCost] | None = None,
-                      probe_s: float = 0.0) -> None:
+                      probe_s: float = 0.0, work: float | None = None, probe_w: float | None = None) -> None:
         # from the epoch's last step to its end: the validation pass
-        self._val_s += now - self._t_mark
+        work = _work(now, work)
+        self._val_s += work - self._w_mark
         self._val_n += 1
         if self._sizes.get("val"):
             self._eval_ps[_model_of(ev.phase)] = self._val_s / (self._val_n * self._sizes["val"])
@@ -640,12 +688,13 @@ class LiveRun(Worker):
             for p in self._phases:
                 if p not in self._started:
                     self._planned[p] = self._planned_steps(p, n_train)
-        self._t_mark = now + probe_s  # after the probe: its time is no step's
+        # after the probe: its time is no step's
+        self._t_mark, self._w_mark = now + probe_s, work + (probe_s if probe_w is None else probe_w)
 
     # -- reading -------------------------------------------------------------------------
     def _step_pace(self) -> float | None:
-        """Measured seconds per training step of the current phase (None before its first step):
-        the mean of its newer half of steps once it has 16, else of all after the first."""
+        """Measured work seconds per training step of the current phase (None before its first
+        step): the mean of its newer half of steps once it has 16, else of all after the first."""
         cum = self._loop_cum
         n = len(cum)
         if not n:
@@ -669,12 +718,14 @@ class LiveRun(Worker):
         # each phase to come at its own measured or probed costs.
         val = (self._val_s / self._val_n if self._val_n
                else self._sizes.get("val", 0) * (self._eval_cost(self._phase) or 0.0))
+        # Work seconds, made wall seconds by the recent slowdown; counting down on the wall clock.
+        k = self.slowdown()
         left = max(self._total - self._step, 0) * pace + max(self._epochs - self._val_n, 0) * val
-        eta = max(left + self._finish_s(self._phase) - (now - self._t_mark), 0.0)
-        return frac, eta + sum(self.phase_estimate(p) for p in self._phases_after(self._phase))
+        eta = max(k * (left + self._finish_s(self._phase)) - (now - self._t_mark), 0.0)
+        return frac, eta + k * sum(self.phase_estimate(p) for p in self._phases_after(self._phase))
 
     def phase_estimate(self, phase: str, *, teacher_logits: bool = True) -> float:
-        """Planned seconds of a phase that has not started: its steps at its measured pace (a phase
+        """Planned work seconds of a phase that has not started: its steps at its measured pace (a phase
         of the same kind ran before: an earlier seed's, a sweep's first cell's) or its probed one,
         its validation passes and test evaluation at its model's eval cost; with ``teacher_logits``
         a phase that trains on cached teacher logits first has the teacher compute them."""
@@ -714,7 +765,7 @@ class LiveRun(Worker):
                                                   + PROFILE_BATCHES * self.cfg.optim.batch_size)
 
     def pace(self, now: float | None = None) -> float | None:
-        """Measured seconds per training step of the current phase (None before its first step)."""
+        """Measured work seconds per training step of the current phase (None before its first step)."""
         with self._lock:
             return self._step_pace()
 

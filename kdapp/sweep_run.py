@@ -72,10 +72,12 @@ class SweepRun(_live.Worker):
         self._sizes: dict = {}
         self._data = None
         self._est = self._estimator(0, None)
-        self._distilled_t0: float | None = None
-        self._cell_ends: list[float] = []  # when each cell ended
-        # per finished cell: (start, its distilled phase's start or None, end)
+        self._distilled_w0: float | None = None  # the work clock at the distilled phase's start
+        self._cell_ends: list[float] = []  # when each cell ended (wall clock)
+        self._cell_ends_w: list[float] = []  # ... and on the work clock (_live.work_clock)
+        # per finished cell, on the work clock: (start, its distilled phase's start or None, end)
         self._segments: list[tuple[float, float | None, float]] = []
+        self._w0: float | None = None  # the work clock when the sweep's thread started
 
     def _estimator(self, cell: int, last: _live.LiveRun | None) -> _live.LiveRun:
         cells = self.plan.cells
@@ -85,12 +87,14 @@ class SweepRun(_live.Worker):
         est._sizes, est._data = dict(self._sizes), self._data
         if last is not None:  # what earlier cells measured and probed carries over
             est._probe, est._paces, est._eval_ps = last._probe, dict(last._paces), dict(last._eval_ps)
+            est._clock = list(last._clock)
             est._finished_s = dict(last._finished_s)
             if "distilled" in last._planned:
                 est._planned["distilled"] = last._planned["distilled"]
         return est
 
     def _run(self) -> SweepResult:
+        self._w0 = _live.work_clock()
         data, self._sizes = _live.load_with_sizes(self.plan.base.data)
         self._data = data
         self._est._sizes, self._est._data = dict(self._sizes), data
@@ -104,7 +108,7 @@ class SweepRun(_live.Worker):
     def _on_event(self, ev: Any) -> None:
         self._est._on_event(ev)  # outside this lock: it may pause for a page, or probe once
         if isinstance(ev, PhaseStart) and ev.phase == "distilled":
-            self._distilled_t0 = time.perf_counter()
+            self._distilled_w0 = _live.work_clock()
         with self._lock:
             self._version += 1
             if getattr(ev, "run_id", None) is not None:
@@ -122,10 +126,11 @@ class SweepRun(_live.Worker):
                 self._current = cells[done] if done < len(cells) else None
 
     def _on_cell(self, cell: dict) -> None:
-        now = time.perf_counter()
-        self._segments.append((self._cell_ends[-1] if self._cell_ends else self._t0, self._distilled_t0, now))
-        self._distilled_t0 = None
+        now, work = time.perf_counter(), _live.work_clock()
+        self._segments.append((self._cell_ends_w[-1] if self._cell_ends_w else self._w0, self._distilled_w0, work))
+        self._distilled_w0 = None
         self._cell_ends.append(now)
+        self._cell_ends_w.append(work)
         self._est = self._estimator(len(self._cells) + 1, self._est)
         with self._lock:
             self._cells.append(dict(cell))
@@ -137,7 +142,8 @@ class SweepRun(_live.Worker):
     def _eta(self, now: float, cells_after: int) -> float | None:
         """The cell in progress as a run's ETA has it, plus each cell after it.
 
-        A later cell evaluates the reused teacher (its latency profile; its test logits are
+        Costs are work seconds (:func:`kdapp.live.work_clock`) made wall seconds by the run's
+        recent slowdown, as a run's ETA does. A later cell evaluates the reused teacher (its latency profile; its test logits are
         remembered) and baseline, as long as later cells took for that (the median), else planned
         from the first cell's measured eval costs; then it trains and tests one distilled student,
         planned at the newest measured pace of a distilled phase (the cell in progress's once it
@@ -155,15 +161,16 @@ class SweepRun(_live.Worker):
                    teacher * _live.PROFILE_BATCHES * est.cfg.optim.batch_size + est._finish_s("baseline"))
             # the distilled student at the newest measured pace (this cell's, else the last one's)
             student = est.phase_estimate("distilled", teacher_logits=False)
+            k = est.slowdown()
             if est._step > 0:
                 _, cell_eta = est._progress_eta(now)
             elif idx > 0:  # a later cell before its student's first step: the reused models' tests
-                cell_eta = max(pre + (once if idx == 1 else 0.0) - (now - self._cell_ends[-1]), 0.0) + student
+                cell_eta = max(k * (pre + (once if idx == 1 else 0.0)) - (now - self._cell_ends[-1]), 0.0) + k * student
             else:
                 cell_eta = None
         if cell_eta is None:
             return None
-        return cell_eta + (once if idx == 0 and cells_after > 0 else 0.0) + max(cells_after, 0) * (pre + student)
+        return cell_eta + k * ((once if idx == 0 and cells_after > 0 else 0.0) + max(cells_after, 0) * (pre + student))
 
     def snapshot(self) -> SweepSnapshot:
         now = time.perf_counter()

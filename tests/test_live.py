@@ -393,3 +393,35 @@ def test_the_pace_is_read_from_the_newer_half_of_the_phases_steps():
     assert live.pace() == pytest.approx(0.02)
     live._on_phase_start(PhaseStart("baseline", 10, 40), now=10.0)  # a new phase starts afresh
     assert live.pace() is None
+
+
+def test_costs_are_work_seconds_made_wall_seconds_by_the_recent_slowdown():
+    """On a machine shared with other jobs the run gets part of a core: its steps are timed on the
+    training thread's CPU clock (the work) and the ETA multiplies the work left by the wall/work
+    ratio of the last SLOWDOWN_WINDOW_S, so a short phase's first epoch (a few scheduler slices)
+    does not decide the load for the rest."""
+    from kdcore.events import PhaseStart, StepEnd
+    from kdapp.live import SLOWDOWN_WINDOW_S
+
+    live = LiveRun(tiny(epochs=10), store=None)
+    live._sizes = {"test": 0, "train": 224, "val": 0}
+    live._probe = {}
+    assert live.slowdown() == 1.0  # nothing measured: no slowdown assumed
+    live._on_phase_start(PhaseStart("teacher", 10, 100), now=0.0, work=0.0)
+    t = w = 0.0
+    for i in range(1, 41):  # an idle machine: 20 ms of work a step, 20 ms of wall
+        t, w = t + 0.02, w + 0.02
+        live._tick(t, w)
+        live._on_step(StepEnd("teacher", 1, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None), now=t, work=w)
+    assert live.slowdown() == pytest.approx(1.0)
+    for i in range(41, 441):  # then two other jobs: the same work takes 1.5x the wall time (8 s)
+        t, w = t + 0.03, w + 0.02
+        live._tick(t, w)
+        live._on_step(StepEnd("teacher", 1, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None), now=t, work=w)
+    assert live.pace() == pytest.approx(0.02)  # the work per step did not change
+    assert live.slowdown() == pytest.approx(1.5, rel=0.02)  # read over the last 5 s only
+    assert live._clock[-1][0] - live._clock[0][0] <= SLOWDOWN_WINDOW_S + 0.06
+    _, eta = live._progress_eta(now=t)
+    later = sum(live._planned[p] for p in live._phases_after("teacher"))  # charged the current pace (no probe)
+    assert later > 0 and eta == pytest.approx((1000 - 440 + later) * 0.02 * live.slowdown())
+    assert live._progress_eta(now=t + 1.0)[1] == pytest.approx(eta - 1.0)  # counting down in wall time
