@@ -1,22 +1,26 @@
 """How honest is the dashboard's "about N left"? The ETA against the time that was really left.
 
-Trains a few configs through :class:`kdapp.live.LiveRun` (the dashboard's worker, no history),
+Trains a few configs through :class:`kdapp.live.LiveRun` (the dashboard's worker, each run filed
+in a fresh history in a temporary folder, as the dashboard files it;
+:class:`~kdapp.live.LiveSeeds` for the Train page's default of three seeds),
 polls its snapshot every 50 ms, and at the end of the first epoch of each phase writes down the
 ETA it showed; when the run ends, the time that was really left at that moment is known. The
 target (issue 14): within 30 % of the actual remaining time after the first epoch of each phase.
 
     python benchmarks/bench_eta.py            # all configs (a few minutes on 2 cores)
-    python benchmarks/bench_eta.py --quick    # the two quickest
+    python benchmarks/bench_eta.py --quick    # the three quickest
 """
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 import kdcore
 from kdcore import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
-from kdapp.live import LiveRun
+from kdapp.live import LiveRun, LiveSeeds
+from kdcore.history.store import RunStore
 from kdcore.lab import presets
 
 TARGET = 0.30
@@ -26,9 +30,15 @@ RESOLUTION_S = 0.5
 POLL_S = 0.02  # how often the snapshot is read, as a page would (the times come from the worker's clock)
 
 
+SEEDS = {}  # config name -> the seeds it runs over (kdapp.live.LiveSeeds), as the Train page does
+
+
 def configs(quick: bool) -> dict[str, RunConfig]:
     fm = DataConfig(name="fashion_mnist", train_subset=5000)
+    default = "Train page's default: moons, 16 labels + transfer set, 3 seeds"
+    SEEDS[default] = [0, 1, 2]
     out = {
+        default: RunConfig(name="bench_eta"),
         "moons: MLP 128-128 -> MLP 8": RunConfig(
             data=DataConfig(name="moons", n_samples=5000, noise=0.25),
             teacher=ModelConfig("mlp", {"hidden": [128, 128]}), student=ModelConfig("mlp", {"hidden": [8]}),
@@ -61,10 +71,12 @@ def configs(quick: bool) -> dict[str, RunConfig]:
     return out
 
 
-def measure(cfg: RunConfig) -> list[tuple[str, float, float, list[float], float]]:
+def measure(cfg: RunConfig, seeds: list[int] | None = None) -> list[tuple[str, float, float, list[float], float]]:
     """[(phase, ETA shown after its first epoch, seconds really left then, its epochs' seconds,
     seconds its first epoch's end spent probing the phases after it)]."""
-    live = LiveRun(cfg, store=None, max_points=200)
+    store = RunStore(tempfile.mkdtemp(prefix="bench_eta_"))  # a history, as the dashboard keeps
+    live = (LiveSeeds(cfg, seeds, store=store, max_points=200) if seeds
+            else LiveRun(cfg, store=store, max_points=200))
     probe_s: dict[str, float] = {}
     probe_after = live._probe_after
 
@@ -107,7 +119,7 @@ def measure_sweep(plan) -> list[tuple[str, float, float]]:
     """A sweep's ETA after the first epoch of each phase of its first cell and of every later cell."""
     from kdapp.sweep_run import SweepRun
 
-    run = SweepRun(plan).start()
+    run = SweepRun(plan, store=RunStore(tempfile.mkdtemp(prefix="bench_eta_"))).start()
     seen: dict[str, tuple[float, float]] = {}
     while True:
         snap = run.snapshot()
@@ -126,7 +138,7 @@ def measure_sweep(plan) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="only the two quickest configs")
+    ap.add_argument("--quick", action="store_true", help="only the three quickest configs")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
     readings: list[tuple[float, float]] = []  # (ETA shown, seconds really left)
@@ -137,7 +149,7 @@ def main() -> None:
         print(f"{name:62s} {where:18s} ETA {eta:7.1f} s  left {left:7.1f} s  error {err:+6.0%}{extra}", flush=True)
 
     for name, cfg in configs(args.quick).items():
-        for phase, eta, left, epochs, probe in measure(cfg):
+        for phase, eta, left, epochs, probe in measure(cfg, SEEDS.get(name)):
             report(name, phase, eta, left,
                    f"  epochs {min(epochs):.2f}-{max(epochs):.2f} s  probe {probe * 1e3:.0f} ms")
     plan = sweep_plan(args.quick)

@@ -528,6 +528,10 @@ class LiveRun(Worker):
         self._loop_cum: list[float] = []
         self._first_step_s: float | None = None
         self._val_s, self._val_n = 0.0, 0  # the current phase's validation passes
+        # what an epoch's end costs beyond its model's validation forward (filing the epoch, the
+        # lab's recorders), measured where that forward was probed: a phase to come pays it too
+        self._fixed_s, self._fixed_n = 0.0, 0  # ... summed over the current phase's epochs
+        self._epoch_fixed = 0.0  # ... per epoch, the newest phase's mean
         self._paces: dict[str, float] = {}  # base phase -> measured seconds per training step
         self._eval_ps: dict[str, float] = {}  # model (_model_of) -> measured eval seconds per sample
         self._finished_s: dict[str, float] = {}  # base phase -> measured seconds of its end (tests, metrics)
@@ -584,9 +588,10 @@ class LiveRun(Worker):
         after = self._phases_after(phase)
         measured = {*self._paces, split_phase(phase)[0]}  # this phase's kind is measured as it runs
         bases = tuple(dict.fromkeys(b for b in (split_phase(p)[0] for p in after) if b not in measured))
-        caches = any(split_phase(p)[0] in ("distilled", "pseudo") for p in after)
-        # (a teacher phase measures it with its own validation passes)
-        eval_models = ("teacher",) if caches and "teacher" not in {*self._eval_ps, phase} else ()
+        # the teacher's eval forward, timed once: it prices the logits a student caches, and it
+        # tells a teacher phase's validation pass from the rest of its epoch's end (filing,
+        # recorders), which every phase's epoch pays
+        eval_models = ("teacher",) if "teacher" not in (self._probe or {}) else ()
         if self._data is None or not (bases or eval_models):
             return {}
         # the probe's steps go through a stand-in of this worker's event handling, as the run's do
@@ -623,6 +628,7 @@ class LiveRun(Worker):
         self._total = ev.epochs * ev.steps_per_epoch
         self._t_mark, self._w_mark, self._loop_cum, self._first_step_s = now, _work(now, work), [], None
         self._val_s, self._val_n = 0.0, 0
+        self._fixed_s, self._fixed_n = 0.0, 0
         self._planned[ev.phase] = self._total
         if ev.phase not in self._phases:  # a phase this module does not know: before the students
             i = self._phases.index("baseline") if "baseline" in self._phases else len(self._phases)
@@ -676,14 +682,21 @@ class LiveRun(Worker):
                       probe_s: float = 0.0, work: float | None = None, probe_w: float | None = None) -> None:
         # from the epoch's last step to its end: the validation pass
         work = _work(now, work)
-        self._val_s += work - self._w_mark
+        gap = work - self._w_mark
+        self._val_s += gap
         self._val_n += 1
-        if self._sizes.get("val"):
-            self._eval_ps[_model_of(ev.phase)] = self._val_s / (self._val_n * self._sizes["val"])
         if self._step_pace() is not None:
             self._paces[split_phase(ev.phase)[0]] = self._step_pace()
         if probe is not None:
             self._probe = {**(self._probe or {}), **probe}
+        model, val_rows = _model_of(ev.phase), self._sizes.get("val", 0)
+        forward = self._probed_forward(model)
+        if forward is not None:
+            self._fixed_s += max(gap - val_rows * forward, 0.0)
+            self._fixed_n += 1
+            self._epoch_fixed = self._fixed_s / self._fixed_n
+        if val_rows:
+            self._eval_ps[model] = self._val_s / (self._val_n * val_rows)
             n_train = self._total // max(self._epochs, 1) * self._batch_size(self._phase)
             for p in self._phases:
                 if p not in self._started:
@@ -735,11 +748,25 @@ class LiveRun(Worker):
         if pace is None:  # nothing measured or probed for it: the current pace is all there is
             return steps * (self._step_pace() or 0.0)
         optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
-        out = (steps * pace + optim.epochs * self._sizes.get("val", 0) * (self._eval_cost(phase) or 0.0)
-               + self._finish_s(phase))
+        out = steps * pace + optim.epochs * self._epoch_end_s(phase) + self._finish_s(phase)
         if teacher_logits and c is not None and c.pre_rows:
             out += c.pre_rows * (self._eval_cost("teacher") or 0.0)
         return out
+
+    def _epoch_end_s(self, phase: str) -> float:
+        """Work seconds of one epoch's end (validation pass, filing, recorders) of a phase to
+        come: as measured for its model (whose validation passes already include the rest), else
+        its probed validation forward plus the rest as measured in the newest phase."""
+        rows, model = self._sizes.get("val", 0), _model_of(phase)
+        if model in self._eval_ps:
+            return rows * self._eval_ps[model]
+        return rows * (self._eval_cost(phase) or 0.0) + self._epoch_fixed
+
+    def _probed_forward(self, model: str) -> float | None:
+        """A model's probed eval forward per sample (None if not probed)."""
+        probe = self._probe or {}
+        names = ("baseline", "distilled", "pseudo") if model == "student" else (model,)
+        return next((probe[n].forward_s for n in names if n in probe), None)
 
     def _eval_cost(self, phase: str) -> float | None:
         """Eval seconds per sample of a phase's model: measured by its validation passes (every
@@ -747,9 +774,7 @@ class LiveRun(Worker):
         model = _model_of(phase)
         if model in self._eval_ps:
             return self._eval_ps[model]
-        probe = self._probe or {}
-        names = ("baseline", "distilled", "pseudo") if model == "student" else (model,)
-        return next((probe[n].forward_s for n in names if n in probe), None)
+        return self._probed_forward(model)
 
     def _finish_s(self, phase: str) -> float:
         """Seconds of a phase's end (test metrics, latency profile, comparisons): as long as the
@@ -846,6 +871,8 @@ class LiveSeeds(LiveRun):
         self._seed: int | None = None
 
     def _run(self):
+        import pandas  # noqa: F401  (the summary over seeds, after the last phase, needs it: its
+        # one-off import, 0.25 s, is paid now, under "estimating", not after the ETA said 0 s left)
         from kdcore.train.experiment import compare
 
         data, self._sizes = load_with_sizes(self.cfg.data)

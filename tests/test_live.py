@@ -425,3 +425,27 @@ def test_costs_are_work_seconds_made_wall_seconds_by_the_recent_slowdown():
     later = sum(live._planned[p] for p in live._phases_after("teacher"))  # charged the current pace (no probe)
     assert later > 0 and eta == pytest.approx((1000 - 440 + later) * 0.02 * live.slowdown())
     assert live._progress_eta(now=t + 1.0)[1] == pytest.approx(eta - 1.0)  # counting down in wall time
+
+
+def test_a_phase_to_come_pays_the_epoch_end_measured_beyond_its_validation_forward():
+    """An epoch's end is the validation forward plus what does not depend on the model (filing the
+    epoch in the history, the lab's recorders): the part beyond the current model's probed forward
+    is measured and charged to every epoch of the phases to come (the default run's 1,200 student
+    epochs were charged their forward passes alone: 1.2 s shown for 3.1 s left)."""
+    from kdcore.events import PhaseStart
+    from kdapp.live import PROFILE_BATCHES, PhaseCost
+
+    live = LiveRun(tiny(epochs=10), store=None)
+    live._sizes = {"test": 200, "train": 224, "val": 100}
+    live._on_phase_start(PhaseStart("teacher", 10, 7), now=0.0)
+    probe = {"teacher": PhaseCost(0.0, 1e-4), "baseline": PhaseCost(1e-3, 1e-5, 0, 224),
+             "distilled": PhaseCost(1e-3, 1e-5, 224, 224)}
+    t = _feed(live, "teacher", 1, range(1, 8), 0.0, 0.02, 0.05, probe=probe)  # a 50 ms epoch end
+    assert live._epoch_fixed == pytest.approx(0.05 - 100 * 1e-4)  # 10 ms of it the forward, 40 ms the rest
+    assert live._epoch_end_s("baseline") == pytest.approx(100 * 1e-5 + 0.04)
+    finish = 1e-5 * (200 + PROFILE_BATCHES * 32)
+    assert live.phase_estimate("baseline") == pytest.approx(70 * 1e-3 + 10 * (100 * 1e-5 + 0.04) + finish)
+    # once a student's epochs have been measured, their whole end is its measured cost
+    live._on_phase_start(PhaseStart("baseline", 10, 7), now=t)
+    _feed(live, "baseline", 1, range(1, 8), t, 0.001, 0.02)
+    assert live._epoch_end_s("distilled") == pytest.approx(0.02)

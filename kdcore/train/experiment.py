@@ -394,7 +394,9 @@ class _Pipeline:
         self.cfg, self.res, self.store, self.stop, self.reuse, self.data = cfg, res, store, stop, reuse, data
         self.done = done or {}  # phase -> state_dict of phases that finished before an interruption
         self.resuming = done is not None
-        self.cbs = list(callbacks) + ([store.recorder(res.run_id)] if store else [])
+        # the history files an event before anyone watching hears of it: a page's ETA then times
+        # an epoch's filing as part of that epoch's end, as it is
+        self.cbs = ([store.recorder(res.run_id)] if store else []) + list(callbacks)
         self.device = torch.device(cfg.device)
         self.recorders = tuple(recorders)
         self.checkpoint_every_s = checkpoint_every_s
