@@ -454,6 +454,9 @@ class Worker:
     def _run(self) -> Any:
         raise NotImplementedError
 
+    def _begin(self) -> None:
+        """Hook: runs in the job's thread before the job."""
+
     def _finally(self) -> None:
         """Hook: runs after the job ended, before :meth:`join` returns."""
 
@@ -463,6 +466,7 @@ class Worker:
             # the web server and other runs want the same cores make training many times slower
             # (measured: 60x on 2 busy cores). Give each job its share of the cores instead.
             torch.set_num_threads(worker_threads())
+            self._begin()
             self.result = self._run()
             release_slot(self)  # before the status a page reads says the job ended
             with self._lock:  # events normally did this; the result is the last word anyway
@@ -532,9 +536,21 @@ class LiveRun(Worker):
         # lab's recorders), measured where that forward was probed: a phase to come pays it too
         self._fixed_s, self._fixed_n = 0.0, 0  # ... summed over the current phase's epochs
         self._epoch_fixed = 0.0  # ... per epoch, the newest phase's mean
+        # what an epoch's start costs beyond a step (its batch order, the schedule, filing the
+        # previous epoch's point): the first step after an epoch end less the pace; a tiny
+        # student's epoch is two steps, so this is no rounding error
+        self._after_epoch = False  # the next step is an epoch's first (not the phase's)
+        self._start_s, self._start_n = 0.0, 0  # ... summed over the current phase's epochs
+        self._epoch_start = 0.0  # ... per epoch, the newest phase's mean
         self._paces: dict[str, float] = {}  # base phase -> measured seconds per training step
         self._eval_ps: dict[str, float] = {}  # model (_model_of) -> measured eval seconds per sample
         self._finished_s: dict[str, float] = {}  # base phase -> measured seconds of its end (tests, metrics)
+
+    def _begin(self) -> None:
+        # the slowdown's first sample: loading the data and building the models (CPU work under the
+        # same load) then count, so the run's first reading is not read from its first epoch alone
+        with self._lock:
+            self._tick(time.perf_counter(), work_clock())
 
     def _run(self) -> RunResult:
         data, self._sizes = load_with_sizes(self.cfg.data)
@@ -629,6 +645,7 @@ class LiveRun(Worker):
         self._t_mark, self._w_mark, self._loop_cum, self._first_step_s = now, _work(now, work), [], None
         self._val_s, self._val_n = 0.0, 0
         self._fixed_s, self._fixed_n = 0.0, 0
+        self._after_epoch, self._start_s, self._start_n = False, 0.0, 0
         self._planned[ev.phase] = self._total
         if ev.phase not in self._phases:  # a phase this module does not know: before the students
             i = self._phases.index("baseline") if "baseline" in self._phases else len(self._phases)
@@ -669,6 +686,12 @@ class LiveRun(Worker):
         work = _work(now, work)
         if self._first_step_s is None:  # the first step warms up (allocations): not the pace
             self._first_step_s = work - self._w_mark
+        elif self._after_epoch:  # an epoch's first step: the pace's share of it is a step's
+            self._after_epoch = False
+            pace = self._step_pace()
+            self._start_s += max(work - self._w_mark - (pace or 0.0), 0.0)
+            self._start_n += 1
+            self._epoch_start = self._start_s / self._start_n
         else:
             self._loop_cum.append((self._loop_cum[-1] if self._loop_cum else 0.0) + work - self._w_mark)
         self._t_mark, self._w_mark = now, work
@@ -685,6 +708,7 @@ class LiveRun(Worker):
         gap = work - self._w_mark
         self._val_s += gap
         self._val_n += 1
+        self._after_epoch = True
         if self._step_pace() is not None:
             self._paces[split_phase(ev.phase)[0]] = self._step_pace()
         if probe is not None:
@@ -733,7 +757,9 @@ class LiveRun(Worker):
                else self._sizes.get("val", 0) * (self._eval_cost(self._phase) or 0.0))
         # Work seconds, made wall seconds by the recent slowdown; counting down on the wall clock.
         k = self.slowdown()
-        left = max(self._total - self._step, 0) * pace + max(self._epochs - self._val_n, 0) * val
+        starts = max(self._epochs - self._val_n - (0 if self._after_epoch else 1), 0)  # epochs yet to begin
+        left = (max(self._total - self._step, 0) * pace + max(self._epochs - self._val_n, 0) * val
+                + starts * self._epoch_start)
         eta = max(k * (left + self._finish_s(self._phase)) - (now - self._t_mark), 0.0)
         return frac, eta + k * sum(self.phase_estimate(p) for p in self._phases_after(self._phase))
 
@@ -748,7 +774,8 @@ class LiveRun(Worker):
         if pace is None:  # nothing measured or probed for it: the current pace is all there is
             return steps * (self._step_pace() or 0.0)
         optim = self.cfg.teacher_optim if phase.startswith("teacher") else self.cfg.optim
-        out = steps * pace + optim.epochs * self._epoch_end_s(phase) + self._finish_s(phase)
+        out = (steps * pace + optim.epochs * self._epoch_end_s(phase) + (optim.epochs - 1) * self._epoch_start
+               + self._finish_s(phase))
         if teacher_logits and c is not None and c.pre_rows:
             out += c.pre_rows * (self._eval_cost("teacher") or 0.0)
         return out

@@ -93,6 +93,9 @@ class SweepRun(_live.Worker):
                 est._planned["distilled"] = last._planned["distilled"]
         return est
 
+    def _begin(self) -> None:
+        self._est._begin()  # the estimator's first (wall, work) sample, as a run's
+
     def _run(self) -> SweepResult:
         self._w0 = _live.work_clock()
         data, self._sizes = _live.load_with_sizes(self.plan.base.data)
