@@ -532,10 +532,14 @@ class LiveRun(Worker):
         self._loop_cum: list[float] = []
         self._first_step_s: float | None = None
         self._val_s, self._val_n = 0.0, 0  # the current phase's validation passes
+        # ... after its first: a phase's first epoch warms up (its first validation pass, first
+        # filing) and its end cost 1.5-3x a later one's in the 2-D runs: the steady cost is these
+        self._rest_s, self._rest_n = 0.0, 0
         # what an epoch's end costs beyond its model's validation forward (filing the epoch, the
         # lab's recorders), measured where that forward was probed: a phase to come pays it too
         self._fixed_s, self._fixed_n = 0.0, 0  # ... summed over the current phase's epochs
         self._epoch_fixed = 0.0  # ... per epoch, the newest phase's mean
+        self._fixed_known = False  # ... read from an epoch after a phase's first
         # what an epoch's start costs beyond a step (its batch order, the schedule, filing the
         # previous epoch's point): the first step after an epoch end less the pace; a tiny
         # student's epoch is two steps, so this is no rounding error
@@ -643,7 +647,7 @@ class LiveRun(Worker):
         self._phase, self._epoch, self._epochs, self._step = ev.phase, 0, ev.epochs, 0
         self._total = ev.epochs * ev.steps_per_epoch
         self._t_mark, self._w_mark, self._loop_cum, self._first_step_s = now, _work(now, work), [], None
-        self._val_s, self._val_n = 0.0, 0
+        self._val_s, self._val_n, self._rest_s, self._rest_n = 0.0, 0, 0.0, 0
         self._fixed_s, self._fixed_n = 0.0, 0
         self._after_epoch, self._start_s, self._start_n = False, 0.0, 0
         self._planned[ev.phase] = self._total
@@ -708,19 +712,29 @@ class LiveRun(Worker):
         gap = work - self._w_mark
         self._val_s += gap
         self._val_n += 1
+        steady = self._val_n > 1  # past the phase's first (warm-up) epoch
+        if steady:
+            self._rest_s += gap
+            self._rest_n += 1
         self._after_epoch = True
-        if self._step_pace() is not None:
-            self._paces[split_phase(ev.phase)[0]] = self._step_pace()
+        base = split_phase(ev.phase)[0]
+        # a kind of phase measured before (an earlier seed's) keeps its pace until this one has
+        # enough steps of its own to read a pace from
+        if self._step_pace() is not None and (base not in self._paces or len(self._loop_cum) >= 16):
+            self._paces[base] = self._step_pace()
         if probe is not None:
             self._probe = {**(self._probe or {}), **probe}
         model, val_rows = _model_of(ev.phase), self._sizes.get("val", 0)
         forward = self._probed_forward(model)
-        if forward is not None:
-            self._fixed_s += max(gap - val_rows * forward, 0.0)
-            self._fixed_n += 1
-            self._epoch_fixed = self._fixed_s / self._fixed_n
-        if val_rows:
-            self._eval_ps[model] = self._val_s / (self._val_n * val_rows)
+        if forward is not None and (steady or not self._fixed_known):
+            if steady:
+                self._fixed_s += max(gap - val_rows * forward, 0.0)
+                self._fixed_n += 1
+            self._epoch_fixed = (self._fixed_s / self._fixed_n if self._fixed_n
+                                 else max(gap - val_rows * forward, 0.0))  # a first epoch's, until a steady one
+            self._fixed_known = self._fixed_known or steady
+        if val_rows and (steady or model not in self._eval_ps):
+            self._eval_ps[model] = (self._rest_s / self._rest_n if steady else gap) / val_rows
             n_train = self._total // max(self._epochs, 1) * self._batch_size(self._phase)
             for p in self._phases:
                 if p not in self._started:
@@ -750,11 +764,21 @@ class LiveRun(Worker):
         pace = self._step_pace()
         if self._step == 0 or pace is None or self._probe is None:
             return frac, None  # "estimating": no pace yet, or the phases after it not yet probed
+        if len(self._loop_cum) < 16:  # too few steps yet: the kind's pace measured before, if any
+            pace = self._paces.get(split_phase(self._phase)[0], pace)
         # The current phase: its steps left at its measured pace and its validation passes left at
         # their measured time, counting down from its newest event, then its test evaluation; then
         # each phase to come at its own measured or probed costs.
-        val = (self._val_s / self._val_n if self._val_n
-               else self._sizes.get("val", 0) * (self._eval_cost(self._phase) or 0.0))
+        # an epoch's end: this phase's after its first, else its model's (a first epoch's at worst)
+        rows, model = self._sizes.get("val", 0), _model_of(self._phase)
+        if self._rest_n:
+            val = self._rest_s / self._rest_n
+        elif rows and model in self._eval_ps:
+            val = rows * self._eval_ps[model]
+        elif self._val_n:
+            val = self._val_s / self._val_n
+        else:
+            val = rows * (self._eval_cost(self._phase) or 0.0)
         # Work seconds, made wall seconds by the recent slowdown; counting down on the wall clock.
         k = self.slowdown()
         starts = max(self._epochs - self._val_n - (0 if self._after_epoch else 1), 0)  # epochs yet to begin

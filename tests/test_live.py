@@ -449,3 +449,36 @@ def test_a_phase_to_come_pays_the_epoch_end_measured_beyond_its_validation_forwa
     live._on_phase_start(PhaseStart("baseline", 10, 7), now=t)
     _feed(live, "baseline", 1, range(1, 8), t, 0.001, 0.02)
     assert live._epoch_end_s("distilled") == pytest.approx(0.02)
+
+
+def test_a_phases_first_epoch_is_a_warm_up_for_its_end_and_a_kind_keeps_its_measured_pace():
+    """A phase's first epoch end (its first validation pass, its first filing) costs more than its
+    later ones: once a second has ended, the first no longer prices the epochs left, nor its
+    model's eval cost; and a phase with too few steps of its own is charged the pace its kind
+    (an earlier seed's) was measured at."""
+    from kdcore.events import PhaseStart
+    from kdapp.live import LiveSeeds
+
+    live = LiveSeeds(tiny(epochs=10), [1, 2], store=None)
+    live._sizes = {"test": 0, "train": 224, "val": 100}
+    live._probe = {}
+    live._on_phase_start(PhaseStart("baseline · seed 1", 10, 2), now=0.0)
+    t = _feed(live, "baseline · seed 1", 1, [1, 2], 0.0, 0.001, 0.09)  # a 90 ms first epoch end
+    assert live._eval_ps["student"] == pytest.approx(0.09 / 100)  # all there is
+    t = _feed(live, "baseline · seed 1", 2, [3, 4], t, 0.001, 0.03)
+    t = _feed(live, "baseline · seed 1", 3, [5, 6], t, 0.001, 0.03)
+    assert live._eval_ps["student"] == pytest.approx(0.03 / 100)  # the steady epochs only
+    _, eta = live._progress_eta(now=t)
+    # 14 steps and 7 epoch ends left, at the steady cost, then its end (the latency profile)
+    left = 14 * 0.001 + 7 * 0.03 + live._finish_s("baseline · seed 1")
+    later = live.phase_estimate("distilled · seed 1") + live.phase_estimate("baseline · seed 2") + \
+        live.phase_estimate("distilled · seed 2")
+    assert eta == pytest.approx(left + later)
+    # the next seed's baseline, two steps in: its kind's measured pace, not its own warm-up
+    live._paces["baseline"] = 0.001
+    live._on_phase_start(PhaseStart("baseline · seed 2", 10, 2), now=t)
+    t = _feed(live, "baseline · seed 2", 1, [1, 2], t, 0.005, 0.03)  # 5 ms steps while warming up
+    assert live._paces["baseline"] == 0.001  # one slow step does not replace the measured pace
+    _, eta = live._progress_eta(now=t)
+    assert eta == pytest.approx(18 * 0.001 + 9 * 0.03 + live._finish_s("baseline · seed 2")
+                                + live.phase_estimate("distilled · seed 2"))
