@@ -526,6 +526,7 @@ class LiveRun(Worker):
         self._t_mark = 0.0  # wall clock at the current phase's newest step end (or epoch start)
         self._w_mark = 0.0  # work clock at the same moment
         self._clock: list[tuple[float, float]] = []  # recent (wall, work) samples, for slowdown()
+        self._paused = 0.0  # wall seconds the worker paused for pages (left out of the slowdown)
         # the current phase's steps after its first (warm-up) one, as running sums: the pace is read
         # from the newer half of them, as a phase's first steps (and a fresh process's first epoch)
         # run slower than its later ones
@@ -554,7 +555,7 @@ class LiveRun(Worker):
         # the slowdown's first sample: loading the data and building the models (CPU work under the
         # same load) then count, so the run's first reading is not read from its first epoch alone
         with self._lock:
-            self._tick(time.perf_counter(), work_clock())
+            self._tick(time.perf_counter() - self._paused, work_clock())
 
     def _run(self) -> RunResult:
         data, self._sizes = load_with_sizes(self.cfg.data)
@@ -567,7 +568,11 @@ class LiveRun(Worker):
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:
+            t = time.perf_counter()
             foreground.yield_to_pages()  # outside the lock; never before the first point
+            # a pause for a page is no slowdown of the run's own: pages pause it when they are
+            # computed (most after Start, when the whole page reruns), not at a pace to plan by
+            self._paused += time.perf_counter() - t
         now, work = time.perf_counter(), work_clock()
         probe: dict[str, PhaseCost] | None = None
         if isinstance(ev, EpochEnd) and self._probes and ev.phase not in self._probed_after:
@@ -578,7 +583,7 @@ class LiveRun(Worker):
         probe_s, probe_w = ((time.perf_counter() - now, work_clock() - work) if probe is not None else (0.0, 0.0))
         with self._lock:
             self._version += 1
-            self._tick(now + probe_s, work + probe_w)
+            self._tick(now + probe_s - self._paused, work + probe_w)
             if getattr(ev, "run_id", None) is not None:
                 self._run_id = ev.run_id
             if isinstance(ev, StepEnd):

@@ -482,3 +482,30 @@ def test_a_phases_first_epoch_is_a_warm_up_for_its_end_and_a_kind_keeps_its_meas
     _, eta = live._progress_eta(now=t)
     assert eta == pytest.approx(18 * 0.001 + 9 * 0.03 + live._finish_s("baseline · seed 2")
                                 + live.phase_estimate("distilled · seed 2"))
+
+
+def test_a_pause_for_a_page_is_not_read_as_a_slowdown_of_the_run(monkeypatch):
+    """Pages pause a training worker between steps while they are computed (most right after
+    Start, when the whole page reruns); that wall time is left out of the slowdown, which is the
+    run's own share of the cores, or the run's first reading in the browser read the page's
+    start-up as the pace of the whole run."""
+    from kdcore.events import PhaseStart, StepEnd
+    from kdapp import live as live_mod
+
+    clock = {"wall": 0.0, "work": 0.0}
+    monkeypatch.setattr(live_mod.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(live_mod, "work_clock", lambda: clock["work"])
+
+    def pause() -> None:  # a page computed for 0.2 s at every step
+        clock["wall"] += 0.2
+
+    monkeypatch.setattr(live_mod.foreground, "yield_to_pages", pause)
+    live = LiveRun(tiny(epochs=10), store=None)
+    live._first_point = 0.0  # past the first point: the worker yields to pages
+    live._on_event(PhaseStart("teacher", 10, 100, None))
+    for i in range(1, 51):  # 10 ms of work a step, 15 ms of wall besides the pause
+        clock["wall"] += 0.015
+        clock["work"] += 0.01
+        live._on_event(StepEnd("teacher", 1, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None))
+    assert live._paused == pytest.approx(50 * 0.2)
+    assert live.slowdown() == pytest.approx(1.5, rel=0.01)  # not (0.015 + 0.2) / 0.01
