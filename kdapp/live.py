@@ -91,13 +91,17 @@ class _Foreground:
                 if self._active == 0:
                     self._idle.set()
 
-    def yield_to_pages(self) -> None:
+    def yield_to_pages(self) -> float:
+        """Wait while a page is computed (and its grace); returns the seconds waited (0.0: none)."""
         t0 = time.monotonic()
-        if not self._idle.is_set():
+        waited = not self._idle.is_set()
+        if waited:
             self._idle.wait(self.MAX_PAUSE_S)
         rest = min(self._until - time.monotonic(), self.MAX_PAUSE_S - (time.monotonic() - t0))
         if rest > 0:
             time.sleep(rest)
+            waited = True
+        return time.monotonic() - t0 if waited else 0.0
 
 
 foreground = _Foreground()
@@ -527,6 +531,11 @@ class LiveRun(Worker):
         self._w_mark = 0.0  # work clock at the same moment
         self._clock: list[tuple[float, float]] = []  # recent (wall, work) samples, for slowdown()
         self._paused = 0.0  # wall seconds the worker paused for pages (left out of the slowdown)
+        # the run's first epochs run while the page reruns after Start: until an epoch ends with
+        # no pause for a page in it, what was measured is the page's start-up, and the line says
+        # "estimating" (no page, no pause: the first epoch end is calm)
+        self._paused_mark = 0.0  # _paused at the last epoch end
+        self._calm = False  # an epoch has ended with no pause for a page in it
         # the current phase's steps after its first (warm-up) one, as running sums: the pace is read
         # from the newer half of them, as a phase's first steps (and a fresh process's first epoch)
         # run slower than its later ones
@@ -568,11 +577,10 @@ class LiveRun(Worker):
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, StepEnd) and self._first_point is not None:
-            t = time.perf_counter()
-            foreground.yield_to_pages()  # outside the lock; never before the first point
-            # a pause for a page is no slowdown of the run's own: pages pause it when they are
-            # computed (most after Start, when the whole page reruns), not at a pace to plan by
-            self._paused += time.perf_counter() - t
+            # outside the lock; never before the first point. A pause for a page is no slowdown of
+            # the run's own: pages pause it when they are computed (most after Start, when the
+            # whole page reruns), not at a pace to plan by
+            self._paused += foreground.yield_to_pages()
         now, work = time.perf_counter(), work_clock()
         probe: dict[str, PhaseCost] | None = None
         if isinstance(ev, EpochEnd) and self._probes and ev.phase not in self._probed_after:
@@ -715,6 +723,8 @@ class LiveRun(Worker):
         # from the epoch's last step to its end: the validation pass
         work = _work(now, work)
         gap = work - self._w_mark
+        self._calm = self._calm or self._paused == self._paused_mark
+        self._paused_mark = self._paused
         self._val_s += gap
         self._val_n += 1
         steady = self._val_n > 1  # past the phase's first (warm-up) epoch
@@ -767,8 +777,9 @@ class LiveRun(Worker):
             return 0.0, None
         frac = min(done / planned, 1.0)
         pace = self._step_pace()
-        if self._step == 0 or pace is None or self._probe is None:
-            return frac, None  # "estimating": no pace yet, or the phases after it not yet probed
+        if self._step == 0 or pace is None or self._probe is None or not self._calm:
+            return frac, None  # "estimating": no pace yet, the phases after it not yet probed, or
+            # every epoch so far shared the cores with a page's start-up
         if len(self._loop_cum) < 16:  # too few steps yet: the kind's pace measured before, if any
             pace = self._paces.get(split_phase(self._phase)[0], pace)
         # The current phase: its steps left at its measured pace and its validation passes left at

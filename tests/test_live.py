@@ -351,6 +351,7 @@ def test_sweep_eta_charges_later_cells_the_reused_models_tests_and_one_distilled
     first._probe = {"baseline": PhaseCost(1e-3, 1e-5, 0, 224), "distilled": PhaseCost(1e-3, 1e-5, 224, 224)}
     first._paces, first._eval_ps = {"distilled": 2e-3}, {"teacher": 1e-4, "student": 1e-5}
     first._planned["distilled"] = 70
+    first._calm = True  # (its epochs' ends are not fed: none shared the cores with a page)
     # the first cell: a teacher phase 1 s from its end; a later cell is charged the teacher's
     # latency profile and the baseline's test, then 70 steps at the measured 2 ms a step
     first._on_phase_start(PhaseStart("teacher", 10, 7), now=0.0)
@@ -405,7 +406,7 @@ def test_costs_are_work_seconds_made_wall_seconds_by_the_recent_slowdown():
 
     live = LiveRun(tiny(epochs=10), store=None)
     live._sizes = {"test": 0, "train": 224, "val": 0}
-    live._probe = {}
+    live._probe, live._calm = {}, True  # (no epoch end is fed: the probe and a calm one stood in for)
     assert live.slowdown() == 1.0  # nothing measured: no slowdown assumed
     live._on_phase_start(PhaseStart("teacher", 10, 100), now=0.0, work=0.0)
     t = w = 0.0
@@ -496,8 +497,9 @@ def test_a_pause_for_a_page_is_not_read_as_a_slowdown_of_the_run(monkeypatch):
     monkeypatch.setattr(live_mod.time, "perf_counter", lambda: clock["wall"])
     monkeypatch.setattr(live_mod, "work_clock", lambda: clock["work"])
 
-    def pause() -> None:  # a page computed for 0.2 s at every step
+    def pause() -> float:  # a page computed for 0.2 s at every step
         clock["wall"] += 0.2
+        return 0.2
 
     monkeypatch.setattr(live_mod.foreground, "yield_to_pages", pause)
     live = LiveRun(tiny(epochs=10), store=None)
@@ -509,3 +511,16 @@ def test_a_pause_for_a_page_is_not_read_as_a_slowdown_of_the_run(monkeypatch):
         live._on_event(StepEnd("teacher", 1, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None))
     assert live._paused == pytest.approx(50 * 0.2)
     assert live.slowdown() == pytest.approx(1.5, rel=0.01)  # not (0.015 + 0.2) / 0.01
+    # the run's first epochs shared the cores with a page: "estimating" until one ends without
+    from kdcore.events import EpochEnd
+
+    epoch_end = EpochEnd("teacher", 1, 10, 0.5, {}, 0.5, 0.5, 0.5, 0.0, None)
+    live._on_event(epoch_end)
+    assert live.snapshot().eta_s is None
+    monkeypatch.setattr(live_mod.foreground, "yield_to_pages", lambda: 0.0)  # no page any more
+    for i in range(51, 101):
+        clock["wall"] += 0.015
+        clock["work"] += 0.01
+        live._on_event(StepEnd("teacher", 2, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None))
+    live._on_event(EpochEnd("teacher", 2, 10, 0.5, {}, 0.5, 0.5, 0.5, 0.0, None))
+    assert live.snapshot().eta_s is not None
