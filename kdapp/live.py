@@ -193,6 +193,7 @@ def work_clock() -> float:
 
 
 SLOWDOWN_WINDOW_S = 5.0  # the ETA reads the run's share of the cores over this much recent time
+CALM_S = 0.5  # after a page paused the run, this much calm before the ETA reads a pace again
 CLOCK_EVERY_S = 0.05  # at most one (wall, work) sample this often
 
 
@@ -535,7 +536,8 @@ class LiveRun(Worker):
         # no pause for a page in it, what was measured is the page's start-up, and the line says
         # "estimating" (no page, no pause: the first epoch end is calm)
         self._paused_mark = 0.0  # _paused at the last epoch end
-        self._calm = False  # an epoch has ended with no pause for a page in it
+        self._calm = False  # enough has been measured with no page paused the run
+        self._calm_from: float | None = None  # (wall - paused) at the newest epoch end a page paused
         # the current phase's steps after its first (warm-up) one, as running sums: the pace is read
         # from the newer half of them, as a phase's first steps (and a fresh process's first epoch)
         # run slower than its later ones
@@ -723,7 +725,14 @@ class LiveRun(Worker):
         # from the epoch's last step to its end: the validation pass
         work = _work(now, work)
         gap = work - self._w_mark
-        self._calm = self._calm or self._paused == self._paused_mark
+        if self._paused != self._paused_mark:
+            # a page was computed during this epoch: what the run measured shared the cores with
+            # it (a pause is capped at a second, a page rerun after Start takes longer on 2 cores).
+            # The slowdown and the pace start afresh, and the line waits for CALM_S of calm.
+            self._calm, self._calm_from = False, now - self._paused
+            self._clock, self._loop_cum = self._clock[-1:], []
+        elif not self._calm:
+            self._calm = self._calm_from is None or now - self._paused - self._calm_from >= CALM_S
         self._paused_mark = self._paused
         self._val_s += gap
         self._val_n += 1

@@ -518,9 +518,12 @@ def test_a_pause_for_a_page_is_not_read_as_a_slowdown_of_the_run(monkeypatch):
     live._on_event(epoch_end)
     assert live.snapshot().eta_s is None
     monkeypatch.setattr(live_mod.foreground, "yield_to_pages", lambda: 0.0)  # no page any more
-    for i in range(51, 101):
-        clock["wall"] += 0.015
-        clock["work"] += 0.01
-        live._on_event(StepEnd("teacher", 2, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None))
-    live._on_event(EpochEnd("teacher", 2, 10, 0.5, {}, 0.5, 0.5, 0.5, 0.0, None))
-    assert live.snapshot().eta_s is not None
+    for epoch, steps in ((2, range(51, 61)), (3, range(61, 101))):  # 0.15 s of calm, then 0.6 s more
+        for i in steps:
+            clock["wall"] += 0.015
+            clock["work"] += 0.01
+            live._on_event(StepEnd("teacher", epoch, i, 1000, 0.5, {"ce": 0.5}, 1e-2, None))
+        live._on_event(EpochEnd("teacher", epoch, 10, 0.5, {}, 0.5, 0.5, 0.5, 0.0, None))
+        # a number once CALM_S (0.5 s) has passed with no page: read from that calm alone
+        assert (live.snapshot().eta_s is not None) == (epoch == 3)
+    assert live.pace() == pytest.approx(0.01) and live.slowdown() == pytest.approx(1.5, rel=0.01)
