@@ -526,11 +526,12 @@ def _train_epoch(loop: _Loop, data, optim_cfg, epoch: int, step: int, stop, emit
     loss_sum, correct, seen = 0.0, 0, 0
     pending: list = []  # when deferring: (step, loss and terms, names, lr) not yet on the host
     epoch_idx = epoch_batches(data, optim_cfg.batch_size, loop.gen)
-    read_ahead = getattr(x_all, "read_ahead", None)  # a set on disk (kdcore.data.own.StreamedImages)
+    # a set on disk (kdcore.data.own.StreamedImages) decodes the epoch's batches while the steps run
+    read_ahead = None if loop.resident else getattr(x_all, "read_ahead", None)
     if loop.resident:  # the epoch's order goes to the device in one copy, then is sliced there
         cpu_idx = list(epoch_idx)
         epoch_idx = (torch.cat(cpu_idx).to(device).split([len(i) for i in cpu_idx]) if cpu_idx else [])
-    elif read_ahead is not None:  # it decodes the epoch's batches while the steps run
+    elif read_ahead is not None:
         epoch_idx = list(epoch_idx)
         read_ahead(epoch_idx)
     for idx in epoch_idx:
@@ -598,7 +599,7 @@ def _train_epoch(loop: _Loop, data, optim_cfg, epoch: int, step: int, stop, emit
         if stop_now:
             result.status, result.message = "stopped", f"stopped by request in epoch {epoch}"
             break
-    if read_ahead is not None and not loop.resident:  # what a stopped epoch did not take
+    if read_ahead is not None:  # what a stopped epoch did not take
         read_ahead(None)
     if pending and result.status != "diverged":  # a stopped epoch still reports its steps
         loss_sum += _flush(pending, sums, result, emit, phase, epoch, loop.total, optim_cfg, run_id) or 0.0
