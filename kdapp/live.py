@@ -194,6 +194,7 @@ def work_clock() -> float:
 
 SLOWDOWN_WINDOW_S = 5.0  # the ETA reads the run's share of the cores over this much recent time
 CALM_S = 0.5  # after a page paused the run, this much calm before the ETA reads a pace again
+PACE_STEPS = 16  # a phase's own steps (after its first) from which its pace is its newer half's mean
 CLOCK_EVERY_S = 0.05  # at most one (wall, work) sample this often
 
 
@@ -637,6 +638,16 @@ class LiveRun(Worker):
     def _phases_after(self, phase: str) -> tuple[str, ...]:
         return self._phases[self._phases.index(phase) + 1:] if phase in self._phases else ()
 
+    def carry_over(self, last: "LiveRun") -> None:
+        """Take over what ``last`` (the estimator of the sweep cell before) measured and probed:
+        paces, eval costs, phase ends, the slowdown's samples and the page-pause state."""
+        self._probe, self._paces, self._eval_ps = last._probe, dict(last._paces), dict(last._eval_ps)
+        self._clock, self._paused, self._paused_mark = list(last._clock), last._paused, last._paused
+        self._calm, self._calm_from = last._calm, last._calm_from
+        self._finished_s = dict(last._finished_s)
+        if "distilled" in last._planned:
+            self._planned["distilled"] = last._planned["distilled"]
+
     def _tick(self, now: float, work: float) -> None:
         """Keep a (wall, work) sample for :meth:`slowdown`: at most one per CLOCK_EVERY_S, and
         only the newest SLOWDOWN_WINDOW_S of them (plus the one before, where the window starts)."""
@@ -744,7 +755,7 @@ class LiveRun(Worker):
         base = split_phase(ev.phase)[0]
         # a kind of phase measured before (an earlier seed's) keeps its pace until this one has
         # enough steps of its own to read a pace from
-        if self._step_pace() is not None and (base not in self._paces or len(self._loop_cum) >= 16):
+        if self._step_pace() is not None and (base not in self._paces or len(self._loop_cum) >= PACE_STEPS):
             self._paces[base] = self._step_pace()
         if probe is not None:
             self._probe = {**(self._probe or {}), **probe}
@@ -769,12 +780,12 @@ class LiveRun(Worker):
     # -- reading -------------------------------------------------------------------------
     def _step_pace(self) -> float | None:
         """Measured work seconds per training step of the current phase (None before its first
-        step): the mean of its newer half of steps once it has 16, else of all after the first."""
+        step): the mean of its newer half of steps once it has PACE_STEPS, else of all after the first."""
         cum = self._loop_cum
         n = len(cum)
         if not n:
             return self._first_step_s
-        half = n // 2 if n >= 16 else 0
+        half = n // 2 if n >= PACE_STEPS else 0
         return (cum[-1] - (cum[half - 1] if half else 0.0)) / (n - half)
 
     def _progress_eta(self, now: float) -> tuple[float, float | None]:
@@ -789,7 +800,7 @@ class LiveRun(Worker):
         if self._step == 0 or pace is None or self._probe is None or not self._calm:
             return frac, None  # "estimating": no pace yet, the phases after it not yet probed, or
             # every epoch so far shared the cores with a page's start-up
-        if len(self._loop_cum) < 16:  # too few steps yet: the kind's pace measured before, if any
+        if len(self._loop_cum) < PACE_STEPS:  # too few steps yet: the kind's pace measured before, if any
             pace = self._paces.get(split_phase(self._phase)[0], pace)
         # The current phase: its steps left at its measured pace and its validation passes left at
         # their measured time, counting down from its newest event, then its test evaluation; then

@@ -86,12 +86,7 @@ class SweepRun(_live.Worker):
             est._phases, est._phase = ("distilled",), "distilled"
         est._sizes, est._data = dict(self._sizes), self._data
         if last is not None:  # what earlier cells measured and probed carries over
-            est._probe, est._paces, est._eval_ps = last._probe, dict(last._paces), dict(last._eval_ps)
-            est._clock, est._paused, est._paused_mark = list(last._clock), last._paused, last._paused
-            est._calm, est._calm_from = last._calm, last._calm_from
-            est._finished_s = dict(last._finished_s)
-            if "distilled" in last._planned:
-                est._planned["distilled"] = last._planned["distilled"]
+            est.carry_over(last)
         return est
 
     def _begin(self) -> None:
